@@ -1,0 +1,48 @@
+"""lionx: the Lion optimizer family as composable Optax transforms.
+
+The pieces chain as ``scale_by_lion -> reshaper (∇K) -> [cautious] ->
+add_decoupled_weight_decay -> learning rate``; :func:`lion`, :func:`lion_k`
+and :func:`cautious_lion` are ready-made chains.
+"""
+
+from lionx._src.alias import DEFAULT_WEIGHT_DECAY
+from lionx._src.alias import cautious_lion
+from lionx._src.alias import lion
+from lionx._src.alias import lion_k
+from lionx._src.reshapers import RESHAPERS
+from lionx._src.reshapers import Reshaper
+from lionx._src.reshapers import huber_reshaper
+from lionx._src.reshapers import lp_reshaper
+from lionx._src.reshapers import sign_reshaper
+from lionx._src.reshapers import sparse_sign_reshaper
+from lionx._src.reshapers import tanh_reshaper
+from lionx._src.reshapers import topk_sign_reshaper
+from lionx._src.transforms import CautiousState
+from lionx._src.transforms import ScaleByLionState
+from lionx._src.transforms import WeightDecayState
+from lionx._src.transforms import add_decoupled_weight_decay
+from lionx._src.transforms import cautious
+from lionx._src.transforms import scale_by_lion
+
+__version__ = '0.1.0'
+
+__all__ = (
+    'DEFAULT_WEIGHT_DECAY',
+    'RESHAPERS',
+    'CautiousState',
+    'Reshaper',
+    'ScaleByLionState',
+    'WeightDecayState',
+    'add_decoupled_weight_decay',
+    'cautious',
+    'cautious_lion',
+    'huber_reshaper',
+    'lion',
+    'lion_k',
+    'lp_reshaper',
+    'scale_by_lion',
+    'sign_reshaper',
+    'sparse_sign_reshaper',
+    'tanh_reshaper',
+    'topk_sign_reshaper',
+)

@@ -1,0 +1,1 @@
+"""Private implementation of lionx; import from :mod:`lionx` instead."""

@@ -1,0 +1,212 @@
+"""Ready-made optimizers: each is a plain ``optax.chain``."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax.numpy as jnp
+import optax
+
+from lionx._src import checks
+from lionx._src.reshapers import Reshaper, sign_reshaper
+from lionx._src.transforms import (
+    Mask, add_decoupled_weight_decay, cautious, scale_by_lion)
+
+DEFAULT_WEIGHT_DECAY = 1e-3
+
+
+def _learning_rate(learning_rate: optax.ScalarOrSchedule):
+  checks.non_negative('learning_rate', learning_rate)
+  return optax.scale_by_learning_rate(learning_rate)
+
+
+def lion_k(
+    learning_rate: optax.ScalarOrSchedule,
+    reshaper: Optional[Reshaper] = None,
+    b1: float = 0.9,
+    b2: float = 0.99,
+    weight_decay: optax.ScalarOrSchedule = DEFAULT_WEIGHT_DECAY,
+    mask: Optional[Mask] = None,
+    mu_dtype: Optional[jnp.dtype] = None,
+    *,
+    implicit: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Lion-K: Lion with ``sign`` replaced by a reshaper's :math:`\nabla K`.
+
+  .. math::
+
+    c_k &= \beta_1 m_{k-1} + (1-\beta_1) g_k \\
+    \theta_{k+1} &= \theta_k - \eta\,(\nabla K(c_k) + \lambda\theta_k) \\
+    m_k &= \beta_2 m_{k-1} + (1-\beta_2) g_k
+
+  It minimises :math:`f(\theta) + \frac{1}{\lambda}K^*(\lambda\theta)`; the
+  reshaper's ``constraint(params, weight_decay)`` is the quantity kept
+  :math:`\le 1`. See :func:`lion` for the choice of ``weight_decay``.
+
+  Args:
+    learning_rate: :math:`\eta \ge 0`, a scalar or a schedule.
+    reshaper: a :class:`Reshaper` such as :func:`lp_reshaper`; ``None``
+      means :func:`sign_reshaper`, i.e. plain Lion.
+    b1: :math:`\beta_1 \in [0, 1]`.
+    b2: :math:`\beta_2 \in [0, 1]`.
+    weight_decay: :math:`\lambda \ge 0`, a scalar or a schedule.
+    mask: which leaves get weight decay (see
+      :func:`add_decoupled_weight_decay`).
+    mu_dtype: storage dtype of the momentum.
+    implicit: use the implicit weight-decay scheme (15) of 003.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs`.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import lionx
+    >>> opt = lionx.lion_k(0.1, lionx.huber_reshaper(1.0))
+    >>> params = jnp.array([1.0, -2.0])
+    >>> state = opt.init(params)
+    >>> grads = jax.grad(lambda p: jnp.sum(p ** 2))(params)
+    >>> updates, state = opt.update(grads, state, params)
+    >>> optax.apply_updates(params, updates)  # c = 0.1 g is inside the linear zone
+    Array([ 0.9799, -1.9598], dtype=float32)
+  """
+  if reshaper is None:
+    reshaper = sign_reshaper()
+  if not isinstance(reshaper, optax.GradientTransformation):
+    raise TypeError(
+        f'reshaper={reshaper!r}: expected a lionx reshaper such as '
+        'lionx.sign_reshaper().')
+  return optax.chain(
+      scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype),
+      reshaper,
+      add_decoupled_weight_decay(
+          weight_decay, mask, implicit=implicit,
+          learning_rate=learning_rate if implicit else None),
+      _learning_rate(learning_rate),
+  )
+
+
+def lion(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.99,
+    weight_decay: optax.ScalarOrSchedule = DEFAULT_WEIGHT_DECAY,
+    mask: Optional[Mask] = None,
+    mu_dtype: Optional[jnp.dtype] = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""The Lion optimizer (Algorithm 1 of Dong, Li, Lin).
+
+  .. math::
+
+    c_k &= \beta_1 m_{k-1} + (1-\beta_1) g_k \\
+    \theta_{k+1} &= \theta_k - \eta\,(\operatorname{sign}(c_k)
+      + \lambda\theta_k) \\
+    m_k &= \beta_2 m_{k-1} + (1-\beta_2) g_k
+
+  With :math:`\lambda > 0` and :math:`\eta\lambda \le 1`, Lion solves
+  :math:`\min f` subject to the box :math:`\|\theta\|_\infty \le 1/\lambda`:
+  an iterate inside the box stays inside, and one outside approaches it by
+  the factor :math:`1 - \eta\lambda` per step.
+
+  The default ``weight_decay=1e-3`` equals ``optax.lion``'s, so lionx is a
+  drop-in replacement that gives the same numbers. It implies the box
+  :math:`\|\theta\|_\infty \le 1000`, which no usual initialisation comes
+  near: the default does not constrain. To use the constrained view, set
+  :math:`\lambda` so that :math:`1/\lambda` is the weight magnitude you
+  accept, e.g. ``0.1`` (box 10) as in the papers' CIFAR runs; with AdamW
+  settings at hand, take a learning rate 3-10x smaller and a weight decay
+  3-10x larger.
+
+  Non-finite gradients make the affected parameters NaN rather than moving
+  them by :math:`\pm\eta`; to skip such steps, leaving parameters and
+  momentum unchanged, use ``optax.apply_if_finite(lionx.lion(...), k)``.
+
+  Args:
+    learning_rate: :math:`\eta \ge 0`, a scalar or a schedule.
+    b1: :math:`\beta_1 \in [0, 1]`.
+    b2: :math:`\beta_2 \in [0, 1]`.
+    weight_decay: :math:`\lambda \ge 0`, a scalar or a schedule.
+    mask: which leaves get weight decay: a tree of bools (or a callable
+      returning one) matching a prefix of the params.
+    mu_dtype: storage dtype of the momentum, e.g. ``jnp.bfloat16``.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs`.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import lionx
+    >>> opt = lionx.lion(learning_rate=0.1, weight_decay=0.1)
+    >>> params = jnp.array([1.0, -2.0, 3.0])
+    >>> state = opt.init(params)
+    >>> f = lambda p: jnp.sum(p ** 2)
+    >>> for _ in range(3):
+    ...   updates, state = opt.update(jax.grad(f)(params), state, params)
+    ...   params = optax.apply_updates(params, updates)
+    >>> params
+    Array([ 0.67..., -1.64...,  2.61...], dtype=float32)
+
+  References:
+    Chen et al., `Symbolic Discovery of Optimization Algorithms
+    <https://arxiv.org/abs/2302.06675>`_, 2023.
+  """
+  return lion_k(learning_rate, sign_reshaper(), b1, b2, weight_decay, mask,
+                mu_dtype)
+
+
+def cautious_lion(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.95,
+    b2: float = 0.98,
+    weight_decay: optax.ScalarOrSchedule = DEFAULT_WEIGHT_DECAY,
+    mask: Optional[Mask] = None,
+    mu_dtype: Optional[jnp.dtype] = None,
+    reshaper: Optional[Reshaper] = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Cautious Lion: Lion's step only where it agrees with the gradient.
+
+  With :math:`u = \operatorname{sign}(c_k)` and, per tensor of :math:`n`
+  entries, :math:`\phi = \mathbb{1}[u \odot g_k > 0]`:
+
+  .. math::
+
+    \theta_{k+1} = \theta_k - \eta\left(\frac{n}{\sum_i\phi_i + 1}
+      (u \odot \phi) + \lambda\theta_k\right)
+
+  The weight decay is not masked. Defaults :math:`(\beta_1, \beta_2) =
+  (0.95, 0.98)` are those of the reference implementation; see :func:`lion`
+  for ``weight_decay`` and the box :math:`1/\lambda` it implies.
+
+  Args:
+    learning_rate: :math:`\eta \ge 0`, a scalar or a schedule.
+    b1: :math:`\beta_1 \in [0, 1]`.
+    b2: :math:`\beta_2 \in [0, 1]`.
+    weight_decay: :math:`\lambda \ge 0`, a scalar or a schedule.
+    mask: which leaves get weight decay.
+    mu_dtype: storage dtype of the momentum.
+    reshaper: :math:`\nabla K` in place of ``sign`` (default: sign).
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> import lionx
+    >>> opt = lionx.cautious_lion(0.1, weight_decay=0.0)
+    >>> params = jnp.zeros(3)
+    >>> updates, _ = opt.update(
+    ...     jnp.array([1.0, -1.0, 2.0]), opt.init(params), params)
+    >>> updates  # all agree: n / (n + 1) = 0.75
+    Array([-0.075,  0.075, -0.075], dtype=float32)
+
+  References:
+    Liang, Chen, Liu, Liu, `Cautious Optimizers: Improving Training with One
+    Line of Code <https://arxiv.org/abs/2411.16085>`_, 2024.
+  """
+  if reshaper is None:
+    reshaper = sign_reshaper()
+  return optax.chain(
+      cautious(optax.chain(
+          scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype), reshaper)),
+      add_decoupled_weight_decay(weight_decay, mask),
+      _learning_rate(learning_rate),
+  )

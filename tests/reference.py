@@ -1,0 +1,40 @@
+"""Independent NumPy implementations written from the papers' equations.
+
+Nothing here imports lionx: the tests compare lionx against these.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def lion_step(theta, m, g, lr, b1, b2, wd, grad_k=np.sign):
+  """One step of Algorithm 1 (Dong, Li, Lin), with sign -> grad_k for Lion-K.
+
+  c_k = b1 m_{k-1} + (1-b1) g_k
+  theta_{k+1} = theta_k - lr (grad_k(c_k) + wd theta_k)
+  m_k = b2 m_{k-1} + (1-b2) g_k
+  """
+  c = b1 * m + (1 - b1) * g
+  theta = theta - lr * (grad_k(c) + wd * theta)
+  m = b2 * m + (1 - b2) * g
+  return theta, m
+
+
+def cautious_lion_step(theta, m, g, lr, b1, b2, wd):
+  """Cautious Lion (Liang et al. 2024) for one tensor."""
+  c = b1 * m + (1 - b1) * g
+  u = np.sign(c)
+  phi = (u * g > 0).astype(u.dtype)
+  step = u * phi * (u.size / (phi.sum() + 1))
+  theta = theta - lr * (step + wd * theta)
+  m = b2 * m + (1 - b2) * g
+  return theta, m
+
+
+def lp_grad(x, p):
+  """sign(x)|x|^{p-1} / ||x||_p^{p-1}; 0 at x = 0 (Table 2 row 2 of 003)."""
+  norm = np.sum(np.abs(x) ** p) ** (1 / p)
+  if norm == 0:
+    return np.zeros_like(x)
+  return np.sign(x) * np.abs(x) ** (p - 1) / norm ** (p - 1)
