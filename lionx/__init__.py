@@ -23,6 +23,7 @@ from lionx._src.transforms import WeightDecayState
 from lionx._src.transforms import add_decoupled_weight_decay
 from lionx._src.transforms import cautious
 from lionx._src.transforms import scale_by_lion
+from lionx import metrics
 
 __version__ = '0.1.0'
 
@@ -39,6 +40,7 @@ __all__ = (
     'huber_reshaper',
     'lion',
     'lion_k',
+    'metrics',
     'lp_reshaper',
     'scale_by_lion',
     'sign_reshaper',

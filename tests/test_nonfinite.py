@@ -6,7 +6,6 @@ import numpy as np
 import optax
 import pytest
 
-import lionx
 from tests.test_alias import OPTIMIZERS
 
 

@@ -35,7 +35,14 @@ import numpy as np
 import optax
 
 from lionx._src import checks
-from lionx._src.transforms import compute_dtype
+from lionx._src.norms import f32 as _f32
+from lionx._src.norms import leaves as _leaves
+from lionx._src.norms import lp as _lp
+from lionx._src.norms import tree_l1
+from lionx._src.norms import tree_linf
+from lionx._src.norms import tree_lp as _tree_lp
+from lionx._src.norms import tree_max as _max
+from lionx._src.norms import tree_sum as _sum
 
 PyTree = Any
 Scalar = jax.Array
@@ -61,50 +68,6 @@ class Reshaper(optax.GradientTransformation):
     r"""``gauge(weight_decay * params)``: feasible iff :math:`\le 1`."""
     return self.gauge(jax.tree.map(
         lambda p: weight_decay * _f32(p), params))
-
-
-def _f32(x: jax.Array) -> jax.Array:
-  x = jnp.asarray(x)
-  return x.astype(compute_dtype(x.dtype))
-
-
-def _leaves(tree: PyTree) -> list[jax.Array]:
-  return [_f32(x) for x in jax.tree.leaves(tree)]
-
-
-def _sum(values: list[jax.Array]) -> Scalar:
-  return sum(values, jnp.zeros([], jnp.float32))
-
-
-def _max(values: list[jax.Array]) -> Scalar:
-  return jnp.max(jnp.stack(values)) if values else jnp.zeros([], jnp.float32)
-
-
-def tree_linf(tree: PyTree) -> Scalar:
-  r""":math:`\|x\|_\infty` over all leaves (0 for an empty tree)."""
-  return _max([jnp.max(jnp.abs(x), initial=0.0) for x in _leaves(tree)])
-
-
-def tree_l1(tree: PyTree) -> Scalar:
-  r""":math:`\|x\|_1` over all leaves."""
-  return _sum([jnp.sum(jnp.abs(x)) for x in _leaves(tree)])
-
-
-def _lp(x: jax.Array, p: float) -> Scalar:
-  """The ℓp norm of one array, scaled by its max so it cannot overflow."""
-  if math.isinf(p):
-    return jnp.max(jnp.abs(x), initial=0.0)
-  scale = jnp.max(jnp.abs(x), initial=0.0)
-  safe = jnp.where(scale > 0, scale, 1.0)
-  return scale * jnp.sum((jnp.abs(x) / safe) ** p) ** (1.0 / p)
-
-
-def _tree_lp(tree: PyTree, p: float) -> Scalar:
-  """The ℓp norm of the concatenation of all leaves."""
-  norms = [_lp(x, p) for x in _leaves(tree)]
-  if not norms:
-    return jnp.zeros([], jnp.float32)
-  return _lp(jnp.stack(norms), p)
 
 
 def _box(tree: PyTree) -> Scalar:

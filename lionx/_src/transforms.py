@@ -10,13 +10,9 @@ import jax.numpy as jnp
 import optax
 
 from lionx._src import checks
+from lionx._src.norms import compute_dtype
 
 Mask = Union[Any, Callable[[optax.Params], Any]]
-
-
-def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
-  """The dtype lionx computes in: at least float32."""
-  return jnp.promote_types(dtype, jnp.float32)
 
 
 class ScaleByLionState(NamedTuple):
