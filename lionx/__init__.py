@@ -9,6 +9,15 @@ from lionx._src.alias import DEFAULT_WEIGHT_DECAY
 from lionx._src.alias import cautious_lion
 from lionx._src.alias import lion
 from lionx._src.alias import lion_k
+from lionx._src.distributed import DistributedLionState
+from lionx._src.distributed import collective_bytes
+from lionx._src.distributed import distributed_lion
+from lionx._src.distributed import sign_vote
+from lionx._src.quantized import QuantizedArray
+from lionx._src.quantized import ScaleByLion8bitState
+from lionx._src.quantized import dequantize
+from lionx._src.quantized import quantize
+from lionx._src.quantized import scale_by_lion_8bit
 from lionx._src.reshapers import RESHAPERS
 from lionx._src.reshapers import Reshaper
 from lionx._src.reshapers import huber_reshaper
@@ -24,12 +33,16 @@ from lionx._src.transforms import add_decoupled_weight_decay
 from lionx._src.transforms import cautious
 from lionx._src.transforms import scale_by_lion
 from lionx import metrics
+from lionx import theory
 
 __version__ = '0.1.0'
 
 __all__ = (
     'DEFAULT_WEIGHT_DECAY',
+    'DistributedLionState',
+    'QuantizedArray',
     'RESHAPERS',
+    'ScaleByLion8bitState',
     'CautiousState',
     'Reshaper',
     'ScaleByLionState',
@@ -37,13 +50,20 @@ __all__ = (
     'add_decoupled_weight_decay',
     'cautious',
     'cautious_lion',
+    'collective_bytes',
+    'dequantize',
+    'distributed_lion',
     'huber_reshaper',
     'lion',
     'lion_k',
     'metrics',
+    'theory',
     'lp_reshaper',
+    'quantize',
     'scale_by_lion',
+    'scale_by_lion_8bit',
     'sign_reshaper',
+    'sign_vote',
     'sparse_sign_reshaper',
     'tanh_reshaper',
     'topk_sign_reshaper',

@@ -1,0 +1,104 @@
+"""Shared pieces of the reproductions: the Lion loop and result files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import pathlib
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+GradFn = Callable[[jax.Array], jax.Array]
+
+
+def trajectory(
+    opt: optax.GradientTransformation,
+    grad_fn: GradFn,
+    x0: jax.Array,
+    num_steps: int,
+    key: Optional[jax.Array] = None,
+    noise_scale: float = 0.0,
+) -> tuple[jax.Array, jax.Array]:
+  """Runs ``opt`` on ``grad_fn`` with ``lax.scan``; jit/vmap friendly.
+
+  The gradient fed to the optimizer is ``grad_fn(x) + noise_scale * eps``
+  with ``eps ~ N(0, I)`` drawn from ``key``.
+
+  Returns:
+    ``(xs, noise_sq)``: the iterates ``x_1 .. x_{K+1}`` (shape
+    ``(num_steps + 1,) + x0.shape``; ``xs[0] = x0``) and ``||eps_k||^2`` per
+    step (shape ``(num_steps,)``; zeros without noise).
+  """
+  if key is None:
+    key = jax.random.key(0)
+
+  def step(carry, k):
+    x, state = carry
+    eps = jax.random.normal(jax.random.fold_in(key, k), x.shape, x.dtype)
+    g = grad_fn(x) + noise_scale * eps
+    updates, state = opt.update(g, state, x)
+    x_new = optax.apply_updates(x, updates)
+    return (x_new, state), (x_new, jnp.sum(eps * eps))
+
+  (_, _), (xs, noise_sq) = jax.lax.scan(
+      step, (x0, opt.init(x0)), jnp.arange(num_steps))
+  xs = jnp.concatenate([x0[None], xs], axis=0)
+  return xs, noise_sq * (noise_scale ** 2)
+
+
+def check_outputs(
+    out_dir: pathlib.Path, names: Sequence[str], overwrite: bool,
+) -> list[pathlib.Path]:
+  """The result paths; refuses (``FileExistsError``) to overwrite them."""
+  paths = [out_dir / n for n in names]
+  existing = [str(p) for p in paths if p.exists()]
+  if existing and not overwrite:
+    raise FileExistsError(
+        f'{existing} already exist; pass --overwrite to replace them.')
+  out_dir.mkdir(parents=True, exist_ok=True)
+  return paths
+
+
+def _fmt(value: Any) -> str:
+  if isinstance(value, bool):
+    return 'yes' if value else 'no'
+  if isinstance(value, float):
+    return f'{value:.6g}'
+  return str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+  """A GitHub markdown table of dict rows (keys of the first row)."""
+  if not rows:
+    return ''
+  keys = list(rows[0])
+  lines = ['| ' + ' | '.join(keys) + ' |',
+           '|' + '|'.join('---' for _ in keys) + '|']
+  for row in rows:
+    lines.append('| ' + ' | '.join(_fmt(row[k]) for k in keys) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def csv_text(rows: Sequence[dict[str, Any]]) -> str:
+  """CSV text of dict rows."""
+  buffer = io.StringIO()
+  if rows:
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    for row in rows:
+      writer.writerow({k: _fmt(v) for k, v in row.items()})
+  return buffer.getvalue()
+
+
+def figure(**kwargs):
+  """A matplotlib ``Figure`` outside pyplot (no global backend change)."""
+  try:
+    from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  except ImportError as err:
+    raise ImportError(
+        'The reproductions draw with matplotlib: pip install "lionx[train]".'
+    ) from err
+  return Figure(**kwargs)
