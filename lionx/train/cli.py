@@ -1,0 +1,130 @@
+"""Command line: ``lionx-train`` (one run) and ``lionx-compare``.
+
+::
+
+  lionx-train --config configs/default.py --workdir runs/lion [key=value ...]
+  lionx-compare --config configs/default.py --workdir runs/default \\
+      [--optimizers lion,sgd,adamw] [--lr-grid [paper|1e-3,3e-4,...]]
+
+Overrides are ``key=value`` pairs (or ``--set key=value``), e.g.
+``optimizer.learning_rate=1e-3`` or ``num_epochs=5``. Rerunning with the
+same workdir resumes; a workdir with results of a different config is
+refused unless ``--overwrite``. Errors are one line on stderr, exit code 2;
+a run that diverged exits with 1. Set ``LIONX_DEBUG=1`` for tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+from typing import Optional, Sequence
+
+EXIT_ERROR, EXIT_DIVERGED = 2, 1
+
+
+def _parser(prog: str, compare: bool) -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog=prog, description=(
+          'Compare optimizers on one config: trains each into '
+          'WORKDIR/<optimizer>, then writes figures and a summary.'
+          if compare else 'Train one run of a lionx config.'))
+  parser.add_argument('--config', required=True,
+                      help='a Python file with get_config(), e.g. '
+                      'configs/default.py')
+  parser.add_argument('--workdir', required=True,
+                      help='where results and checkpoints go')
+  parser.add_argument('overrides', nargs='*', metavar='key=value',
+                      help='config overrides, e.g. optimizer.learning_rate='
+                      '1e-3')
+  parser.add_argument('--set', action='append', default=[],
+                      metavar='key=value', help='a config override')
+  parser.add_argument(
+      '--optimizers', default=None,
+      help='comma-separated optimizer names (default for lionx-compare: '
+      "the config's compare_optimizers)")
+  parser.add_argument(
+      '--lr-grid', nargs='?', const='paper', default=None,
+      help="train every rate and keep the best: 'paper' (the papers' "
+      '[3e-3 ... 1e-6], the default) or a comma-separated list')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='discard earlier results in the workdir')
+  parser.add_argument('--no-progress', action='store_true',
+                      help='no progress bar')
+  return parser
+
+
+def _lr_grid(text: str) -> tuple[float, ...]:
+  from lionx.train.config import PAPER_LR_GRID, ConfigError
+  if text == 'paper':
+    return PAPER_LR_GRID
+  try:
+    return tuple(float(v) for v in text.split(',') if v.strip())
+  except ValueError:
+    raise ConfigError(
+        f'--lr-grid {text}: expected paper or comma-separated numbers.'
+    ) from None
+
+
+def _main(argv: Optional[Sequence[str]], prog: str, compare: bool) -> int:
+  args = _parser(prog, compare).parse_args(argv)
+  # Heavy imports after argument parsing, so --help is instant.
+  from lionx.train import config as config_lib
+  from lionx.train import plots, sweep
+
+  overrides = tuple(args.set) + tuple(args.overrides)
+  if args.lr_grid is not None:
+    grid = ','.join(repr(v) for v in _lr_grid(args.lr_grid))
+    overrides += (f'optimizer.lr_grid=({grid},)',)
+  if args.no_progress:
+    overrides += ('progress=False',)
+  config = config_lib.load_config(args.config, overrides)
+  workdir = pathlib.Path(args.workdir)
+  names = [n.strip() for n in (args.optimizers or '').split(',')
+           if n.strip()]
+  if compare or names:
+    results = sweep.compare(config, workdir, names or None,
+                            overwrite=args.overwrite)
+    statuses = [s.best.status for s in results.values()]
+  else:
+    result = sweep.run(config, workdir, overwrite=args.overwrite)
+    curves = {f'{config.optimizer.name} (lr {r.learning_rate:g})': r.rows
+              for r in result.grid if r.rows}
+    if curves:
+      title = f'{config.model.name} on {config.data.name}'
+      for path in plots.write_figures(curves, workdir, title):
+        print(f'wrote {path}')
+    statuses = [result.best.status]
+    if result.best.status == 'diverged':
+      print(f'{prog}: {result.best.message}', file=sys.stderr)
+  return EXIT_DIVERGED if 'diverged' in statuses else 0
+
+
+def _guarded(argv: Optional[Sequence[str]], prog: str, compare: bool) -> int:
+  if os.environ.get('LIONX_DEBUG'):
+    return _main(argv, prog, compare)
+  try:
+    return _main(argv, prog, compare)
+  except KeyboardInterrupt:
+    print(f'{prog}: interrupted; rerun the same command to resume.',
+          file=sys.stderr)
+    return 130
+  except (ValueError, TypeError, OSError) as err:
+    message = ' '.join(str(err).split())
+    print(f'{prog}: error: {message}', file=sys.stderr)
+    return EXIT_ERROR
+
+
+def train_main(argv: Optional[Sequence[str]] = None) -> int:
+  """Entry point of ``lionx-train``."""
+  return _guarded(argv, 'lionx-train', compare=False)
+
+
+def compare_main(argv: Optional[Sequence[str]] = None) -> int:
+  """Entry point of ``lionx-compare``."""
+  return _guarded(argv, 'lionx-compare', compare=True)
+
+
+if __name__ == '__main__':
+  sys.exit(train_main())

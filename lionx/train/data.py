@@ -1,0 +1,338 @@
+"""Data sets held in host memory, batched and augmented with NumPy.
+
+* ``cifar10`` / ``cifar100``: the python-pickle archives
+  ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` (or the folders
+  ``cifar-10-batches-py/`` / ``cifar-100-python/`` extracted from them) in
+  ``data.data_dir``. Nothing is downloaded. The archives are pickles: load
+  only files you trust.
+* ``digits``: scikit-learn's bundled handwritten digits (1797 images of
+  8x8), split 1437 / 360, stratified, with a fixed seed.
+* ``synthetic``: class prototypes plus noise, generated from a fixed seed.
+
+Other sets (ImageNet, ...) plug in with :func:`register_dataset`.
+
+The order of epoch ``e`` is a pure function of ``(seed, e)``, and so are its
+augmentations; a resumed run sees exactly the batches of an uninterrupted
+one. Images are normalised per channel with the training set's mean and
+standard deviation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import pickle
+import tarfile
+import zlib
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+
+from lionx.train.config import DataConfig
+
+
+class DataError(ValueError):
+  """A data set that is missing or not in the expected format."""
+
+
+@dataclasses.dataclass
+class Dataset:
+  """Images (N, H, W, C) and int labels for training and test."""
+
+  name: str
+  train_images: np.ndarray  # (N, H, W, C), raw values in [0, scale]
+  train_labels: np.ndarray  # (N,), int32
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  num_classes: int
+  scale: float = 255.0  # raw value of full intensity
+  mean: Optional[np.ndarray] = None  # (C,), of train_images / scale
+  std: Optional[np.ndarray] = None
+
+  def __post_init__(self):
+    if self.mean is None or self.std is None:
+      self.mean, self.std = channel_stats(self.train_images, self.scale)
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(self.train_images.shape[1:])
+
+  def normalize(self, images: np.ndarray) -> np.ndarray:
+    """``(images / scale - mean) / std`` as float32."""
+    x = images.astype(np.float32) / np.float32(self.scale)
+    return (x - self.mean) / self.std
+
+
+def channel_stats(images: np.ndarray, scale: float,
+                  chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and std of ``images / scale``, in chunks (float64)."""
+  total = np.zeros(images.shape[-1])
+  squares = np.zeros(images.shape[-1])
+  for i in range(0, len(images), chunk):
+    x = images[i:i + chunk].astype(np.float64) / scale
+    total += x.sum(axis=(0, 1, 2))
+    squares += (x * x).sum(axis=(0, 1, 2))
+  count = images.shape[0] * images.shape[1] * images.shape[2]
+  mean = total / count
+  std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+  std = np.where(std > 0, std, 1.0)
+  return mean.astype(np.float32), std.astype(np.float32)
+
+
+# --- CIFAR -----------------------------------------------------------------
+
+_CIFAR = {
+    'cifar10': dict(
+        title='CIFAR-10', archive='cifar-10-python.tar.gz',
+        folder='cifar-10-batches-py', num_classes=10,
+        train=tuple(f'data_batch_{i}' for i in range(1, 6)),
+        test='test_batch', label_key=b'labels'),
+    'cifar100': dict(
+        title='CIFAR-100', archive='cifar-100-python.tar.gz',
+        folder='cifar-100-python', num_classes=100, train=('train',),
+        test='test', label_key=b'fine_labels'),
+}
+_URL = 'https://www.cs.toronto.edu/~kriz/cifar.html'
+
+
+def _cifar_source(data_dir: str, spec: dict) -> pathlib.Path:
+  """The archive or folder to read, or DataError naming what is expected."""
+  root = pathlib.Path(data_dir).expanduser()
+  for candidate in (root, root / spec['folder'], root / spec['archive']):
+    if candidate.is_file() and candidate.name.endswith('.tar.gz'):
+      return candidate
+    if candidate.is_dir() and candidate.name == spec['folder']:
+      return candidate
+  raise DataError(
+      f"data.data_dir={data_dir!r}: no {spec['title']} data; expected "
+      f"{spec['archive']} or an extracted {spec['folder']}/ folder in it "
+      f'(the python version from {_URL}; lionx never downloads).')
+
+
+def _parse_batch(raw: bytes, where: str, spec: dict):
+  try:
+    batch = pickle.loads(raw, encoding='bytes')
+  except Exception as err:  # any unpickling failure means a corrupt file
+    raise DataError(
+        f"{where}: not a {spec['title']} python batch ({type(err).__name__}:"
+        f" {err}); expected a pickled dict from {spec['archive']}.") from None
+  key = spec['label_key']
+  if (not isinstance(batch, dict) or b'data' not in batch
+      or key not in batch):
+    raise DataError(
+        f"{where}: not a {spec['title']} python batch; expected a pickled "
+        f"dict with b'data' and {key!r}.")
+  data = np.asarray(batch[b'data'])
+  labels = np.asarray(batch[key])
+  if (data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072
+      or labels.shape != (data.shape[0],)):
+    raise DataError(
+        f"{where}: b'data' has shape {data.shape} and dtype {data.dtype}, "
+        f'labels shape {labels.shape}; expected uint8 (N, 3072) and (N,).')
+  if labels.size and (labels.min() < 0 or labels.max() >= spec['num_classes']):
+    raise DataError(
+        f"{where}: labels outside [0, {spec['num_classes']}).")
+  images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  return np.ascontiguousarray(images), labels.astype(np.int32)
+
+
+def _read_members(source: pathlib.Path, names: tuple[str, ...],
+                  spec: dict) -> list[tuple[np.ndarray, np.ndarray]]:
+  out = []
+  if source.is_dir():
+    for name in names:
+      path = source / name
+      if not path.is_file():
+        raise DataError(
+            f"{source}: missing {name}; expected the files of "
+            f"{spec['archive']} ({', '.join(names)}).")
+      out.append(_parse_batch(path.read_bytes(), str(path), spec))
+    return out
+  try:
+    with tarfile.open(source, 'r:gz') as tar:
+      for name in names:
+        member = f"{spec['folder']}/{name}"
+        try:
+          handle = tar.extractfile(member)
+        except KeyError:
+          handle = None
+        if handle is None:
+          raise DataError(
+              f"{source}: no member {member}; expected the python version "
+              f"of {spec['title']} ({spec['archive']} from {_URL}).")
+        out.append(_parse_batch(handle.read(), f'{source}:{member}', spec))
+  except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+    raise DataError(
+        f"{source}: not a readable {spec['archive']} ({type(err).__name__}: "
+        f'{err}); expected the gzipped tar archive from {_URL}.') from None
+  return out
+
+
+def load_cifar(data_dir: str, name: str = 'cifar10') -> Dataset:
+  """CIFAR-10 or CIFAR-100 from the python archive or its folder."""
+  if name not in _CIFAR:
+    raise ValueError(f'name={name!r} is not one of {tuple(_CIFAR)}.')
+  spec = _CIFAR[name]
+  if not data_dir:
+    raise DataError(
+        f"data.data_dir is empty; set it to the folder that holds "
+        f"{spec['archive']} (lionx never downloads).")
+  source = _cifar_source(data_dir, spec)
+  parts = _read_members(source, spec['train'] + (spec['test'],), spec)
+  train, test = parts[:-1], parts[-1]
+  return Dataset(
+      name=name,
+      train_images=np.concatenate([p[0] for p in train]),
+      train_labels=np.concatenate([p[1] for p in train]),
+      test_images=test[0], test_labels=test[1],
+      num_classes=spec['num_classes'], scale=255.0)
+
+
+# --- digits and synthetic ----------------------------------------------------
+
+DIGITS_TEST_SIZE = 360
+
+
+def load_digits() -> Dataset:
+  """scikit-learn's 8x8 digits: 1437 training and 360 test images."""
+  from sklearn import datasets, model_selection
+  digits = datasets.load_digits()
+  images = digits.images.astype(np.float32)[..., None]  # values 0..16
+  labels = digits.target.astype(np.int32)
+  x_train, x_test, y_train, y_test = model_selection.train_test_split(
+      images, labels, test_size=DIGITS_TEST_SIZE, random_state=0,
+      stratify=labels)
+  return Dataset('digits', x_train, y_train, x_test, y_test, num_classes=10,
+                 scale=16.0)
+
+
+def synthetic(config: DataConfig) -> Dataset:
+  """Class prototypes plus Gaussian noise (a fixed seed, values in [0, 1])."""
+  rng = np.random.default_rng(1234)
+  shape = (config.image_size, config.image_size, config.channels)
+  protos = rng.uniform(0.2, 0.8, (config.num_classes,) + shape)
+
+  def sample(n):
+    labels = rng.integers(0, config.num_classes, n).astype(np.int32)
+    noise = rng.normal(0.0, 0.15, (n,) + shape)
+    images = np.clip(protos[labels] + noise, 0.0, 1.0).astype(np.float32)
+    return images, labels
+  x_train, y_train = sample(config.num_train)
+  x_test, y_test = sample(config.num_test)
+  return Dataset('synthetic', x_train, y_train, x_test, y_test,
+                 num_classes=config.num_classes, scale=1.0)
+
+
+DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
+    'digits': lambda config: load_digits(),
+    'cifar10': lambda config: load_cifar(config.data_dir, 'cifar10'),
+    'cifar100': lambda config: load_cifar(config.data_dir, 'cifar100'),
+    'synthetic': synthetic,
+}
+
+
+def register_dataset(name: str,
+                     loader: Callable[[DataConfig], Dataset]) -> None:
+  """Makes ``data.name=name`` load with ``loader(data_config)``.
+
+  The loader returns a :class:`Dataset`; its arrays may be ``np.memmap``
+  for sets larger than memory.
+  """
+  if not isinstance(name, str) or not name:
+    raise ValueError(f'name={name!r}: expected a non-empty string.')
+  if not callable(loader):
+    raise TypeError(f'loader={loader!r}: expected a callable.')
+  DATASETS[name] = loader
+
+
+def dataset_names() -> tuple[str, ...]:
+  return tuple(DATASETS)
+
+
+def load_dataset(config: DataConfig) -> Dataset:
+  """The data set named ``config.name``."""
+  if config.name not in DATASETS:
+    raise DataError(
+        f'data.name={config.name!r} is not one of {dataset_names()}; '
+        'other sets need a loader, see register_dataset.')
+  return DATASETS[config.name](config)
+
+
+# --- batches ----------------------------------------------------------------
+
+
+def _rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
+  return np.random.default_rng([seed, epoch, stream])
+
+
+def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+  """The order of epoch ``epoch`` (0-based): a function of (seed, epoch)."""
+  return _rng(seed, epoch, 0).permutation(n)
+
+
+def augment(images: np.ndarray, rng: np.random.Generator,
+            pad: int = 4) -> np.ndarray:
+  """Random crop after zero-padding by ``pad`` px, then a random h-flip."""
+  n, h, w, _ = images.shape
+  padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  dy = rng.integers(0, 2 * pad + 1, n)
+  dx = rng.integers(0, 2 * pad + 1, n)
+  flip = rng.random(n) < 0.5
+  rows = dy[:, None] + np.arange(h)[None, :]
+  cols = dx[:, None] + np.arange(w)[None, :]
+  cols = np.where(flip[:, None], cols[:, ::-1], cols)
+  return padded[np.arange(n)[:, None, None], rows[:, :, None],
+                cols[:, None, :]]
+
+
+def steps_per_epoch(dataset: Dataset, batch_size: int) -> int:
+  """Full training batches per epoch (the remainder is dropped)."""
+  steps = len(dataset.train_labels) // batch_size
+  if steps == 0:
+    raise DataError(
+        f'batch_size={batch_size} is larger than the training set of '
+        f'{dataset.name} ({len(dataset.train_labels)} examples).')
+  return steps
+
+
+def train_batches(dataset: Dataset, batch_size: int, seed: int, epoch: int,
+                  augment_images: bool) -> Iterator[dict[str, np.ndarray]]:
+  """The shuffled (and augmented) batches of epoch ``epoch``."""
+  order = epoch_permutation(seed, epoch, len(dataset.train_labels))
+  rng = _rng(seed, epoch, 1)
+  for step in range(steps_per_epoch(dataset, batch_size)):
+    idx = order[step * batch_size:(step + 1) * batch_size]
+    images = dataset.train_images[idx]
+    if augment_images:
+      images = augment(images, rng)
+    yield {'image': dataset.normalize(images),
+           'label': dataset.train_labels[idx]}
+
+
+def eval_batches(dataset: Dataset, split: str, batch_size: int,
+                 max_batches: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """Fixed-size batches in order, the last one padded (``mask`` 0).
+
+  ``max_batches > 0`` stops after that many batches.
+  """
+  if split == 'train':
+    images, labels = dataset.train_images, dataset.train_labels
+  elif split == 'test':
+    images, labels = dataset.test_images, dataset.test_labels
+  else:
+    raise ValueError(f"split={split!r} is not one of ('train', 'test').")
+  n = len(labels)
+  size = min(batch_size, n)
+  count = -(-n // size)
+  if max_batches:
+    count = min(count, max_batches)
+  for i in range(count):
+    x = dataset.normalize(images[i * size:(i + 1) * size])
+    y = labels[i * size:(i + 1) * size]
+    mask = np.ones(len(y), np.float32)
+    if len(y) < size:
+      fill = size - len(y)
+      x = np.concatenate([x, np.zeros((fill,) + x.shape[1:], x.dtype)])
+      y = np.concatenate([y, np.zeros(fill, y.dtype)])
+      mask = np.concatenate([mask, np.zeros(fill, np.float32)])
+    yield {'image': x, 'label': y, 'mask': mask}

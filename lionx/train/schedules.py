@@ -1,0 +1,67 @@
+r"""Learning-rate schedules by name, in optimizer steps.
+
+* ``constant``: :math:`\eta_t = \eta`.
+* ``cosine``: :math:`\eta_t = \eta\,(a + (1-a)\tfrac12(1+\cos(\pi t/T)))`,
+  :math:`T` the total number of steps and :math:`a` the final fraction
+  (the papers' CIFAR runs, REFERENCE §6).
+* ``warmup_cosine``: linear from 0 to :math:`\eta` over :math:`W` steps, then
+  the cosine over the remaining :math:`T - W` (the ImageNet schedule).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import optax
+
+SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
+
+
+def make_schedule(
+    name: str,
+    learning_rate: float,
+    total_steps: int,
+    warmup_steps: int = 0,
+    final_fraction: float = 0.0,
+) -> Callable[[int], float]:
+  """The schedule ``step -> learning rate`` named ``name``.
+
+  Args:
+    name: one of :data:`SCHEDULES`.
+    learning_rate: the peak rate :math:`\\eta > 0`.
+    total_steps: :math:`T`, the steps of the whole run.
+    warmup_steps: :math:`W < T` (``warmup_cosine`` only).
+    final_fraction: :math:`a \\in [0, 1]`, the end of the cosine as a
+      fraction of :math:`\\eta`.
+
+  Returns:
+    An :class:`optax.Schedule`.
+
+  Example:
+    >>> from lionx.train.schedules import make_schedule
+    >>> s = make_schedule('cosine', 1.0, total_steps=10)
+    >>> float(s(0)), float(s(5)), float(s(10))
+    (1.0, 0.5, 0.0)
+  """
+  if name not in SCHEDULES:
+    raise ValueError(f'schedule.name={name!r} is not one of {SCHEDULES}.')
+  if not learning_rate > 0:
+    raise ValueError(
+        f'learning_rate={learning_rate!r}: expected a positive number.')
+  if total_steps < 1:
+    raise ValueError(f'total_steps={total_steps!r}: expected >= 1.')
+  if not 0 <= warmup_steps < total_steps:
+    raise ValueError(
+        f'warmup_steps={warmup_steps!r}: expected 0 <= warmup_steps < '
+        f'total_steps={total_steps}.')
+  if not 0.0 <= final_fraction <= 1.0:
+    raise ValueError(
+        f'final_fraction={final_fraction!r}: expected a number in [0, 1].')
+  if name == 'constant':
+    return optax.constant_schedule(learning_rate)
+  if name == 'cosine':
+    return optax.cosine_decay_schedule(
+        learning_rate, decay_steps=total_steps, alpha=final_fraction)
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=learning_rate, warmup_steps=warmup_steps,
+      decay_steps=total_steps, end_value=final_fraction * learning_rate)

@@ -1,0 +1,126 @@
+"""lionx-train and lionx-compare: runs, reruns and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lionx.train import cli
+from tests.train.helpers import ROOT
+
+TINY = '''
+from tests.train.helpers import tiny_config
+
+
+def get_config():
+  return tiny_config()
+'''
+
+
+@pytest.fixture
+def tiny_file(tmp_path):
+  path = tmp_path / 'tiny.py'
+  path.write_text(TINY)
+  return path
+
+
+def _error_line(capsys, code, prog='lionx-train'):
+  out = capsys.readouterr()
+  assert code == 2
+  lines = out.err.strip().splitlines()
+  assert len(lines) == 1, out.err
+  assert lines[0].startswith(f'{prog}: error: ')
+  assert 'Traceback' not in out.err + out.out
+  return lines[0]
+
+
+@pytest.mark.parametrize('override,match', [
+    ('model.name=resnet9', "model.name='resnet9' is not one of"),
+    ('optimizer.name=lamb', "optimizer.name='lamb' is not one of"),
+    ('data.name=mnist', "data.name='mnist' is not one of"),
+    ('schedule.name=step', "schedule.name='step' is not one of"),
+    ('optimizer.learning_rate=0', 'optimizer.learning_rate=0.0: expected a '
+     'positive number'),
+    ('optimizer.learning_rate=-0.1', 'expected a positive number'),
+    ('batch_size=-4', 'batch_size=-4: expected a positive number'),
+    ('batch_size=0', 'batch_size=0: expected a positive number'),
+    ('optimizer.lr=1', "unknown config field 'optimizer.lr'"),
+])
+def test_bad_input_is_one_line(tiny_file, tmp_path, capsys, override, match):
+  code = cli.train_main(['--config', str(tiny_file), '--workdir',
+                         str(tmp_path / 'w'), override])
+  assert match in _error_line(capsys, code)
+  assert not (tmp_path / 'w').exists()
+
+
+def test_missing_config_and_data(tmp_path, tiny_file, capsys):
+  code = cli.train_main(['--config', str(tmp_path / 'x.py'),
+                         '--workdir', str(tmp_path)])
+  assert 'no such file' in _error_line(capsys, code)
+  code = cli.compare_main(['--config', str(tiny_file), '--workdir',
+                           str(tmp_path / 'w'), 'data.name=cifar10',
+                           f'data.data_dir={tmp_path}'])
+  line = _error_line(capsys, code, 'lionx-compare')
+  assert str(tmp_path) in line and 'cifar-10-python.tar.gz' in line
+  code = cli.compare_main(['--config', str(tiny_file), '--workdir',
+                           str(tmp_path / 'w'), '--optimizers', 'lion,lamb'])
+  assert "--optimizers lion,lamb: 'lamb' is not one of" in _error_line(
+      capsys, code, 'lionx-compare')
+  code = cli.train_main(['--config', str(tiny_file), '--workdir',
+                         str(tmp_path / 'w'), '--lr-grid', '1e-3,x'])
+  assert '--lr-grid 1e-3,x' in _error_line(capsys, code)
+
+
+def test_train_rerun_and_refusal(tiny_file, tmp_path, capsys):
+  workdir = tmp_path / 'run'
+  args = ['--config', str(tiny_file), '--workdir', str(workdir)]
+  assert cli.train_main(args) == 0
+  out = capsys.readouterr().out
+  assert 'd = ' in out and 'sqrt(d) = ' in out and '| epoch ' in out
+  assert (workdir / 'figure1.png').exists()
+  assert len((workdir / 'metrics.jsonl').read_text().splitlines()) == 1
+  assert cli.train_main(args) == 0  # finished: reported again
+  assert 'reporting it again' in capsys.readouterr().out
+  code = cli.train_main(args + ['seed=1'])
+  line = _error_line(capsys, code)
+  assert 'different config (seed: 0 -> 1)' in line and '--overwrite' in line
+  assert cli.train_main(args + ['seed=1', '--overwrite']) == 0
+  stored = json.loads((workdir / 'config.json').read_text())
+  assert stored['config']['seed'] == 1
+
+
+def test_compare_writes_figures_and_is_rerunnable(tiny_file, tmp_path,
+                                                  capsys):
+  args = ['--config', str(tiny_file), '--workdir', str(tmp_path),
+          '--optimizers', 'lion,sgd']
+  assert cli.compare_main(args) == 0
+  first = (tmp_path / 'summary.md').read_text()
+  out = capsys.readouterr().out
+  assert '| lion ' in out and '| sgd ' in out and 'figure1.png' in out
+  assert cli.compare_main(args) == 0
+  assert (tmp_path / 'summary.md').read_text() == first
+  # lionx-train --optimizers is the same comparison.
+  assert cli.train_main(args) == 0
+
+
+def test_diverged_run_exits_1(tiny_file, tmp_path, capsys):
+  code = cli.train_main(['--config', str(tiny_file), '--workdir',
+                         str(tmp_path), 'optimizer.name=sgd',
+                         'optimizer.learning_rate=1e30'])
+  out = capsys.readouterr()
+  assert code == 1
+  assert 'non-finite' in out.err and 'Traceback' not in out.err
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'lionx.train.cli', '--config',
+       str(ROOT / 'configs' / 'default.py'), '--workdir', str(tmp_path),
+       'optimizer.name=lamb'],
+      capture_output=True, text=True, cwd=ROOT, timeout=120)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+      "lionx-train: error: optimizer.name='lamb' is not one of "
+      "('adamw', 'cautious_lion', 'lion', 'lion_huber', 'lion_lp', "
+      "'lion_sparse_sign', 'lion_tanh', 'lion_topk_sign', 'sgd')."]

@@ -1,0 +1,185 @@
+"""Config files, overrides and validation; the shipped configs."""
+
+import pytest
+
+from lionx.train import config as config_lib
+from lionx.train.config import Config, ConfigError, load_config
+from tests.train.helpers import ROOT
+
+CONFIGS = sorted((ROOT / 'configs').glob('*.py'))
+
+# REFERENCE §6: best rates (Lion, SGD) of the papers' CIFAR runs.
+PAPER_RATES = {
+    'cifar10_resnet18': (3e-6, 1e-6), 'cifar100_resnet18': (3e-5, 3e-4),
+    'cifar10_resnet50': (3e-6, 3e-6), 'cifar100_resnet50': (3e-5, 1e-4),
+    'cifar10_vit_s': (1e-6, 1e-6), 'cifar100_vit_s': (1e-6, 1e-6)}
+
+
+def test_every_config_file_names_its_command():
+  assert len(CONFIGS) >= 10
+  for path in CONFIGS:
+    text = path.read_text()
+    doc = text.split('"""')[1]
+    assert f'--config configs/{path.name}' in doc or 'my_imagenet' in doc
+    assert 'lionx-' in doc
+
+
+@pytest.mark.parametrize('stem', sorted(PAPER_RATES))
+def test_cifar_configs_are_the_papers_settings(stem):
+  config = load_config(ROOT / 'configs' / f'{stem}.py')
+  assert config.data.name == stem.split('_')[0]
+  assert config.model.name == stem.split('_', 1)[1]
+  assert (config.num_epochs, config.batch_size) == (100, 64)
+  assert config.schedule.name == 'cosine'
+  assert config.optimizer.weight_decay == 0.1
+  assert config.data.augment
+  rates = config.optimizer.learning_rates
+  assert (rates['lion'], rates['sgd']) == PAPER_RATES[stem]
+  config.optimizer.name = 'sgd'
+  assert config_lib.learning_rate(config) == PAPER_RATES[stem][1]
+  if 'vit' in stem:
+    assert (config.model.image_size, config.model.patch_size) == (224, 16)
+
+
+def test_default_and_imagenet():
+  default = load_config(ROOT / 'configs' / 'default.py')
+  assert default.data.name == 'digits'
+  assert default.compare_optimizers == ('lion', 'sgd', 'adamw')
+  grid = load_config(ROOT / 'configs' / 'default_grid.py')
+  assert len(grid.optimizer.lr_grid) > 5
+  with pytest.raises(ConfigError) as err:
+    load_config(ROOT / 'configs' / 'imagenet_resnet50.py')
+  assert "data.name='imagenet'" in str(err.value)
+  assert 'register_dataset' in str(err.value)
+
+
+def test_imagenet_with_a_registered_loader(tmp_path):
+  folder = tmp_path / 'configs'
+  folder.mkdir()
+  (folder / 'imagenet_resnet50.py').write_text(
+      (ROOT / 'configs' / 'imagenet_resnet50.py').read_text())
+  (folder / 'cifar10_resnet18.py').write_text(
+      (ROOT / 'configs' / 'cifar10_resnet18.py').read_text())
+  (folder / 'default.py').write_text(
+      (ROOT / 'configs' / 'default.py').read_text())
+  (folder / 'my_imagenet.py').write_text(
+      'from configs import imagenet_resnet50\n'
+      'from lionx.train import data\n'
+      "data.register_dataset('imagenet', lambda c: None)\n"
+      'get_config = imagenet_resnet50.get_config\n')
+  try:
+    config = load_config(folder / 'my_imagenet.py')
+  finally:
+    from lionx.train import data
+    data.DATASETS.pop('imagenet', None)
+  assert (config.num_epochs, config.batch_size) == (90, 2048)
+  assert config.schedule.name == 'warmup_cosine'
+  assert config.schedule.warmup_epochs == 10
+  assert config.optimizer.learning_rates == {'sgd': 0.5}
+  assert config.model.stem == 'imagenet'
+
+
+def test_override_file_imports_its_sibling(tmp_path):
+  folder = tmp_path / 'configs'
+  folder.mkdir()
+  (folder / 'default.py').write_text(
+      'from lionx.train.config import Config\n'
+      'def get_config():\n'
+      '  c = Config()\n'
+      '  c.optimizer.learning_rate = 0.5\n'
+      '  return c\n')
+  (folder / 'small.py').write_text(
+      'from configs import default\n'
+      'def get_config():\n'
+      '  c = default.get_config()\n'
+      '  c.num_epochs = 3\n'
+      '  return c\n')
+  config = load_config(folder / 'small.py')
+  assert (config.num_epochs, config.optimizer.learning_rate) == (3, 0.5)
+  # The repository's configs/default.py is not shadowed afterwards.
+  assert load_config(ROOT / 'configs' / 'default_grid.py').data.name == (
+      'digits')
+
+
+def test_overrides_are_typed():
+  config = load_config(ROOT / 'configs' / 'default.py', (
+      'optimizer.learning_rate=1e-3', 'num_epochs=7',
+      'optimizer.learning_rates.sgd=0.25', 'optimizer.b1=None',
+      'data.augment=true', 'optimizer.lr_grid=1e-2,1e-3',
+      'compare_optimizers=lion,sgd', 'optimizer.weight_decay=1',
+      'model.name=mlp'))
+  assert config.optimizer.learning_rate == 1e-3
+  assert config.num_epochs == 7
+  assert config.optimizer.learning_rates['sgd'] == 0.25
+  assert config.optimizer.b1 is None and config.data.augment is True
+  assert config.optimizer.lr_grid == (1e-2, 1e-3)
+  assert config.compare_optimizers == ('lion', 'sgd')
+  assert config.optimizer.weight_decay == 1.0
+  assert isinstance(config.optimizer.weight_decay, float)
+  assert config.model.name == 'mlp'
+
+
+@pytest.mark.parametrize('override,match', [
+    ('num_epochs=2.5', r'num_epochs=2.5: expected int'),
+    ('data.augment=3', 'data.augment=3: expected bool'),
+    ('optimizer.lr=1e-3', "unknown config field 'optimizer.lr'"),
+    ('optimizer=3', 'optimizer is a group'),
+    ('nokey', 'expected key=value'),
+    ('model.name=resnet9', "model.name='resnet9' is not one of"),
+    ('optimizer.name=lamb', "optimizer.name='lamb' is not one of"),
+    ('data.name=mnist', "data.name='mnist' is not one of"),
+    ('schedule.name=step', "schedule.name='step' is not one of"),
+    ('optimizer.learning_rate=0', 'optimizer.learning_rate=0.0: expected a '
+     'positive'),
+    ('optimizer.learning_rate=-1e-3', 'expected a positive'),
+    ('optimizer.learning_rates.sgd=-1', 'learning_rates.sgd=-1.0'),
+    ('optimizer.learning_rates.lamb=1', "learning_rates key='lamb'"),
+    ('optimizer.lr_grid=1e-3,0', r'lr_grid\[1\]=0.0'),
+    ('batch_size=0', 'batch_size=0: expected a positive'),
+    ('optimizer.weight_decay=-0.1', 'weight_decay=-0.1: expected a number'),
+    ('schedule.warmup_epochs=30', 'warmup_epochs=30 must be smaller'),
+    ('lr_select=best', "lr_select='best' is not one of"),
+    ('model.width=0', 'model.width=0: expected a positive'),
+])
+def test_bad_overrides(override, match):
+  with pytest.raises(ConfigError, match=match):
+    load_config(ROOT / 'configs' / 'default.py', (override,))
+
+
+def test_missing_rate_for_an_optimizer():
+  config = load_config(ROOT / 'configs' / 'cifar10_resnet18.py')
+  config.optimizer.name = 'adamw'
+  with pytest.raises(ConfigError, match="no entry for optimizer.name='adamw'"):
+    config_lib.validate(config)
+
+
+def test_bad_config_files(tmp_path):
+  with pytest.raises(ConfigError, match='no such file'):
+    load_config(tmp_path / 'nope.py')
+  bad = tmp_path / 'bad.py'
+  bad.write_text('def get_config():\n  return 3\n')
+  with pytest.raises(ConfigError, match='returned int'):
+    load_config(bad)
+  bad.write_text('x = 1 / 0\n')
+  with pytest.raises(ConfigError, match='ZeroDivisionError'):
+    load_config(bad)
+  bad.write_text('x = 1\n')
+  with pytest.raises(ConfigError, match='no get_config'):
+    load_config(bad)
+  bad.write_text('from lionx.train.config import Config\n'
+                 'def get_config():\n'
+                 '  c = Config()\n'
+                 '  c.num_epochs = "ten"\n'
+                 '  return c\n')
+  with pytest.raises(ConfigError, match="num_epochs='ten': expected int"):
+    load_config(bad)
+
+
+def test_identity_ignores_runtime_fields():
+  a, b = Config(), Config()
+  b.progress, b.max_epochs_this_run, b.checkpoint_every_epochs = False, 2, 9
+  assert config_lib.identity(a) == config_lib.identity(b)
+  b.seed = 1
+  assert config_lib.identity(a) != config_lib.identity(b)
+  c = config_lib.copy(b)
+  assert c == b and c is not b and c.optimizer is not b.optimizer

@@ -1,0 +1,144 @@
+"""Optimizers by name, their directions, and the schedules."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import lionx
+from lionx.train import optimizers
+from lionx.train.config import OptimizerConfig
+from lionx.train.schedules import make_schedule
+
+PARAMS = {'w': jnp.array([[0.5, -1.0], [2.0, 0.0]]), 'b': jnp.array([0.3])}
+GRADS = [{'w': jnp.array([[1.0, -2.0], [0.5, 3.0]]), 'b': jnp.array([-1.0])},
+         {'w': jnp.array([[-1.0, 1.0], [2.0, -0.5]]), 'b': jnp.array([2.0])}]
+
+
+def _run(tx, steps=2):
+  params, state = PARAMS, tx.init(PARAMS)
+  for g in GRADS[:steps]:
+    updates, state = tx.update(g, state, params)
+    params = optax.apply_updates(params, updates)
+  return params, state
+
+
+def test_every_name_is_registered_and_steps():
+  expected = ({'lion', 'cautious_lion', 'sgd', 'adamw'}
+              | {f'lion_{k}' for k in lionx.RESHAPERS if k != 'sign'})
+  assert set(optimizers.OPTIMIZERS) == expected
+  for name in expected:
+    tx = optimizers.make_optimizer(
+        OptimizerConfig(name=name, topk_fraction=0.5), lambda s: 1e-2)
+    params, state = _run(tx)
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+    c = optimizers.direction(OptimizerConfig(name=name), state, GRADS[0])
+    assert jax.tree.structure(c) == jax.tree.structure(PARAMS)
+
+
+def test_lion_matches_algorithm_1():
+  lr, wd = 0.1, 0.2
+  config = OptimizerConfig(name='lion', weight_decay=wd)
+  params, state = _run(optimizers.make_optimizer(config, lambda s: lr))
+  # Algorithm 1 of Dong, Li, Lin by hand, b1 = 0.9, b2 = 0.99.
+  theta = {k: np.asarray(v) for k, v in PARAMS.items()}
+  m = {k: np.zeros_like(v) for k, v in theta.items()}
+  for g in GRADS:
+    for k in theta:
+      c = 0.9 * m[k] + 0.1 * np.asarray(g[k])
+      theta[k] = theta[k] - lr * (np.sign(c) + wd * theta[k])
+      m[k] = 0.99 * m[k] + 0.01 * np.asarray(g[k])
+  for k in theta:
+    np.testing.assert_allclose(params[k], theta[k], rtol=1e-6)
+  # The direction for a gradient g: 0.9 m + 0.1 g with the current m.
+  c = optimizers.direction(config, state, GRADS[0])
+  for k in theta:
+    np.testing.assert_allclose(
+        c[k], 0.9 * m[k] + 0.1 * np.asarray(GRADS[0][k]), rtol=1e-6)
+
+
+def test_sgd_is_pytorch_sgd_with_weight_decay():
+  lr, wd, mu = 0.1, 0.2, 0.9
+  config = OptimizerConfig(name='sgd', weight_decay=wd, momentum=mu)
+  params, state = _run(optimizers.make_optimizer(config, lambda s: lr))
+  theta = {k: np.asarray(v) for k, v in PARAMS.items()}
+  buf = {k: np.zeros_like(v) for k, v in theta.items()}
+  for g in GRADS:  # torch.optim.SGD(lr, momentum, weight_decay)
+    for k in theta:
+      d = np.asarray(g[k]) + wd * theta[k]
+      buf[k] = mu * buf[k] + d
+      theta[k] = theta[k] - lr * buf[k]
+  for k in theta:
+    np.testing.assert_allclose(params[k], theta[k], rtol=1e-6)
+  c = optimizers.direction(config, state, GRADS[0])
+  for k in theta:
+    np.testing.assert_allclose(
+        c[k], mu * buf[k] + np.asarray(GRADS[0][k]), rtol=1e-6)
+  plain = OptimizerConfig(name='sgd', momentum=0.0)
+  _, state = _run(optimizers.make_optimizer(plain, lambda s: lr))
+  assert optimizers.direction(plain, state, GRADS[0]) is GRADS[0]
+
+
+def test_adamw_direction_has_the_sign_of_its_step():
+  config = OptimizerConfig(name='adamw', weight_decay=0.0)
+  tx = optimizers.make_optimizer(config, lambda s: 1e-2)
+  params, state = _run(tx, steps=1)
+  c = optimizers.direction(config, state, GRADS[1])
+  updates, _ = tx.update(GRADS[1], state, params)
+  for a, u in zip(jax.tree.leaves(c), jax.tree.leaves(updates)):
+    np.testing.assert_array_equal(np.sign(a), -np.sign(u))
+
+
+def test_lion_k_and_cautious_use_their_reshapers():
+  config = OptimizerConfig(name='lion_lp', lp_p=3.0, weight_decay=0.0)
+  ours, _ = _run(optimizers.make_optimizer(config, lambda s: 0.1))
+  ref, _ = _run(lionx.lion_k(0.1, lionx.lp_reshaper(3.0), weight_decay=0.0))
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+    np.testing.assert_array_equal(a, b)
+  assert optimizers.reshaper(config).name == lionx.lp_reshaper(3.0).name
+  assert optimizers.reshaper(OptimizerConfig(name='sgd')) is None
+  cautious = OptimizerConfig(name='cautious_lion', weight_decay=0.1)
+  ours, state = _run(optimizers.make_optimizer(cautious, lambda s: 0.1))
+  ref, _ = _run(lionx.cautious_lion(0.1, weight_decay=0.1))
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+    np.testing.assert_array_equal(a, b)
+  assert optimizers.betas(cautious, 'cautious_lion') == (0.95, 0.98)
+
+
+def test_unknown_optimizer():
+  with pytest.raises(ValueError, match="optimizer.name='lamb' is not one"):
+    optimizers.make_optimizer(OptimizerConfig(name='lamb'), lambda s: 1.0)
+
+
+def test_schedules_follow_their_formulas():
+  lr, total, warm = 0.5, 100, 10
+  cos = make_schedule('cosine', lr, total, final_fraction=0.1)
+  for t in (0, 1, 37, 99, 100):
+    expected = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t / total)))
+    assert float(cos(t)) == pytest.approx(expected, rel=1e-6)
+  wc = make_schedule('warmup_cosine', lr, total, warmup_steps=warm)
+  for t in (0, 3, 10):
+    assert float(wc(t)) == pytest.approx(lr * t / warm, rel=1e-6)
+  for t in (10, 40, 100):
+    frac = (t - warm) / (total - warm)
+    assert float(wc(t)) == pytest.approx(
+        lr * 0.5 * (1 + math.cos(math.pi * frac)), rel=1e-5, abs=1e-9)
+  const = make_schedule('constant', lr, total)
+  assert float(const(0)) == float(const(99)) == lr
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    ({'name': 'step'}, "schedule.name='step' is not one of"),
+    ({'learning_rate': 0.0}, 'learning_rate=0.0: expected a positive'),
+    ({'total_steps': 0}, 'total_steps=0'),
+    ({'warmup_steps': 100}, 'warmup_steps=100'),
+    ({'final_fraction': 2.0}, 'final_fraction=2.0'),
+])
+def test_schedule_errors(kwargs, match):
+  args = dict(name='cosine', learning_rate=1.0, total_steps=100)
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=match):
+    make_schedule(**args)
