@@ -219,7 +219,7 @@ def test_no_recompilation(mu_dtype):
   state = opt.init(params)
   with jax.log_compiles(True):
     for i in range(4):
-      grads = jax.tree.map(lambda p: jnp.full_like(p, i - 1.5), params)
+      grads = jax.tree.map(lambda p, i=i: jnp.full_like(p, i - 1.5), params)
       params, state = step(params, state, grads)
   assert len(traces) == 1
   assert step._cache_size() == 1  # pylint: disable=protected-access

@@ -1,0 +1,271 @@
+"""One jitted optimizer step: lionx.lion against optax.lion and optax.adamw.
+
+Each contender is ``step(params, state, grads) -> (params, state)``: the
+optimizer's update plus ``optax.apply_updates``, under ``jax.jit`` with the
+parameters and the state donated. All contenders of a shape run in one
+process, round-robin (one step each per round), and the tables give
+medians over the timed rounds. Three parameter trees:
+
+* ``a``: one leaf of 64Mi = 67,108,864 float32 parameters;
+* ``b``: the parameters of the harness's CIFAR ResNet-18
+  (``lionx.train.models``, 62 leaves, 11,173,962 parameters);
+* ``c``: 1000 leaves of 1024 parameters.
+
+Columns:
+
+* ``bytes/step``: bytes a step must move at least: parameters read and
+  written, gradients read, optimizer state read and written
+  (``2 P + G + 2 S``; for float32 Lion ``5 * 4 * N``).
+* ``GB/s``: bytes/step divided by the median time.
+* ``x optax.lion``: optax.lion's median time over this one's, with the same
+  momentum dtype (int8 against float32); above 1 is faster.
+* ``% roofline``: GB/s over the bandwidth of a measured roofline, an
+  elementwise, in-place, jitted pass that reads three and writes two
+  float32 arrays of N entries (the bytes of a float32 Lion step, in one
+  loop), timed in the same rounds.
+* ``copied MB``: bytes of the ``copy`` instructions in the compiled step
+  (from ``jax.jit(...).lower(...).compile().as_text()``).
+* ``state bytes``: ``jax.tree`` byte count of the optimizer state, and its
+  ratio to the parameter bytes.
+
+Usage (from the repository root):
+
+  python benchmarks/update_step.py                 # print the tables
+  python benchmarks/update_step.py --shapes a --hlo  # and the compiled HLO
+  python benchmarks/update_step.py --write         # also update RESULTS.md
+
+Without ``--write`` nothing is written; with it, only this script's section
+of ``benchmarks/RESULTS.md`` is replaced. Times are never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import re
+import sys
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import _common  # noqa: E402  pylint: disable=g-import-not-at-top
+
+import lionx  # noqa: E402
+
+SCRIPT = 'update_step.py'
+LR, B1, B2, WD = 1e-4, 0.9, 0.99, 0.1
+SHAPES = {
+    'a': 'one 64M-parameter leaf',
+    'b': 'ResNet-18 (CIFAR) parameters',
+    'c': '1000 leaves x 1024',
+}
+MOMENTA = {'fp32': None, 'bf16': jnp.bfloat16, 'int8': jnp.int8}
+
+
+def param_shapes(shape: str):
+  """The parameter tree of a shape, as a tree of ShapeDtypeStructs."""
+  if shape == 'a':
+    return {'w': jax.ShapeDtypeStruct((64 * 2 ** 20,), jnp.float32)}
+  if shape == 'c':
+    return {f'w{i:04d}': jax.ShapeDtypeStruct((1024,), jnp.float32)
+            for i in range(1000)}
+  from flax import nnx
+
+  from lionx.train.config import ModelConfig
+  from lionx.train.models import create_model
+  model = nnx.eval_shape(lambda: create_model(
+      ModelConfig(name='resnet18'), 10, (32, 32, 3)))
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                      params)
+
+
+def random_tree(shapes, seed: int):
+  leaves, treedef = jax.tree.flatten(shapes)
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+  return treedef.unflatten([
+      jax.random.normal(k, s.shape, s.dtype) for k, s in zip(keys, leaves)])
+
+
+def contenders(momenta: list[str]) -> dict[str, tuple[str, str, object]]:
+  """name -> (optimizer, momentum, GradientTransformation)."""
+  out = {}
+  for mu in momenta:
+    dtype = MOMENTA[mu]
+    out[f'lionx.lion {mu}'] = ('lionx.lion', mu, lionx.lion(
+        LR, B1, B2, weight_decay=WD, mu_dtype=dtype))
+    if mu == 'int8':
+      continue
+    out[f'optax.lion {mu}'] = ('optax.lion', mu, optax.lion(
+        LR, B1, B2, weight_decay=WD, mu_dtype=dtype))
+    out[f'optax.adamw {mu}'] = ('optax.adamw', mu, optax.adamw(
+        1e-3, weight_decay=1e-4, mu_dtype=dtype))
+  return out
+
+
+def make_step(opt):
+  def step(params, state, grads):
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+  return jax.jit(step, donate_argnums=(0, 1))
+
+
+def roofline_step(x, g):
+  """Reads x (2 N) and g (N), writes x (2 N) in place: 5 * 4 * N bytes."""
+  return x * 0.5 + g
+
+
+def nbytes(tree) -> int:
+  return sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize
+             for x in jax.tree.leaves(tree))
+
+
+_COPY = re.compile(r'= (\w+)\[([\d,]*)\]\S* copy\(')
+
+
+def copied_bytes(hlo: str) -> int:
+  """Bytes written by the top-level ``copy`` instructions of an HLO text."""
+  total = 0
+  for dtype, dims in _COPY.findall(hlo):
+    if dtype in ('token', 'tuple'):
+      continue
+    size = int(np.prod([int(d) for d in dims.split(',') if d]))
+    total += size * jnp.dtype(_HLO_DTYPES.get(dtype, dtype)).itemsize
+  return total
+
+
+_HLO_DTYPES = {'f32': 'float32', 'bf16': 'bfloat16', 's8': 'int8',
+               's32': 'int32', 'f16': 'float16', 'u8': 'uint8',
+               'f64': 'float64', 'pred': 'bool'}
+
+
+def entry_computation(hlo: str) -> str:
+  """The ENTRY computation of an HLO text, without metadata."""
+  entry = hlo[hlo.index('ENTRY'):]
+  entry = re.sub(r', metadata=\{[^}]*\}', '', entry)
+  return re.sub(r', backend_config=\{.*\}', '', entry)
+
+
+def run_shape(shape: str, momenta: list[str], rounds: int, hlo: bool
+              ) -> list[str]:
+  shapes = param_shapes(shape)
+  n = sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes))
+  grads = random_tree(shapes, seed=1)
+  param_bytes = nbytes(shapes)
+  rows, runners, info = [], {}, {}
+
+  for name, (optname, mu, opt) in contenders(momenta).items():
+    params = random_tree(shapes, seed=0)
+    state = opt.init(params)
+    step = make_step(opt)
+    compiled = step.lower(params, state, grads).compile()
+    text = compiled.as_text()
+    if hlo and shape == 'a':
+      print(f'\n--- compiled step of {name} (ENTRY) ---')
+      print(entry_computation(text))
+    state_bytes = nbytes(state)
+    info[name] = {
+        'opt': optname, 'mu': mu, 'state': state_bytes,
+        'copied': copied_bytes(text),
+        'bytes': 2 * param_bytes + nbytes(grads) + 2 * state_bytes}
+    box = {'params': params, 'state': state}
+
+    def run(step=compiled, box=box):
+      def go():
+        box['params'], box['state'] = step(box['params'], box['state'],
+                                           grads)
+        return box['params'], box['state']
+      return _common.timed(go)
+
+    runners[name] = run
+
+  blocks = -(-n // 1024)
+  x = jnp.zeros((blocks, 2, 1024), jnp.float32)
+  gx = jnp.ones((blocks, 1, 1024), jnp.float32)
+  roof = jax.jit(roofline_step, donate_argnums=0).lower(x, gx).compile()
+  roof_box = {'x': x}
+
+  def run_roof():
+    def go():
+      roof_box['x'] = roof(roof_box['x'], gx)
+      return roof_box['x']
+    return _common.timed(go)
+
+  runners['roofline'] = run_roof
+  times = _common.interleaved(runners, rounds)
+  roof_ms = _common.median_ms(times['roofline'])
+  roof_bw = 20 * blocks * 1024 / (roof_ms * 1e-3)
+
+  def ms(opt, mu):
+    return _common.median_ms(times[f'{opt} {mu}'])
+
+  for name, d in info.items():
+    t = _common.median_ms(times[name])
+    base = ms('optax.lion', 'fp32' if d['mu'] == 'int8' else d['mu'])
+    bw = d['bytes'] / (t * 1e-3)
+    rows.append([
+        d['opt'], d['mu'], f'{t:.2f}', f'{d["bytes"] / 1e6:.1f} MB',
+        f'{bw / 1e9:.1f}', f'{base / t:.2f}x', f'{100 * bw / roof_bw:.0f}%',
+        f'{d["copied"] / 1e6:.1f}',
+        f'{d["state"]:,} ({d["state"] / param_bytes:.3f}x)'])
+  rows.append(['roofline', '-', f'{roof_ms:.2f}',
+               f'{20 * blocks * 1024 / 1e6:.1f} MB',
+               f'{roof_bw / 1e9:.1f}', '-', '100%', '0.0', '-'])
+  header = ['optimizer', 'momentum', 'median ms', 'bytes/step', 'GB/s',
+            'x optax.lion', '% roofline', 'copied MB', 'state bytes']
+  lines = [f'### ({shape}) {SHAPES[shape]}: N = {n:,} parameters, '
+           f'{len(jax.tree.leaves(shapes))} leaves, {rounds} rounds', '']
+  return lines + _common.table(header, rows) + ['']
+
+
+def _args() -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--shapes', default='abc',
+                      help='which trees to run, any of a, b, c')
+  parser.add_argument('--momenta', default='fp32,bf16,int8',
+                      help='comma-separated momentum dtypes')
+  parser.add_argument('--rounds', type=int, default=15,
+                      help='timed rounds (>= 10), after 2 warm-up rounds')
+  parser.add_argument('--hlo', action='store_true',
+                      help='print the compiled ENTRY of each step of (a)')
+  parser.add_argument('--write', action='store_true',
+                      help='replace our section of benchmarks/RESULTS.md')
+  args = parser.parse_args()
+  if not args.shapes or set(args.shapes) - set(SHAPES):
+    parser.error(f'--shapes={args.shapes!r}: expected letters of a, b, c')
+  args.momenta = args.momenta.split(',')
+  if set(args.momenta) - set(MOMENTA):
+    parser.error(f'--momenta: expected some of {tuple(MOMENTA)}')
+  if 'fp32' not in args.momenta:
+    parser.error('--momenta must include fp32 (optax.lion fp32 is the base '
+                 'of int8)')
+  if args.rounds < 10:
+    parser.error(f'--rounds={args.rounds}: expected >= 10')
+  return args
+
+
+def main(args: argparse.Namespace) -> None:
+  warnings.filterwarnings('ignore', message='Some donated buffers')
+  lines = ['## update_step.py: one jitted optimizer step', '',
+           *_common.machine(),
+           f'- command: `python benchmarks/update_step.py --shapes '
+           f'{args.shapes} --momenta {",".join(args.momenta)} --rounds '
+           f'{args.rounds}`',
+           f'- hyperparameters: Lion lr={LR}, b1={B1}, b2={B2}, '
+           f'weight_decay={WD}; AdamW lr=1e-3, weight_decay=1e-4 '
+           '(its `mu_dtype` applies to the first moment only)', '']
+  print('\n'.join(lines), flush=True)
+  for shape in args.shapes:
+    section = run_shape(shape, args.momenta, args.rounds, args.hlo)
+    print('\n'.join(section), flush=True)
+    lines += section
+  if args.write:
+    _common.write_section(SCRIPT, lines)
+
+
+if __name__ == '__main__':
+  main(_args())
