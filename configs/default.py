@@ -33,7 +33,9 @@ def get_config() -> Config:
   config.optimizer.weight_decay = 0.1
   # The best rates of configs/default_grid.py (measured, see the README).
   config.optimizer.learning_rates = {
-      'lion': 3e-3, 'sgd': 1e-1, 'adamw': 3e-3, 'cautious_lion': 3e-3}
+      'lion': 3e-3, 'sgd': 1e-1, 'adamw': 3e-3, 'cautious_lion': 3e-3,
+      # Lion's rate: the vote moves each coordinate by the same eta.
+      'distributed_lion': 3e-3}
 
   config.schedule.name = 'cosine'
   return config

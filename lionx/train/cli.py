@@ -7,10 +7,18 @@
       [--optimizers lion,sgd,adamw] [--lr-grid [paper|1e-3,3e-4,...]]
 
 Overrides are ``key=value`` pairs (or ``--set key=value``), e.g.
-``optimizer.learning_rate=1e-3`` or ``num_epochs=5``. Rerunning with the
+``optimizer.learning_rate=1e-3`` or ``num_epochs=5``;
+``parallel.num_devices=0`` uses every device. Rerunning with the
 same workdir resumes; a workdir with results of a different config is
 refused unless ``--overwrite``. Errors are one line on stderr, exit code 2;
 a run that diverged exits with 1. Set ``LIONX_DEBUG=1`` for tracebacks.
+
+Several hosts: run the same command on every host with ``--coordinator
+HOST:PORT`` (process 0's address and a free port), ``--num-processes N`` and
+``--process-id I`` (0 on the coordinator's host), plus
+``parallel.num_devices=0``; ``jax.distributed.initialize`` is called with
+them before anything touches a device. ``--coordinator auto`` lets JAX read
+them from Slurm, Open MPI or a TPU pod.
 """
 
 from __future__ import annotations
@@ -52,7 +60,48 @@ def _parser(prog: str, compare: bool) -> argparse.ArgumentParser:
                       help='discard earlier results in the workdir')
   parser.add_argument('--no-progress', action='store_true',
                       help='no progress bar')
+  hosts = parser.add_argument_group(
+      'several hosts', 'arguments of jax.distributed.initialize, called '
+      'before any device is used')
+  hosts.add_argument('--coordinator', default=None, metavar='HOST:PORT',
+                     help="process 0's address and a free port, the same "
+                     "on every host ('auto': detected by JAX on Slurm, "
+                     'Open MPI or TPU pods)')
+  hosts.add_argument('--num-processes', type=int, default=None,
+                     metavar='N', help='the number of processes (hosts)')
+  hosts.add_argument('--process-id', type=int, default=None, metavar='I',
+                     help='this process: 0 .. N-1, 0 on the coordinator')
   return parser
+
+
+def _initialize_distributed(args: argparse.Namespace) -> None:
+  """Calls ``jax.distributed.initialize`` if ``--coordinator`` is given."""
+  from lionx.train.config import ConfigError
+  given = {'--num-processes': args.num_processes,
+           '--process-id': args.process_id}
+  if args.coordinator is None:
+    extra = [f'{k} {v}' for k, v in given.items() if v is not None]
+    if extra:
+      raise ConfigError(
+          f'{" ".join(extra)} without --coordinator: expected '
+          '--coordinator HOST:PORT as well (or auto).')
+    return
+  n, i = args.num_processes, args.process_id
+  if n is not None and n < 1:
+    raise ConfigError(f'--num-processes {n}: expected a number >= 1.')
+  if i is not None and (i < 0 or (n is not None and i >= n)):
+    raise ConfigError(
+        f'--process-id {i}: expected 0 <= id < --num-processes ({n}).')
+  auto = args.coordinator == 'auto'
+  if not auto and (n is None or i is None):
+    raise ConfigError(
+        f'--coordinator {args.coordinator}: expected --num-processes and '
+        '--process-id as well (or --coordinator auto on Slurm, Open MPI '
+        'or TPU pods).')
+  import jax
+  jax.distributed.initialize(
+      coordinator_address=None if auto else args.coordinator,
+      num_processes=n, process_id=i)
 
 
 def _lr_grid(text: str) -> tuple[float, ...]:
@@ -68,8 +117,11 @@ def _lr_grid(text: str) -> tuple[float, ...]:
 
 
 def _main(argv: Optional[Sequence[str]], prog: str, compare: bool) -> int:
-  args = _parser(prog, compare).parse_args(argv)
+  args = _parser(prog, compare).parse_intermixed_args(argv)
+  _initialize_distributed(args)  # before anything touches a device
   # Heavy imports after argument parsing, so --help is instant.
+  import jax
+
   from lionx.train import config as config_lib
   from lionx.train import plots, sweep
 
@@ -91,7 +143,7 @@ def _main(argv: Optional[Sequence[str]], prog: str, compare: bool) -> int:
     result = sweep.run(config, workdir, overwrite=args.overwrite)
     curves = {f'{config.optimizer.name} (lr {r.learning_rate:g})': r.rows
               for r in result.grid if r.rows}
-    if curves:
+    if curves and jax.process_index() == 0:
       title = f'{config.model.name} on {config.data.name}'
       for path in plots.write_figures(curves, workdir, title):
         print(f'wrote {path}')

@@ -91,6 +91,8 @@ class OptimizerConfig:
   topk_fraction: float = 0.5
   huber_e: float = 1e-4
   tanh_beta: float = 1e4
+  # distributed_lion: how the workers' signs are combined.
+  aggregation: str = 'majority'  # majority | average
 
 
 @dataclasses.dataclass(slots=True)
@@ -100,6 +102,22 @@ class ScheduleConfig:
   name: str = 'cosine'  # constant | cosine | warmup_cosine
   warmup_epochs: int = 0
   final_fraction: float = 0.0  # cosine ends at final_fraction * lr
+
+
+@dataclasses.dataclass(slots=True)
+class ParallelConfig:
+  """The devices a run uses (see :mod:`lionx.train.parallel`).
+
+  The batch is sharded over a ``data`` mesh axis of ``num_devices``
+  devices. ``mode='replicated'`` keeps a full copy of the parameters and
+  optimizer state on every device; ``'fsdp'`` shards each of them along
+  its largest axis divisible by the device count.
+  """
+
+  mode: str = 'replicated'  # replicated | fsdp
+  # 0: every device (all hosts' after jax.distributed); the global batch
+  # must divide by the device count.
+  num_devices: int = 0
 
 
 @dataclasses.dataclass(slots=True)
@@ -125,9 +143,11 @@ class Config:
   optimizer: OptimizerConfig = dataclasses.field(
       default_factory=OptimizerConfig)
   schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+  parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
 
 
 LR_SELECT = ('full_loss', 'test_accuracy')
+PARALLEL_MODES = ('replicated', 'fsdp')
 
 
 def learning_rate(config: Config) -> float:
@@ -282,6 +302,7 @@ def _one_of(path: str, value: str, names: Any, hint: str = '') -> None:
 def validate(config: Config) -> Config:
   """Checks types and values; returns the config or raises ConfigError."""
   # Late imports: the registries live next to their implementations.
+  from lionx._src.distributed import AGGREGATIONS
   from lionx.train import data, models, optimizers, schedules
   if not isinstance(config, Config):
     raise ConfigError(
@@ -299,6 +320,18 @@ def validate(config: Config) -> Config:
     _one_of('compare_optimizers', name, optimizers.OPTIMIZERS)
   _one_of('schedule.name', config.schedule.name, schedules.SCHEDULES)
   _one_of('lr_select', config.lr_select, LR_SELECT)
+  _one_of('optimizer.aggregation', opt.aggregation, AGGREGATIONS)
+  _one_of('parallel.mode', config.parallel.mode, PARALLEL_MODES)
+  if config.parallel.num_devices < 0:
+    raise ConfigError(
+        f'parallel.num_devices={config.parallel.num_devices}: expected a '
+        'number of devices >= 1, or 0 for every device.')
+  if opt.name == 'distributed_lion' and config.parallel.mode != 'replicated':
+    raise ConfigError(
+        f'optimizer.name={opt.name!r} with parallel.mode='
+        f'{config.parallel.mode!r}: Distributed Lion keeps the parameters '
+        'replicated and one momentum per device; use '
+        "parallel.mode='replicated'.")
   if opt.learning_rate is not None:
     _positive('optimizer.learning_rate', opt.learning_rate)
   for name, value in opt.learning_rates.items():

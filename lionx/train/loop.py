@@ -3,7 +3,8 @@ r"""The training loop with the papers' intertwined epochs (REFERENCE §6).
 Each epoch is
 
 1. a **training epoch**: the stochastic loop, one jit-compiled step per
-   batch (:func:`make_train_step`, with the model and optimizer donated);
+   batch (:func:`lionx.train.parallel.make_train_step`, the model and
+   optimizer donated);
 2. a **logging epoch**: with the parameters frozen, no augmentation and
    BatchNorm in eval mode (running statistics, which it does not update),
    the exact full-data loss :math:`f(\theta)` and gradient
@@ -12,6 +13,12 @@ Each epoch is
    :math:`f` a function of :math:`\theta` alone, independent of how the
    set is batched;
 3. **test** top-1 accuracy.
+
+A run uses ``parallel.num_devices`` devices (:mod:`lionx.train.parallel`):
+the batches are sharded over a ``data`` mesh axis and the state replicated
+(``parallel.mode='replicated'``) or sharded (``'fsdp'``); ``distributed_lion``
+steps in ``jax.shard_map`` on each device's own gradient. One device is a
+mesh of one: the same code runs.
 
 After the logging epoch one JSON line goes to ``workdir/metrics.jsonl``
 (:data:`METRICS_FIELDS`), every diagnostic from :mod:`lionx.metrics`. The
@@ -45,7 +52,7 @@ from flax import nnx
 from lionx import metrics
 from lionx.train import config as config_lib
 from lionx.train import data as data_lib
-from lionx.train import optimizers, report
+from lionx.train import optimizers, parallel, report
 from lionx.train.checkpoint import Checkpointer
 from lionx.train.config import Config, ConfigError
 from lionx.train.models import create_model, num_params
@@ -103,11 +110,14 @@ def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
       logits.astype(jnp.float32), labels)
 
 
+def _loss(model: nnx.Module, batch: dict[str, jax.Array]) -> jax.Array:
+  """The mean cross-entropy of a training batch."""
+  return jnp.mean(_cross_entropy(model(batch['image']), batch['label']))
+
+
 def _train_step(model: nnx.Module, optimizer: nnx.Optimizer,
                 batch: dict[str, jax.Array]) -> jax.Array:
-  def loss_fn(model):
-    return jnp.mean(_cross_entropy(model(batch['image']), batch['label']))
-  loss, grads = nnx.value_and_grad(loss_fn)(model)
+  loss, grads = nnx.value_and_grad(_loss)(model, batch)
   optimizer.update(model, grads)
   return loss
 
@@ -153,8 +163,14 @@ def _eval_step(model, batch):
 
 def create_train_state(config: Config, num_classes: int,
                        image_shape: tuple[int, int, int],
-                       steps_per_epoch: int) -> TrainState:
+                       steps_per_epoch: int,
+                       mesh: Optional[jax.sharding.Mesh] = None
+                       ) -> TrainState:
   """The model, ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` and schedule.
+
+  With a ``mesh`` (:func:`lionx.train.parallel.make_mesh`) the state is
+  placed on it as ``config.parallel.mode`` says (the optimizers of
+  ``optimizers.PER_DEVICE`` get one momentum per device).
 
   Example:
     >>> from lionx.train.config import Config
@@ -182,6 +198,10 @@ def create_train_state(config: Config, num_classes: int,
   model = create_model(config.model, num_classes, image_shape,
                        seed=config.seed)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  if mesh is not None:
+    parallel.shard_train_state(
+        model, optimizer, mesh, config.parallel.mode,
+        per_device=config.optimizer.name in optimizers.PER_DEVICE)
   return TrainState(model, optimizer, schedule)
 
 
@@ -204,17 +224,36 @@ def eval_view(model: nnx.Module) -> nnx.Module:
                   raise_if_not_found=False)
 
 
+def _eval_batches(dataset: data_lib.Dataset, split: str, batch_size: int,
+                  max_batches: int = 0,
+                  mesh: Optional[jax.sharding.Mesh] = None):
+  """Evaluation batches, padded (mask 0) and sharded over ``mesh``."""
+  for batch in data_lib.eval_batches(dataset, split, batch_size,
+                                     max_batches):
+    if mesh is not None:
+      batch = parallel.put_batch(parallel.pad_batch(batch, mesh.size), mesh)
+    yield batch
+
+
 def full_loss_and_grad(
     view: nnx.Module, dataset: data_lib.Dataset, batch_size: int,
-    max_batches: int = 0) -> tuple[float, float, Any]:
-  """The logging epoch: ``(f(θ), train accuracy, ∇f(θ))`` over the set."""
+    max_batches: int = 0, mesh: Optional[jax.sharding.Mesh] = None
+) -> tuple[float, float, Any]:
+  """The logging epoch: ``(f(θ), train accuracy, ∇f(θ))`` over the set.
+
+  With a ``mesh`` each batch is sharded over its devices (and padded to a
+  multiple of their number with ``mask`` 0).
+  """
   params = nnx.as_pure(nnx.state(view, nnx.Param))
   totals = {'loss': jnp.zeros([]), 'correct': jnp.zeros([]),
             'count': jnp.zeros([]),
             'grads': jax.tree.map(jnp.zeros_like, params)}
-  for batch in data_lib.eval_batches(dataset, 'train', batch_size,
-                                     max_batches):
+  wait = mesh is not None and mesh.size > 1
+  for batch in _eval_batches(dataset, 'train', batch_size, max_batches,
+                             mesh):
     totals = _logging_step(view, totals, batch)
+    if wait:  # no collectives left in flight (XLA:CPU can deadlock)
+      jax.block_until_ready(totals)
   count = totals['count']
   grads = jax.tree.map(lambda g: g / count, totals['grads'])
   return (float(totals['loss'] / count), float(totals['correct'] / count),
@@ -222,10 +261,11 @@ def full_loss_and_grad(
 
 
 def evaluate(view: nnx.Module, dataset: data_lib.Dataset,
-             batch_size: int) -> tuple[float, float]:
+             batch_size: int, mesh: Optional[jax.sharding.Mesh] = None
+             ) -> tuple[float, float]:
   """``(test loss, test top-1 accuracy)``."""
   loss = correct = count = 0.0
-  for batch in data_lib.eval_batches(dataset, 'test', batch_size):
+  for batch in _eval_batches(dataset, 'test', batch_size, mesh=mesh):
     s, c, n = _eval_step(view, batch)
     loss, correct, count = loss + float(s), correct + float(c), count + float(n)
   return loss / count, correct / count
@@ -277,8 +317,15 @@ def _diagnostics(key: str):
 
 
 def run_identity(config: Config) -> dict[str, Any]:
-  """The fields that decide one run's result, with its learning rate."""
+  """The fields that decide one run's result, with its learning rate.
+
+  ``parallel.num_devices`` is the number of devices the run uses (0
+  resolved): sums over another number of devices round differently, and
+  ``distributed_lion`` keeps one momentum per device.
+  """
   out = config_lib.identity(config)
+  out['parallel']['num_devices'] = len(
+      parallel.select_devices(config.parallel.num_devices))
   out.pop('compare_optimizers')
   out.pop('lr_select')
   out['optimizer']['learning_rate'] = config_lib.learning_rate(config)
@@ -329,8 +376,8 @@ def check_workdir(workdir: pathlib.Path, identity: dict[str, Any],
           f'workdir {workdir} holds results without a {kind}; {hint}.')
     return
   try:
-    stored = json.loads(path.read_text())['config']
-  except (ValueError, KeyError, TypeError) as err:
+    stored = _with_defaults(json.loads(path.read_text())['config'])
+  except (ValueError, KeyError, TypeError, AttributeError) as err:
     raise ConfigError(f'{path}: unreadable ({err}); {hint}.') from None
   changes = _diff(stored, identity)
   if changes:
@@ -338,6 +385,25 @@ def check_workdir(workdir: pathlib.Path, identity: dict[str, Any],
     raise ConfigError(
         f'workdir {workdir} holds results of a different config ({shown}); '
         f'{hint}.')
+
+
+# Fields added to the config after runs were recorded, with the value
+# those runs had: such a run is still recognised (and resumed).
+_ADDED_FIELDS = {
+    ('optimizer', 'aggregation'): 'majority',
+    ('parallel',): {'mode': 'replicated', 'num_devices': 1},
+}
+
+
+def _with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+  """A recorded identity with the later-added fields filled in."""
+  for path, value in _ADDED_FIELDS.items():
+    node = stored
+    for key in path[:-1]:
+      node = node.get(key)
+    if isinstance(node, dict) and path[-1] not in node:
+      node[path[-1]] = value
+  return stored
 
 
 def read_metrics(workdir: pathlib.Path) -> list[dict[str, Any]]:
@@ -409,6 +475,9 @@ def train_and_evaluate(
   config = config_lib.validate(config)
   workdir = pathlib.Path(workdir)
   lr = config_lib.learning_rate(config)
+  mesh = parallel.make_mesh(config.parallel.num_devices)
+  parallel.check_divisible('batch_size', config.batch_size, mesh,
+                           config.parallel.num_devices)
   identity = run_identity(config)
   check_workdir(workdir, identity, overwrite)
   if overwrite and workdir.exists():
@@ -423,29 +492,38 @@ def train_and_evaluate(
       raise NonFiniteLossError(stored.message)
     return stored
   workdir.mkdir(parents=True, exist_ok=True)
-  if not (workdir / CONFIG_FILE).exists():
+  if not (workdir / CONFIG_FILE).exists() and _writer():
     _write_json(workdir / CONFIG_FILE, {'config': identity})
 
   dataset = dataset or data_lib.load_dataset(config.data)
   steps = data_lib.steps_per_epoch(dataset, config.batch_size)
   state = create_train_state(config, dataset.num_classes,
-                             dataset.image_shape, steps)
+                             dataset.image_shape, steps, mesh)
   d = num_params(state.model)
+  where = ('' if mesh.size == 1 else
+           f' on {mesh.size} devices ({config.parallel.mode})')
   _log(f'{config.model.name} on {dataset.name} '
        f'({len(dataset.train_labels)} train / {len(dataset.test_labels)} '
        f'test, {dataset.num_classes} classes): d = {d:,} parameters, '
-       f'sqrt(d) = {math.sqrt(d):.1f}; {config.optimizer.name} lr={lr:g}',
-       verbose)
+       f'sqrt(d) = {math.sqrt(d):.1f}; {config.optimizer.name} lr={lr:g}'
+       f'{where}', verbose)
 
   checkpointer = Checkpointer(workdir / CHECKPOINT_DIR)
   try:
     return _run(config, workdir, dataset, state, checkpointer, steps, lr,
-                verbose)
+                verbose, mesh)
   finally:
     checkpointer.close()
 
 
-def _run(config, workdir, dataset, state, checkpointer, steps, lr, verbose):
+def _writer() -> bool:
+  """Whether this process writes the run's files (process 0 of a
+  multi-host run; checkpoints are written by every process, with orbax)."""
+  return jax.process_index() == 0
+
+
+def _run(config, workdir, dataset, state, checkpointer, steps, lr, verbose,
+         mesh):
   model, optimizer, schedule = state
   meta = {'epoch': 0, 'step': 0, 'seed': config.seed, 'wall_time': 0.0,
           'grad_l1_sum': 0.0, 'kkt_sum': 0.0,
@@ -460,13 +538,16 @@ def _run(config, workdir, dataset, state, checkpointer, steps, lr, verbose):
           f' and data order {meta.get("data_order")!r}; expected seed '
           f'{config.seed} and {DATA_ORDER!r}. Use --overwrite.')
     _log(f'{workdir}: resuming after epoch {latest}.', verbose)
-  _truncate_metrics(workdir, meta['epoch'])
+  if _writer():
+    _truncate_metrics(workdir, meta['epoch'])
   start = meta['epoch']
   last = config.num_epochs
   if config.max_epochs_this_run:
     last = min(last, start + config.max_epochs_this_run)
 
-  train_step = make_train_step()
+  train_step = parallel.make_train_step(
+      mesh, model, optimizer, _loss,
+      per_device=config.optimizer.name in optimizers.PER_DEVICE)
   view = eval_view(model)
   diagnostics = make_diagnostics(config.optimizer)
   step, began = meta['step'], time.perf_counter()
@@ -481,8 +562,9 @@ def _run(config, workdir, dataset, state, checkpointer, steps, lr, verbose):
             f'{checkpointer.directory}' if good is not None else
             'no checkpoint had been written yet')
     message = f'{message}; stopped, {kept}.'
-    _write_json(workdir / RESULT_FILE,
-                {'status': 'diverged', 'message': message})
+    if _writer():
+      _write_json(workdir / RESULT_FILE,
+                  {'status': 'diverged', 'message': message})
     return NonFiniteLossError(message)
 
   for epoch in range(start + 1, last + 1):
@@ -501,11 +583,13 @@ def _run(config, workdir, dataset, state, checkpointer, steps, lr, verbose):
         bar.set_postfix(epoch=epoch, loss=f'{loss:.4f}', refresh=False)
 
     full_loss, train_acc, grads = full_loss_and_grad(
-        view, dataset, config.eval_batch_size, config.logging_max_batches)
+        view, dataset, config.eval_batch_size, config.logging_max_batches,
+        mesh)
     if not math.isfinite(full_loss):
       raise stop(f'non-finite full training loss {full_loss} at epoch '
                  f'{epoch} ({config.optimizer.name}, lr={lr:g})')
-    test_loss, test_acc = evaluate(view, dataset, config.eval_batch_size)
+    test_loss, test_acc = evaluate(view, dataset, config.eval_batch_size,
+                                   mesh)
     params = nnx.as_pure(nnx.state(model, nnx.Param))
     values = {k: float(v) for k, v in diagnostics(
         params, grads, nnx.as_pure(optimizer.opt_state)).items()}
@@ -521,8 +605,9 @@ def _run(config, workdir, dataset, state, checkpointer, steps, lr, verbose):
         'grad_l1_running_mean': meta['grad_l1_sum'] / epoch,
         'kkt_residual_running_mean': meta['kkt_sum'] / epoch,
         'wall_time': wall}
-    with open(workdir / METRICS_FILE, 'a') as f:
-      f.write(json.dumps({k: row[k] for k in METRICS_FIELDS}) + '\n')
+    if _writer():
+      with open(workdir / METRICS_FILE, 'a') as f:
+        f.write(json.dumps({k: row[k] for k in METRICS_FIELDS}) + '\n')
 
     if (epoch % config.checkpoint_every_epochs == 0 or epoch == last):
       meta.update(epoch=epoch, step=step, wall_time=wall,
@@ -535,9 +620,10 @@ def _run(config, workdir, dataset, state, checkpointer, steps, lr, verbose):
     _log(f'{workdir}: stopped after epoch {last} of {config.num_epochs} '
          '(max_epochs_this_run); rerun to resume.', verbose)
     return RunResult('interrupted', workdir, lr, rows)
-  _write_json(workdir / RESULT_FILE,
-              {'status': 'finished', 'epochs': config.num_epochs,
-               'final': rows[-1] if rows else None})
+  if _writer():
+    _write_json(workdir / RESULT_FILE,
+                {'status': 'finished', 'epochs': config.num_epochs,
+                 'final': rows[-1] if rows else None})
   if verbose:
     print(report.run_table(rows), flush=True)
   return RunResult('finished', workdir, lr, rows)

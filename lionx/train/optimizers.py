@@ -13,6 +13,10 @@ name                   transform
                        (PyTorch's ``SGD(weight_decay=λ)``; momentum 0
                        gives plain SGD)
 ``adamw``              ``optax.adamw`` (decoupled weight decay)
+``distributed_lion``   :func:`lionx.distributed_lion` with
+                       ``optimizer.aggregation`` (``majority`` or
+                       ``average``): one momentum per device, sign votes
+                       (the harness runs its step in ``jax.shard_map``)
 =====================  ====================================================
 
 Each entry also says how to read the optimizer's *direction* from its
@@ -20,7 +24,10 @@ state, for the sign-agreement diagnostic of the logging epoch: the first
 moment combined with a gradient :math:`g` as the next step would combine
 it, :math:`c = \beta_1 m + (1-\beta_1) g` for Lion and Adam (whose step has
 the sign of :math:`c`), :math:`c = \mu v + g` for SGD with momentum (and
-:math:`c = g` without).
+:math:`c = g` without). For Distributed Lion it is the mean of the
+workers' votes :math:`\frac1N\sum_i \operatorname{sign}(\beta_1 m_i +
+(1-\beta_1) g)`, whose sign is the majority vote (and which is the
+``average`` step itself).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 import optax
 
 import lionx
@@ -138,6 +146,21 @@ def _adam_direction(config, state, grads):
   return _interpolate(b1, _find(state, optax.ScaleByAdamState).mu, grads)
 
 
+def _distributed_lion(config, schedule):
+  b1, b2 = betas(config, 'lion')
+  return lionx.distributed_lion(
+      schedule, b1=b1, b2=b2, weight_decay=config.weight_decay,
+      aggregation=config.aggregation)
+
+
+def _distributed_direction(config, state, grads):
+  b1, _ = betas(config, 'lion')
+  mu = _find(state, lionx.DistributedLionState).mu  # (workers, *shape)
+  return jax.tree.map(
+      lambda m, g: jnp.mean(jnp.sign(b1 * m + (1.0 - b1) * g[None]), 0),
+      mu, grads)
+
+
 def _no_reshaper(config):
   del config
   return None
@@ -153,7 +176,14 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         lambda c: lionx.sign_reshaper()),
     'sgd': OptimizerSpec(_sgd, _sgd_direction, _no_reshaper),
     'adamw': OptimizerSpec(_adamw, _adam_direction, _no_reshaper),
+    'distributed_lion': OptimizerSpec(
+        _distributed_lion, _distributed_direction,
+        lambda c: lionx.sign_reshaper()),
 }
+
+# Optimizers whose update runs inside jax.shard_map on each device's own
+# gradient (see lionx.train.parallel).
+PER_DEVICE = ('distributed_lion',)
 
 
 def _spec(name: str) -> OptimizerSpec:

@@ -31,6 +31,8 @@ def tiny_config(**changes) -> Config:
   config.optimizer.name = 'lion'
   config.optimizer.learning_rate = 3e-3
   config.optimizer.learning_rates = {}
+  # The suite simulates 8 devices; tests that want several say so.
+  config.parallel.num_devices = 1
   for key, value in changes.items():
     obj = config
     *parents, name = key.split('__')

@@ -122,5 +122,6 @@ def test_console_script_prints_no_traceback(tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines() == [
       "lionx-train: error: optimizer.name='lamb' is not one of "
-      "('adamw', 'cautious_lion', 'lion', 'lion_huber', 'lion_lp', "
+      "('adamw', 'cautious_lion', 'distributed_lion', 'lion', 'lion_huber', "
+      "'lion_lp', "
       "'lion_sparse_sign', 'lion_tanh', 'lion_topk_sign', 'sgd')."]

@@ -27,10 +27,11 @@ def _run(tx, steps=2):
 
 
 def test_every_name_is_registered_and_steps():
-  expected = ({'lion', 'cautious_lion', 'sgd', 'adamw'}
+  expected = ({'lion', 'cautious_lion', 'sgd', 'adamw', 'distributed_lion'}
               | {f'lion_{k}' for k in lionx.RESHAPERS if k != 'sign'})
   assert set(optimizers.OPTIMIZERS) == expected
-  for name in expected:
+  # distributed_lion steps inside shard_map: tests/train/test_parallel.py.
+  for name in expected - set(optimizers.PER_DEVICE):
     tx = optimizers.make_optimizer(
         OptimizerConfig(name=name, topk_fraction=0.5), lambda s: 1e-2)
     params, state = _run(tx)
