@@ -420,6 +420,8 @@ def plot_trajectories(runs: list[Trajectory]):
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
     ax.set_aspect('equal')
+    ax.set_xlabel('x1')
+    ax.set_ylabel('x2')
     ax.legend(fontsize=7, loc='lower left')
   for ax in axes[len(names):]:
     ax.set_visible(False)
@@ -439,7 +441,7 @@ def plot_sweep(sweep: Sweep):
   ax.axvline(sweep.threshold, color='C3', ls='-.',
              label=f'measured threshold {sweep.threshold:.3g}')
   ax.set_xlabel('weight decay lambda')
-  ax.set_ylabel('converged loss f')
+  ax.set_ylabel('converged loss f(x) after the run')
   ax.legend(fontsize=8)
   return fig
 
@@ -462,7 +464,8 @@ def plot_phase1(results: list[Phase1]):
     ax.semilogy(t, rate ** t, 'k--', lw=2, label=f'rate^t, rate={rate:.5f}')
     ax.set_title(f'{scheme} scheme: dist(lambda x_t, dom K*) / dist_0',
                  fontsize=10)
-    ax.set_xlabel('t')
+    ax.set_xlabel('t (steps)')
+    ax.set_ylabel('dist(lambda x_t, dom K*) / dist(lambda x_0, dom K*)')
     ax.legend(fontsize=7)
   return fig
 

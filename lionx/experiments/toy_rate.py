@@ -402,7 +402,8 @@ def plot(result: ToyRateResult):
                label='largest K_min of the corollary')
     ax.set_title(f'{titles[rs.name]}\n{int(rs.holds.sum())}/{len(rs.holds)} '
                  'runs with LHS <= RHS at every K', fontsize=10)
-    ax.set_xlabel('K')
+    ax.set_xlabel('K (steps)')
+    ax.set_ylabel('running average of the stationarity measure')
     ax.legend(fontsize=8)
   return fig
 

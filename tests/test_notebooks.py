@@ -1,0 +1,105 @@
+"""Every notebook runs top to bottom, and its committed outputs are real.
+
+Each notebook in ``notebooks/`` is executed with nbclient in a kernel that
+runs *this* interpreter (``sys.executable``), so the lionx under test is the
+one the kernel imports, whatever kernels Jupyter has installed. The working
+directory is ``notebooks/``. The executed copy is thrown away: the committed
+file keeps the outputs of the run that produced it.
+"""
+
+import json
+import pathlib
+import sys
+
+import nbclient
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / 'notebooks'
+EXPECTED = (
+    '01_quickstart.ipynb',
+    '02_convergence_rate.ipynb',
+    '03_lion_k_constraints.ipynb',
+    '04_norm_ratio_sqrt_d.ipynb',
+    '05_weight_confinement.ipynb',
+)
+TIMEOUT = 300  # seconds per cell; each notebook takes 15-90 s on 2 cores
+KERNEL = 'lionx-pytest'
+
+
+@pytest.fixture
+def kernel_manager(tmp_path):
+  """A kernel manager whose only kernel runs ``sys.executable``."""
+  spec = tmp_path / 'kernels' / KERNEL
+  spec.mkdir(parents=True)
+  (spec / 'kernel.json').write_text(json.dumps({
+      'argv': [sys.executable, '-m', 'ipykernel_launcher', '-f',
+               '{connection_file}'],
+      'display_name': 'lionx (pytest interpreter)',
+      'language': 'python',
+  }))
+  specs = KernelSpecManager(kernel_dirs=[str(spec.parent)])
+  return KernelManager(kernel_name=KERNEL, kernel_spec_manager=specs)
+
+
+def _execute(nb, kernel_manager):
+  client = nbclient.NotebookClient(
+      nb, km=kernel_manager, timeout=TIMEOUT,
+      resources={'metadata': {'path': str(NOTEBOOKS)}})
+  return client.execute()
+
+
+def _outputs(nb, output_type=None):
+  return [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs
+          if output_type is None or o.output_type == output_type]
+
+
+def test_the_five_notebooks_are_there():
+  assert sorted(p.name for p in NOTEBOOKS.glob('*.ipynb')) == list(EXPECTED)
+
+
+def test_the_kernel_runs_this_interpreter(kernel_manager):
+  nb = nbformat.v4.new_notebook()
+  nb.cells = [nbformat.v4.new_code_cell(
+      'import sys, lionx; print(sys.executable); print(lionx.__file__)')]
+  _execute(nb, kernel_manager)
+  executable, lionx_file = _outputs(nb, 'stream')[0].text.split()
+  import lionx  # pylint: disable=g-import-not-at-top
+  assert pathlib.Path(executable).resolve() == pathlib.Path(
+      sys.executable).resolve()
+  assert pathlib.Path(lionx_file).resolve() == pathlib.Path(
+      lionx.__file__).resolve()
+
+
+def test_a_failing_cell_fails(kernel_manager):
+  nb = nbformat.v4.new_notebook()
+  nb.cells = [nbformat.v4.new_code_cell('1 / 0')]
+  with pytest.raises(nbclient.exceptions.CellExecutionError,
+                     match='ZeroDivisionError'):
+    _execute(nb, kernel_manager)
+
+
+@pytest.mark.parametrize('name', EXPECTED)
+def test_committed_outputs_are_from_a_clean_run(name):
+  nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+  code = [c for c in nb.cells if c.cell_type == 'code']
+  # Executed in order, top to bottom, in one session.
+  assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
+  assert not _outputs(nb, 'error')
+  assert any('image/png' in o.get('data', {}) for o in _outputs(nb))
+  source = '\n'.join(c.source for c in code)
+  assert 'import lionx' in source or 'from lionx' in source
+
+
+@pytest.mark.parametrize('name', EXPECTED)
+def test_notebook_runs(name, kernel_manager):
+  path = NOTEBOOKS / name
+  committed = path.read_bytes()
+  nb = nbformat.read(path, as_version=4)
+  _execute(nb, kernel_manager)  # raises CellExecutionError on any error
+  assert not _outputs(nb, 'error')
+  assert any('image/png' in o.get('data', {}) for o in _outputs(nb))
+  assert path.read_bytes() == committed  # nothing written back
