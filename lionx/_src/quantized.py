@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import optax
 
 from lionx._src import checks
+from lionx._src import transforms
 from lionx._src.norms import compute_dtype
 
 _LEVELS = 127  # int8 codes run over [-127, 127].
@@ -223,8 +224,7 @@ def scale_by_lion_8bit(
       dtype = compute_dtype(g.dtype)
       g32 = g.astype(dtype)
       m32 = dequantize(q, g.shape, dtype)
-      c = b1 * m32 + (1.0 - b1) * g32
-      c = jnp.where(jnp.isfinite(c), c, jnp.nan)
+      c = transforms.interpolate(m32, g32, b1)
       m_new = quantize(b2 * m32 + (1.0 - b2) * g32, block_size)
       return c.astype(g.dtype), m_new
 

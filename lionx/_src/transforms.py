@@ -22,8 +22,14 @@ class ScaleByLionState(NamedTuple):
   mu: optax.Updates  # the momentum m, shaped like params, dtype=mu_dtype.
 
 
-def _from_new_coefficients(b1, b2) -> Optional[tuple[float, float]]:
-  """(a, b) with c_k = a m_k + b g_k, or None where that is not used.
+def interpolate(m: jax.Array, g: jax.Array, w: chex.Numeric) -> jax.Array:
+  """``w m + (1 - w) g``, with every non-finite entry made NaN."""
+  c = w * m + (1.0 - w) * g
+  return jnp.where(jnp.isfinite(c), c, jnp.nan)
+
+
+def _from_new_coefficient(b1, b2) -> Optional[float]:
+  """a with c_k = a m_k + (1 - a) g_k, or None where that is not used.
 
   Only for known (not traced) betas with 0 < b1 / b2 <= 2, so that rounding
   is not amplified; b1 == b2 gives c_k = m_k.
@@ -31,8 +37,7 @@ def _from_new_coefficients(b1, b2) -> Optional[tuple[float, float]]:
   b1, b2 = checks.concrete_float(b1), checks.concrete_float(b2)
   if b1 is None or b2 is None or b2 == 0.0 or b1 > 2.0 * b2:
     return None
-  a = b1 / b2
-  return a, 1.0 - a
+  return b1 / b2
 
 
 def scale_by_lion(
@@ -124,7 +129,7 @@ def scale_by_lion(
       raise TypeError(
           f'mu_dtype={mu_dtype!r}: expected a float dtype, jnp.int8 (8-bit '
           'blockwise momentum) or None.')
-  from_new = _from_new_coefficients(b1, b2)
+  from_new = _from_new_coefficient(b1, b2)
 
   def init_fn(params):
     mu = jax.tree.map(
@@ -144,10 +149,9 @@ def scale_by_lion(
       if from_new is not None:
         # c from the stored m_k: the old momentum is read once, so XLA
         # updates it in place with no copy (see the docstring).
-        c = from_new[0] * m_new.astype(dtype) + from_new[1] * g32
+        c = interpolate(m_new.astype(dtype), g32, from_new)
       else:
-        c = b1 * m32 + (1.0 - b1) * g32
-      c = jnp.where(jnp.isfinite(c), c, jnp.nan)
+        c = interpolate(m32, g32, b1)
       return c.astype(g.dtype), m_new
 
     out = jax.tree.map(step, updates, state.mu)

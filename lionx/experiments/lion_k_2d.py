@@ -40,14 +40,13 @@ import functools
 import json
 import pathlib
 import sys
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import lionx
-from lionx import metrics
 from lionx._src import checks
 from lionx.experiments import _common
 
