@@ -6,7 +6,7 @@ import math
 import sys
 from typing import Any, Sequence
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars everywhere: no ipywidgets warning in Jupyter
 
 
 def progress_bar(total: int, enabled: bool, desc: str = '') -> tqdm:
