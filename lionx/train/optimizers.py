@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import optax
 
 import lionx
+from lionx._src.transforms import interpolate
 from lionx.train.config import OptimizerConfig
 
 PyTree = Any
@@ -85,7 +86,7 @@ def _find(state: PyTree, cls: type) -> Any:
 
 
 def _interpolate(b1: float, mu: PyTree, grads: PyTree) -> PyTree:
-  return jax.tree.map(lambda m, g: b1 * m + (1.0 - b1) * g, mu, grads)
+  return jax.tree.map(lambda m, g: interpolate(m, g, b1), mu, grads)
 
 
 def _lion_direction(family: str):
@@ -157,7 +158,7 @@ def _distributed_direction(config, state, grads):
   b1, _ = betas(config, 'lion')
   mu = _find(state, lionx.DistributedLionState).mu  # (workers, *shape)
   return jax.tree.map(
-      lambda m, g: jnp.mean(jnp.sign(b1 * m + (1.0 - b1) * g[None]), 0),
+      lambda m, g: jnp.mean(jnp.sign(interpolate(m, g[None], b1)), 0),
       mu, grads)
 
 
