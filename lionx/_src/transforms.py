@@ -28,7 +28,7 @@ def interpolate(m: jax.Array, g: jax.Array, w: chex.Numeric) -> jax.Array:
   return jnp.where(jnp.isfinite(c), c, jnp.nan)
 
 
-def _from_new_coefficient(b1, b2) -> Optional[float]:
+def c_from_new_coefficient(b1, b2) -> Optional[float]:
   """a with c_k = a m_k + (1 - a) g_k, or None where that is not used.
 
   Only for known (not traced) betas with 0 < b1 / b2 <= 2, so that rounding
@@ -129,7 +129,7 @@ def scale_by_lion(
       raise TypeError(
           f'mu_dtype={mu_dtype!r}: expected a float dtype, jnp.int8 (8-bit '
           'blockwise momentum) or None.')
-  from_new = _from_new_coefficient(b1, b2)
+  from_new = c_from_new_coefficient(b1, b2)
 
   def init_fn(params):
     mu = jax.tree.map(

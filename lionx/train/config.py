@@ -85,6 +85,10 @@ class OptimizerConfig:
   momentum: float = 0.9  # sgd
   nesterov: bool = False  # sgd
   eps: float = 1e-8  # adamw
+  # Storage of the first moment (Lion's m, AdamW's mu, SGD's trace):
+  # None (the parameters' dtype), float32, bfloat16, or int8 (8-bit
+  # blockwise, the Lion family only).
+  mu_dtype: Optional[str] = None
   # Lion-K reshapers (lion_lp, lion_sparse_sign, ...).
   lp_p: float = 2.0
   sparse_threshold: float = 1e-4
@@ -321,6 +325,13 @@ def validate(config: Config) -> Config:
   _one_of('schedule.name', config.schedule.name, schedules.SCHEDULES)
   _one_of('lr_select', config.lr_select, LR_SELECT)
   _one_of('optimizer.aggregation', opt.aggregation, AGGREGATIONS)
+  if opt.mu_dtype is not None:
+    _one_of('optimizer.mu_dtype', opt.mu_dtype, optimizers.MU_DTYPES)
+  if opt.mu_dtype == 'int8' and opt.name not in optimizers.INT8_MOMENTUM:
+    raise ConfigError(
+        f"optimizer.mu_dtype='int8' with optimizer.name={opt.name!r}: "
+        f'8-bit momentum is for the Lion family {optimizers.INT8_MOMENTUM}'
+        '; use float32 or bfloat16.')
   _one_of('parallel.mode', config.parallel.mode, PARALLEL_MODES)
   if config.parallel.num_devices < 0:
     raise ConfigError(

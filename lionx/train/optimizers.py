@@ -19,6 +19,11 @@ name                   transform
                        (the harness runs its step in ``jax.shard_map``)
 =====================  ====================================================
 
+``optimizer.mu_dtype`` sets the storage of the first moment: Lion's
+:math:`m` (``int8`` gives :func:`lionx.scale_by_lion_8bit`, for the
+optimizers in :data:`INT8_MOMENTUM`), AdamW's ``mu_dtype`` and SGD's
+``accumulator_dtype``.
+
 Each entry also says how to read the optimizer's *direction* from its
 state, for the sign-agreement diagnostic of the logging epoch: the first
 moment combined with a gradient :math:`g` as the next step would combine
@@ -55,6 +60,9 @@ _RESHAPER_ARGS: dict[str, Callable[[OptimizerConfig], dict[str, Any]]] = {
     'tanh': lambda c: {'beta': c.tanh_beta},
 }
 
+MU_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16,
+             'int8': jnp.int8}
+
 _DEFAULT_BETAS = {'lion': (0.9, 0.99), 'cautious_lion': (0.95, 0.98),
                   'adamw': (0.9, 0.999)}
 
@@ -74,15 +82,32 @@ def betas(config: OptimizerConfig, family: str) -> tuple[float, float]:
           b2 if config.b2 is None else config.b2)
 
 
-def _find(state: PyTree, cls: type) -> Any:
-  """The single ``cls`` node inside an optimizer state."""
+def mu_dtype(config: OptimizerConfig) -> Optional[jnp.dtype]:
+  """The jnp dtype of ``config.mu_dtype`` (``None`` stays ``None``)."""
+  return None if config.mu_dtype is None else MU_DTYPES[config.mu_dtype]
+
+
+def _find(state: PyTree, cls: Any) -> Any:
+  """The single ``cls`` node (a class or tuple of them) in a state."""
   nodes = [x for x in jax.tree.leaves(
       state, is_leaf=lambda x: isinstance(x, cls)) if isinstance(x, cls)]
   if len(nodes) != 1:
+    names = getattr(cls, '__name__', None) or ' or '.join(
+        c.__name__ for c in cls)
     raise ValueError(
-        f'expected one {cls.__name__} in the optimizer state, found '
+        f'expected one {names} in the optimizer state, found '
         f'{len(nodes)}.')
   return nodes[0]
+
+
+def _lion_momentum(state: PyTree, grads: PyTree) -> PyTree:
+  """Lion's momentum, float32 or dequantized from 8 bits."""
+  node = _find(state, (lionx.ScaleByLionState, lionx.ScaleByLion8bitState))
+  if isinstance(node, lionx.ScaleByLionState):
+    return node.mu
+  return jax.tree.map(
+      lambda g, k, s: lionx.dequantize(lionx.QuantizedArray(k, s), g.shape),
+      grads, node.codes, node.scales)
 
 
 def _interpolate(b1: float, mu: PyTree, grads: PyTree) -> PyTree:
@@ -92,7 +117,7 @@ def _interpolate(b1: float, mu: PyTree, grads: PyTree) -> PyTree:
 def _lion_direction(family: str):
   def direction(config, state, grads):
     b1, _ = betas(config, family)
-    return _interpolate(b1, _find(state, lionx.ScaleByLionState).mu, grads)
+    return _interpolate(b1, _lion_momentum(state, grads), grads)
   return direction
 
 
@@ -103,26 +128,30 @@ def _lion_k(key: str) -> OptimizerSpec:
   def build(config, schedule):
     b1, b2 = betas(config, 'lion')
     return lionx.lion_k(schedule, reshaper(config), b1=b1, b2=b2,
-                        weight_decay=config.weight_decay)
+                        weight_decay=config.weight_decay,
+                        mu_dtype=mu_dtype(config))
   return OptimizerSpec(build, _lion_direction('lion'), reshaper)
 
 
 def _lion(config, schedule):
   b1, b2 = betas(config, 'lion')
-  return lionx.lion(schedule, b1=b1, b2=b2, weight_decay=config.weight_decay)
+  return lionx.lion(schedule, b1=b1, b2=b2, weight_decay=config.weight_decay,
+                    mu_dtype=mu_dtype(config))
 
 
 def _cautious_lion(config, schedule):
   b1, b2 = betas(config, 'cautious_lion')
   return lionx.cautious_lion(schedule, b1=b1, b2=b2,
-                             weight_decay=config.weight_decay)
+                             weight_decay=config.weight_decay,
+                             mu_dtype=mu_dtype(config))
 
 
 def _sgd(config, schedule):
   momentum = config.momentum or None
   return optax.chain(
       optax.add_decayed_weights(config.weight_decay),
-      optax.sgd(schedule, momentum=momentum, nesterov=config.nesterov))
+      optax.sgd(schedule, momentum=momentum, nesterov=config.nesterov,
+                accumulator_dtype=mu_dtype(config)))
 
 
 def _sgd_direction(config, state, grads):
@@ -139,7 +168,8 @@ def _sgd_direction(config, state, grads):
 def _adamw(config, schedule):
   b1, b2 = betas(config, 'adamw')
   return optax.adamw(schedule, b1=b1, b2=b2, eps=config.eps,
-                     weight_decay=config.weight_decay)
+                     weight_decay=config.weight_decay,
+                     mu_dtype=mu_dtype(config))
 
 
 def _adam_direction(config, state, grads):
@@ -151,7 +181,7 @@ def _distributed_lion(config, schedule):
   b1, b2 = betas(config, 'lion')
   return lionx.distributed_lion(
       schedule, b1=b1, b2=b2, weight_decay=config.weight_decay,
-      aggregation=config.aggregation)
+      aggregation=config.aggregation, mu_dtype=mu_dtype(config))
 
 
 def _distributed_direction(config, state, grads):
@@ -181,6 +211,10 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         _distributed_lion, _distributed_direction,
         lambda c: lionx.sign_reshaper()),
 }
+
+# Optimizers that take optimizer.mu_dtype='int8' (8-bit blockwise m).
+INT8_MOMENTUM = ('lion', *(f'lion_{key}' for key in _RESHAPER_ARGS
+                           if key != 'sign'), 'cautious_lion')
 
 # Optimizers whose update runs inside jax.shard_map on each device's own
 # gradient (see lionx.train.parallel).

@@ -140,10 +140,22 @@ def test_overrides_are_typed():
     ('schedule.warmup_epochs=30', 'warmup_epochs=30 must be smaller'),
     ('lr_select=best', "lr_select='best' is not one of"),
     ('model.width=0', 'model.width=0: expected a positive'),
+    ('optimizer.mu_dtype=float16', "mu_dtype='float16' is not one of"),
+    ('optimizer.mu_dtype=3', "optimizer.mu_dtype=3: expected"),
 ])
 def test_bad_overrides(override, match):
   with pytest.raises(ConfigError, match=match):
     load_config(ROOT / 'configs' / 'default.py', (override,))
+
+
+def test_int8_momentum_is_for_the_lion_family():
+  with pytest.raises(ConfigError, match="mu_dtype='int8' with optimizer.name"
+                     "='adamw': 8-bit momentum is for the Lion family"):
+    load_config(ROOT / 'configs' / 'default.py',
+                ('optimizer.name=adamw', 'optimizer.mu_dtype=int8'))
+  config = load_config(ROOT / 'configs' / 'default.py',
+                       ('optimizer.mu_dtype=int8',))
+  assert config.optimizer.mu_dtype == 'int8'
 
 
 def test_missing_rate_for_an_optimizer():

@@ -61,6 +61,40 @@ def test_lion_matches_algorithm_1():
         c[k], 0.9 * m[k] + 0.1 * np.asarray(GRADS[0][k]), rtol=1e-6)
 
 
+@pytest.mark.parametrize('mu_dtype,leaf_dtypes', [
+    ('float32', {jnp.float32}), ('bfloat16', {jnp.bfloat16}),
+    ('int8', {jnp.int8, jnp.float32})])
+@pytest.mark.parametrize('name', ['lion', 'lion_huber', 'cautious_lion'])
+def test_mu_dtype_sets_the_lion_momentum(name, mu_dtype, leaf_dtypes):
+  config = OptimizerConfig(name=name, mu_dtype=mu_dtype)
+  tx = optimizers.make_optimizer(config, lambda s: 1e-2)
+  params, state = _run(tx)
+  node = optimizers._find(state, (lionx.ScaleByLionState,
+                                  lionx.ScaleByLion8bitState))
+  arrays = [x for x in jax.tree.leaves(node) if x.ndim]
+  assert {x.dtype for x in arrays} == {jnp.dtype(d) for d in leaf_dtypes}
+  # The direction reads the momentum back (dequantized for int8).
+  c = optimizers.direction(config, state, GRADS[0])
+  float_c = optimizers.direction(
+      OptimizerConfig(name=name), _run(optimizers.make_optimizer(
+          OptimizerConfig(name=name), lambda s: 1e-2))[1], GRADS[0])
+  for k in PARAMS:
+    np.testing.assert_allclose(c[k], float_c[k], rtol=0.05, atol=1e-3)
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+
+
+def test_mu_dtype_for_adamw_and_sgd():
+  adamw = optimizers.make_optimizer(
+      OptimizerConfig(name='adamw', mu_dtype='bfloat16'), lambda s: 1e-2)
+  state = adamw.init(PARAMS)
+  assert optimizers._find(state, optax.ScaleByAdamState).mu[
+      'w'].dtype == jnp.bfloat16
+  sgd = optimizers.make_optimizer(
+      OptimizerConfig(name='sgd', mu_dtype='bfloat16'), lambda s: 1e-2)
+  trace = optimizers._find(sgd.init(PARAMS), optax.TraceState).trace
+  assert trace['w'].dtype == jnp.bfloat16
+
+
 def test_sgd_is_pytorch_sgd_with_weight_decay():
   lr, wd, mu = 0.1, 0.2, 0.9
   config = OptimizerConfig(name='sgd', weight_decay=wd, momentum=mu)

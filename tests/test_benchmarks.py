@@ -1,0 +1,70 @@
+"""The benchmark scripts' measuring tools (never their timings)."""
+
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import lionx
+from lionx._src import quantized
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / 'benchmarks'
+sys.path.insert(0, str(BENCHMARKS))
+import update_step  # noqa: E402  pylint: disable=g-import-not-at-top
+
+N = 1 << 16
+
+
+def _step_hlo(opt, n=N):
+  params = jnp.ones(n)
+  return update_step.make_step(opt).lower(
+      params, opt.init(params), params).compile().as_text()
+
+
+def test_roofline_moves_five_arrays():
+  x = jnp.zeros((N // 1024, 2, 1024))
+  g = jnp.ones((N // 1024, 1, 1024))
+  text = jax.jit(update_step.roofline_step, donate_argnums=0).lower(
+      x, g).compile().as_text()
+  assert update_step.hlo_traffic(text) == 5 * 4 * N
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu',
+                    reason='the fusion decisions of XLA:CPU')
+def test_cpu_lion_step_is_two_loops():
+  """The measured reason for the 71% cap: m, then params, 7 arrays."""
+  def arrays(opt):  # the scalar step counts move a few bytes more
+    return update_step.hlo_traffic(_step_hlo(opt)) // (4 * N)
+
+  assert arrays(lionx.lion(1e-3)) == 7
+  # optax.lion adds the momentum copy (read and write): 9 arrays.
+  assert arrays(optax.lion(1e-3)) == 9
+  assert update_step.copied_bytes(_step_hlo(optax.lion(1e-3))) == 4 * N
+
+
+def test_traffic_counts_the_8bit_loop():
+  """codes, g in and codes out (loop); params, g, codes in, params out."""
+  n = 2 * quantized.CHUNK
+  text = _step_hlo(lionx.lion(1e-3, mu_dtype=jnp.int8), n)
+  assert ' while(' in text
+  traffic = update_step.hlo_traffic(text) / n
+  assert 19.0 <= traffic <= 19.5, traffic
+
+
+def test_momentum_dtype_script_runs_and_writes_nothing(tmp_path):
+  results = BENCHMARKS / 'RESULTS.md'
+  before = results.read_text()
+  out = subprocess.run(
+      [sys.executable, str(BENCHMARKS / 'momentum_dtype.py'), '--seeds', '1',
+       '--epochs', '1'], capture_output=True, text=True, check=True,
+      cwd=tmp_path, timeout=600)
+  assert '| int8 |' in out.stdout and '| optax.lion |' in out.stdout
+  assert results.read_text() == before
+  bad = subprocess.run(
+      [sys.executable, str(BENCHMARKS / 'momentum_dtype.py'), '--seeds', '0'],
+      capture_output=True, text=True, cwd=tmp_path, timeout=600)
+  assert bad.returncode == 2 and '--seeds=0: expected >= 1' in bad.stderr
