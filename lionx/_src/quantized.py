@@ -233,9 +233,10 @@ def scale_by_lion_8bit(
   quantization error, against the one already carried by
   :math:`\hat m_{k-1}`. Both orders disagree with float32 momentum on the
   sign of 1.5-2% of the coordinates of random data, the new one on about
-  1% (relative) more of them (``tests/test_perf.py``). For a traced :math:`\beta`, :math:`\beta_2 = 0` or
-  :math:`\beta_1 > 2\beta_2`, :math:`c_k` is the middle expression without
-  the last term (and XLA copies the codes first).
+  1% (relative) more of them (``tests/test_perf.py``). For a traced
+  :math:`\beta`, :math:`\beta_2 = 0` or :math:`\beta_1 > 2\beta_2`,
+  :math:`c_k` is the middle expression without the last term (and XLA
+  copies the codes first).
 
   The arithmetic is float32. The state is a :class:`ScaleByLion8bitState`
   (int8 ``codes`` and float32 ``scales``, each a tree shaped like the
