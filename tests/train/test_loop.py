@@ -141,6 +141,25 @@ def test_resume_is_bit_identical(tmp_path, monkeypatch):
         k: v for k, v in s.items() if k != 'wall_time'}
 
 
+def test_resume_with_8bit_momentum_is_bit_identical(tmp_path):
+  config = tiny_config(num_epochs=2, optimizer__mu_dtype='int8')
+  ds = data.load_dataset(config.data)
+  straight = loop.train_and_evaluate(config, tmp_path / 'a', dataset=ds,
+                                     verbose=False)
+  first = config_lib.copy(config)
+  first.max_epochs_this_run = 1
+  loop.train_and_evaluate(first, tmp_path / 'b', dataset=ds, verbose=False)
+  resumed = loop.train_and_evaluate(config, tmp_path / 'b', dataset=ds,
+                                    verbose=False)
+  a_model, a_opt = _leaves(tmp_path / 'a', config, ds)
+  b_model, b_opt = _leaves(tmp_path / 'b', config, ds)
+  assert any(np.asarray(x).dtype == np.int8 for x in a_opt)
+  for x, y in zip(a_model + a_opt, b_model + b_opt, strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert [r['full_loss'] for r in straight.rows] == [
+      r['full_loss'] for r in resumed.rows]
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(
     tmp_path, monkeypatch):
   config = tiny_config(num_epochs=3)
