@@ -63,8 +63,9 @@ def _register_optax_lion(optimizers) -> None:
 
   def direction(config, opt_state, grads):
     b1, _ = optimizers.betas(config, 'lion')
-    mu = optimizers._find(opt_state, optax.ScaleByLionState).mu  # pylint: disable=protected-access
-    return jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, mu, grads)
+    # pylint: disable=protected-access
+    mu = optimizers._find(opt_state, optax.ScaleByLionState).mu
+    return optimizers._interpolate(b1, mu, grads)
 
   optimizers.OPTIMIZERS['optax_lion'] = optimizers.OptimizerSpec(
       build, direction, optimizers.OPTIMIZERS['lion'].reshaper)
@@ -86,7 +87,8 @@ def _args() -> argparse.Namespace:
   return args
 
 
-def _state_bytes_per_param(config, dataset, loop) -> float:
+def _state_bytes_per_param(config, dataset, loop) -> tuple[float, int]:
+  """(optimizer state bytes per parameter, number of parameters)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
   state = loop.create_train_state(config, dataset.num_classes,
                                   dataset.image_shape, 1)

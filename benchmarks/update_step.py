@@ -135,20 +135,21 @@ def nbytes(tree) -> int:
 _COPY = re.compile(r'= (\w+)\[([\d,]*)\]\S* copy\(')
 
 
-def copied_bytes(hlo: str) -> int:
-  """Bytes written by the top-level ``copy`` instructions of an HLO text."""
-  total = 0
-  for dtype, dims in _COPY.findall(hlo):
-    if dtype in ('token', 'tuple'):
-      continue
-    size = int(np.prod([int(d) for d in dims.split(',') if d]))
-    total += size * jnp.dtype(_HLO_DTYPES.get(dtype, dtype)).itemsize
-  return total
-
-
 _HLO_DTYPES = {'f32': 'float32', 'bf16': 'bfloat16', 's8': 'int8',
                's32': 'int32', 'f16': 'float16', 'u8': 'uint8',
                'f64': 'float64', 'pred': 'bool'}
+
+
+def _size(dtype: str, dims: str) -> int:
+  """Bytes of an HLO array type such as ``f32[4,256]``."""
+  n = int(np.prod([int(d) for d in dims.split(',') if d]))
+  return n * jnp.dtype(_HLO_DTYPES.get(dtype, dtype)).itemsize
+
+
+def copied_bytes(hlo: str) -> int:
+  """Bytes written by the top-level ``copy`` instructions of an HLO text."""
+  return sum(_size(dtype, dims) for dtype, dims in _COPY.findall(hlo)
+             if dtype not in ('token', 'tuple'))
 
 
 _INSTR = re.compile(
@@ -156,11 +157,6 @@ _INSTR = re.compile(
 _TUPLE = re.compile(r'^\s*(?:ROOT )?%(\S+) = \(.*\) (tuple|while)\((.*?)\)')
 _NO_TRAFFIC = ('parameter', 'tuple', 'get-tuple-element', 'bitcast',
                'constant')
-
-
-def _size(dtype: str, dims: str) -> int:
-  n = int(np.prod([int(d) for d in dims.split(',') if d]))
-  return n * jnp.dtype(_HLO_DTYPES.get(dtype, dtype)).itemsize
 
 
 def hlo_traffic(hlo: str) -> int:
