@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import optax
 
 from lionx._src import checks
-from lionx._src import transforms
+from lionx._src import interpolation as transforms
 from lionx._src.norms import compute_dtype
 
 _LEVELS = 127  # int8 codes run over [-127, 127].

@@ -10,6 +10,9 @@ import jax.numpy as jnp
 import optax
 
 from lionx._src import checks
+from lionx._src import quantized
+from lionx._src.interpolation import c_from_new_coefficient
+from lionx._src.interpolation import interpolate
 from lionx._src.norms import compute_dtype
 
 Mask = Union[Any, Callable[[optax.Params], Any]]
@@ -20,24 +23,6 @@ class ScaleByLionState(NamedTuple):
 
   count: chex.Array  # shape=(), dtype=jnp.int32.
   mu: optax.Updates  # the momentum m, shaped like params, dtype=mu_dtype.
-
-
-def interpolate(m: jax.Array, g: jax.Array, w: chex.Numeric) -> jax.Array:
-  """``w m + (1 - w) g``, with every non-finite entry made NaN."""
-  c = w * m + (1.0 - w) * g
-  return jnp.where(jnp.isfinite(c), c, jnp.nan)
-
-
-def c_from_new_coefficient(b1, b2) -> Optional[float]:
-  """a with c_k = a m_k + (1 - a) g_k, or None where that is not used.
-
-  Only for known (not traced) betas with 0 < b1 / b2 <= 2, so that rounding
-  is not amplified; b1 == b2 gives c_k = m_k.
-  """
-  b1, b2 = checks.concrete_float(b1), checks.concrete_float(b2)
-  if b1 is None or b2 is None or b2 == 0.0 or b1 > 2.0 * b2:
-    return None
-  return b1 / b2
 
 
 def scale_by_lion(
@@ -123,7 +108,6 @@ def scale_by_lion(
   if mu_dtype is not None:
     mu_dtype = jnp.dtype(mu_dtype)
     if mu_dtype == jnp.int8:
-      from lionx._src import quantized  # pylint: disable=g-import-not-at-top
       return quantized.scale_by_lion_8bit(b1, b2)
     if not jnp.issubdtype(mu_dtype, jnp.floating):
       raise TypeError(

@@ -1,0 +1,83 @@
+"""The import graph of lionx has no cycles (function-level imports count)."""
+
+import ast
+import pathlib
+
+import lionx
+
+ROOT = pathlib.Path(lionx.__file__).parent
+
+
+def _module(path: pathlib.Path) -> str:
+  parts = path.relative_to(ROOT.parent).with_suffix('').parts
+  if parts[-1] == '__init__':
+    parts = parts[:-1]
+  return '.'.join(parts)
+
+
+def _imports(path: pathlib.Path, modules: set[str]) -> set[str]:
+  """The lionx modules that ``path`` imports anywhere in its body."""
+  out = set()
+  package = _module(path) if path.name == '__init__.py' else (
+      _module(path).rpartition('.')[0])
+  for node in ast.walk(ast.parse(path.read_text())):
+    if isinstance(node, ast.Import):
+      names = [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom):
+      base = node.module or ''
+      if node.level:
+        parent = package.split('.')[:len(package.split('.')) - node.level + 1]
+        base = '.'.join(parent + ([base] if base else []))
+      names = [base] + [f'{base}.{a.name}' for a in node.names]
+    else:
+      continue
+    out |= {n for n in names if n in modules}
+  return out
+
+
+def _graph() -> dict[str, set[str]]:
+  paths = [p for p in ROOT.rglob('*.py') if 'train' not in p.parts]
+  modules = {_module(p) for p in paths}
+  return {_module(p): _imports(p, modules) - {_module(p)} for p in paths}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+  state: dict[str, int] = {}
+  stack: list[str] = []
+
+  def visit(node: str) -> list[str]:
+    state[node] = 1
+    stack.append(node)
+    for nxt in sorted(graph.get(node, ())):
+      if state.get(nxt) == 1:
+        return stack[stack.index(nxt):] + [nxt]
+      if nxt not in state:
+        found = visit(nxt)
+        if found:
+          return found
+    state[node] = 2
+    stack.pop()
+    return []
+
+  for node in sorted(graph):
+    if node not in state:
+      found = visit(node)
+      if found:
+        return found
+  return []
+
+
+def test_the_graph_sees_function_level_imports():
+  # The checker must see an import inside a function body.
+  graph = _graph()
+  assert 'lionx._src.quantized' in graph['lionx._src.transforms']
+  assert 'lionx._src.interpolation' in graph['lionx._src.quantized']
+
+
+def test_lionx_src_has_no_import_cycle():
+  graph = {k: v for k, v in _graph().items() if k.startswith('lionx._src')}
+  assert _cycle(graph) == []
+
+
+def test_cycle_finder_finds_a_cycle():
+  assert _cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == ['a', 'b', 'c', 'a']
