@@ -38,3 +38,23 @@ def lp_grad(x, p):
   if norm == 0:
     return np.zeros_like(x)
   return np.sign(x) * np.abs(x) ** (p - 1) / norm ** (p - 1)
+
+
+def lion_step_convention(theta, m, g, lr_t, lr_peak, b1, b2, wd, convention,
+                         grad_k=np.sign):
+  """Algorithm 1 with the decay step of a weight-decay convention.
+
+  'paper' (optax, PyTorch, google/automl): the decay step lr_t wd theta;
+  'independent' (big_vision; lucidrains' decoupled_weight_decay=True):
+  wd (lr_t / lr_peak) theta; 'corrected' (timm): wd lr_t^2 / lr_peak theta.
+  """
+  c = b1 * m + (1 - b1) * g
+  if convention == 'paper':
+    decay = lr_t * wd * theta
+  elif convention == 'independent':
+    decay = wd * (lr_t / lr_peak) * theta
+  else:
+    decay = wd * lr_t ** 2 / lr_peak * theta
+  theta = theta - lr_t * grad_k(c) - decay
+  m = b2 * m + (1 - b2) * g
+  return theta, m

@@ -35,7 +35,7 @@ def test_lion_equals_numpy_algorithm1(b1, b2, wd):
   params = _tree(rng)
   grads = [_tree(rng) for _ in range(120)]
   lr = 3e-3
-  got, state = _run(lionx.lion(lr, b1, b2, wd), params, grads)
+  got, state = _run(lionx.lion(lr, b1, b2, weight_decay=wd), params, grads)
 
   # float32 like lionx, so rounding cannot flip a sign between the two.
   ref = jax.tree.map(np.asarray, params)
@@ -57,7 +57,7 @@ def test_lion_equals_optax_lion():
   params = _tree(rng)
   grads = [_tree(rng) for _ in range(100)]
   sched = optax.cosine_decay_schedule(1e-2, 100)
-  got, _ = _run(lionx.lion(sched, 0.9, 0.95, 0.3), params, grads)
+  got, _ = _run(lionx.lion(sched, 0.9, 0.95, weight_decay=0.3), params, grads)
   want, _ = _run(optax.lion(sched, 0.9, 0.95, weight_decay=0.3), params, grads)
   chex.assert_trees_all_equal(got, want)
 
@@ -76,7 +76,7 @@ def test_equal_betas_is_signed_momentum():
   rng = np.random.default_rng(3)
   x = rng.standard_normal(16).astype(np.float32)
   grads = [rng.standard_normal(16).astype(np.float32) for _ in range(25)]
-  got, _ = _run(lionx.lion(0.01, 0.8, 0.8, 0.0), jnp.asarray(x), grads)
+  got, _ = _run(lionx.lion(0.01, 0.8, 0.8, weight_decay=0.0), jnp.asarray(x), grads)
   m = np.zeros(16)
   ref = x.astype(np.float64)
   for g in grads:
@@ -97,7 +97,7 @@ def test_lion_k_equals_numpy(name, reshaper, grad_k):
   rng = np.random.default_rng(4)
   x = rng.standard_normal(40).astype(np.float32)
   grads = [rng.standard_normal(40).astype(np.float32) for _ in range(50)]
-  got, _ = _run(lionx.lion_k(0.01, reshaper, 0.9, 0.99, 0.5),
+  got, _ = _run(lionx.lion_k(0.01, reshaper, 0.9, 0.99, weight_decay=0.5),
                 jnp.asarray(x), grads)
   theta, m = x.astype(np.float64), np.zeros(40)
   for g in grads:
@@ -149,7 +149,21 @@ OPTIMIZERS = {
     'lion_tanh': lambda lr: lionx.lion_k(lr, lionx.tanh_reshaper(10.0)),
     'lion_implicit': lambda lr: lionx.lion_k(lr, implicit=True),
     'cautious_lion': lambda lr: lionx.cautious_lion(lr),
+    'lion_lp_global': lambda lr: lionx.lion_k(lr, lionx.lp_reshaper(3)),
+    'lion_topk_global': lambda lr: lionx.lion_k(
+        lr, lionx.topk_sign_reshaper(fraction=0.5, scope='global')),
+    'lion_independent': lambda lr: lionx.lion(
+        lr, weight_decay=1e-2, weight_decay_convention='independent',
+        peak_learning_rate=_peak(lr)),
+    'lion_corrected': lambda lr: lionx.lion(
+        lr, weight_decay=0.1, weight_decay_convention='corrected',
+        peak_learning_rate=_peak(lr)),
 }
+
+
+def _peak(lr):
+  """peak_learning_rate for a schedule (its value at step 0), else None."""
+  return float(lr(0)) if callable(lr) else None
 
 
 def _parabola():
@@ -190,10 +204,34 @@ def test_accepts_extra_args(name):
   assert updates.shape == (3,)
 
 
-@pytest.mark.parametrize('factory', [lionx.lion, lionx.cautious_lion])
-def test_inject_hyperparams(factory):
+INJECTABLE = {
+    'lion': (lionx.lion, {}),
+    'cautious_lion': (lionx.cautious_lion, {}),
+    # With inject_hyperparams, a fixed peak (else it follows the injected
+    # learning rate, and a learning rate of 0 divides by 0).
+    'lion_independent': (lionx.lion, {'weight_decay_convention': 'independent',
+                                      'peak_learning_rate': 0.1}),
+    'lion_corrected': (lionx.lion, {'weight_decay_convention': 'corrected',
+                                    'peak_learning_rate': 0.1}),
+    'lion_implicit': (lionx.lion_k, {'implicit': True}),
+    **{f'lion_k_{name}': (lionx.lion_k, {'reshaper': reshaper})
+       for name, reshaper in [
+           ('lp', lionx.lp_reshaper(2)),
+           ('lp_leaf', lionx.lp_reshaper(3, 'leaf')),
+           ('sparse', lionx.sparse_sign_reshaper(1e-3)),
+           ('topk', lionx.topk_sign_reshaper(1)),
+           ('topk_global', lionx.topk_sign_reshaper(fraction=0.5,
+                                                    scope='global')),
+           ('huber', lionx.huber_reshaper(0.1)),
+           ('tanh', lionx.tanh_reshaper(10.0))]},
+}
+
+
+@pytest.mark.parametrize('name', sorted(INJECTABLE))
+def test_inject_hyperparams(name):
+  factory, kwargs = INJECTABLE[name]
   opt = optax.inject_hyperparams(factory)(
-      learning_rate=0.1, b1=0.9, b2=0.99, weight_decay=0.01)
+      learning_rate=0.1, b1=0.9, b2=0.99, weight_decay=0.01, **kwargs)
   params = jnp.array([1.0, -1.0])
   state = opt.init(params)
   step = jax.jit(opt.update)

@@ -116,7 +116,7 @@ def test_equals_numpy_reference(aggregation, communication):
   theta = (rng.integers(-8, 9, size=d) / 8).astype(np.float32)
   hyper = dict(lr=2.0 ** -5, b1=0.5, b2=0.75, wd=2.0 ** -3)
   opt = lionx.distributed_lion(
-      hyper['lr'], hyper['b1'], hyper['b2'], hyper['wd'],
+      hyper['lr'], hyper['b1'], hyper['b2'], weight_decay=hyper['wd'],
       aggregation=aggregation, communication=communication)
   params, state = run_fed(opt, jnp.asarray(theta), grads, mesh_of(N))
   expected, m, ties = reference(
@@ -356,6 +356,13 @@ def test_rejects_all_reduced_gradients():
     (dict(learning_rate=-1.0), ValueError, r'learning_rate=-1.0 is outside'),
     (dict(b1=1.5), ValueError, r'b1=1.5 is outside'),
     (dict(weight_decay=-0.1), ValueError, r'weight_decay=-0.1 is outside'),
+    (dict(mu_dtype=jnp.int8), ValueError, r'mu_dtype=.*int8.*not supported'),
+    (dict(mu_dtype=0.1), TypeError, r'mu_dtype=0.1'),
+    (dict(weight_decay_convention='timm'), ValueError,
+     r"weight_decay_convention='timm'"),
+    (dict(learning_rate=optax.constant_schedule(0.1),
+          weight_decay_convention='independent'), ValueError,
+     r'peak_learning_rate=None'),
 ])
 def test_bad_arguments(kwargs, error, match):
   kwargs = {'learning_rate': 0.1, **kwargs}
@@ -399,3 +406,38 @@ def test_bad_axis_and_bad_state():
         lambda p, s: opt.update(p, s)[0], mesh=mesh,
         in_specs=(P(), P()), out_specs=P(), check_vma=False)
     inside_none(params, state)
+
+
+@pytest.mark.parametrize('convention', ['independent', 'corrected'])
+def test_one_worker_equals_lion_with_a_weight_decay_convention(convention):
+  rng = np.random.default_rng(5)
+  grads = rng.normal(size=(12, 1, 6)).astype(np.float32)
+  params = jnp.asarray(rng.normal(size=6), jnp.float32)
+  schedule = optax.linear_schedule(0.1, 0.01, 12)
+  kwargs = dict(weight_decay=0.5, weight_decay_convention=convention,
+                peak_learning_rate=0.1)
+  out, _ = run_fed(lionx.distributed_lion(schedule, **kwargs), params, grads,
+                   mesh_of(1))
+  lion = lionx.lion(schedule, **kwargs)
+  state = lion.init(params)
+  for g in grads:
+    updates, state = jax.jit(lion.update)(g[0], state, params)
+    params = optax.apply_updates(params, updates)
+  # Not bit for bit: XLA contracts the decay into fused multiply-adds
+  # differently inside shard_map and scan.
+  np.testing.assert_allclose(out, params, rtol=1e-6, atol=1e-7)
+
+
+def test_complex_leaves_vote_as_two_real_coordinates():
+  """A complex leaf's update is its real view's, on 8 workers."""
+  rng = np.random.default_rng(6)
+  g = rng.normal(size=(5, N, 3, 2)).astype(np.float32)
+  theta = rng.normal(size=(3, 2)).astype(np.float32)
+  opt = lionx.distributed_lion(0.1, weight_decay=0.1)
+  real, real_state = run_fed(opt, jnp.asarray(theta), g, mesh_of(N))
+  cplx, state = run_fed(opt, jax.lax.complex(theta[..., 0], theta[..., 1]),
+                        jax.lax.complex(g[..., 0], g[..., 1]), mesh_of(N))
+  assert cplx.dtype == jnp.complex64
+  np.testing.assert_array_equal(jnp.stack([cplx.real, cplx.imag], -1), real)
+  # The momentum to the last bit XLA's fused multiply-adds may change.
+  np.testing.assert_allclose(state.mu, real_state.mu, rtol=1e-6, atol=1e-8)

@@ -39,7 +39,7 @@ def test_theorem2i_box_is_invariant(grads, hp, seed):
   lam, eta_lam, b1, b2 = hp
   eta = eta_lam / lam
   theta0 = np.random.default_rng(seed).uniform(-1, 1, D) / lam
-  thetas = _run_all(lionx.lion(eta, b1, b2, lam), jnp.asarray(theta0, jnp.float32),
+  thetas = _run_all(lionx.lion(eta, b1, b2, weight_decay=lam), jnp.asarray(theta0, jnp.float32),
                     jnp.asarray(grads, jnp.float32))
   assert np.max(np.abs(thetas)) * lam <= 1 + 1e-5
 

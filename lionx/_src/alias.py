@@ -1,4 +1,12 @@
-"""Ready-made optimizers: each is a plain ``optax.chain``."""
+"""Ready-made optimizers: each is a plain ``optax.chain``.
+
+The positional order is optax's: ``lion(learning_rate, b1, b2, mu_dtype,
+weight_decay, mask)``; ``lion_k`` puts ``reshaper`` second. Every other
+option is keyword-only. Each chain runs on the real views of complex leaves
+(:func:`lionx._src.realview.real_view_transformation`), so that a complex
+leaf's update is its real view's, bit for bit; for real trees that wrapper
+does nothing.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,9 @@ import jax.numpy as jnp
 import optax
 
 from lionx._src import checks
+from lionx._src.realview import real_view_transformation
+from lionx._src.realview import tree_view_as_complex
+from lionx._src.realview import tree_view_as_real
 from lionx._src.reshapers import Reshaper, sign_reshaper
 from lionx._src.transforms import (
     Mask, add_decoupled_weight_decay, cautious, scale_by_lion)
@@ -15,9 +26,37 @@ from lionx._src.transforms import (
 DEFAULT_WEIGHT_DECAY = 1e-3
 
 
-def _learning_rate(learning_rate: optax.ScalarOrSchedule):
-  checks.non_negative('learning_rate', learning_rate)
-  return optax.scale_by_learning_rate(learning_rate)
+def _learning_rate(
+    learning_rate: optax.ScalarOrSchedule,
+) -> optax.GradientTransformation:
+  """``optax.scale_by_learning_rate``, with complex leaves as real views.
+
+  Multiplying a complex leaf by a real scalar in complex arithmetic would
+  spread a NaN of one part to the other; on the real view it cannot.
+  """
+  checks.non_negative('learning_rate', learning_rate, schedule=True)
+  inner = optax.scale_by_learning_rate(learning_rate)
+
+  def update_fn(updates, state, params=None):
+    del params
+    if callable(learning_rate):
+      count = getattr(state, 'count', None)
+      if count is not None:  # checks what the schedule returns.
+        checks.scheduled('learning_rate', learning_rate, count)
+    out, state = inner.update(tree_view_as_real(updates), state)
+    return tree_view_as_complex(out, updates), state
+
+  return optax.GradientTransformation(inner.init, update_fn)
+
+
+def _weight_decay(weight_decay, mask, learning_rate, *, implicit=False,
+                  weight_decay_convention='paper', peak_learning_rate=None):
+  needs_lr = implicit or weight_decay_convention != 'paper'
+  return add_decoupled_weight_decay(
+      weight_decay, mask, implicit=implicit,
+      learning_rate=learning_rate if needs_lr else None,
+      weight_decay_convention=weight_decay_convention,
+      peak_learning_rate=peak_learning_rate)
 
 
 def lion_k(
@@ -25,11 +64,13 @@ def lion_k(
     reshaper: Optional[Reshaper] = None,
     b1: float = 0.9,
     b2: float = 0.99,
+    mu_dtype: Optional[jnp.dtype] = None,
     weight_decay: optax.ScalarOrSchedule = DEFAULT_WEIGHT_DECAY,
     mask: Optional[Mask] = None,
-    mu_dtype: Optional[jnp.dtype] = None,
     *,
     implicit: bool = False,
+    weight_decay_convention: str = 'paper',
+    peak_learning_rate: Optional[float] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Lion-K: Lion with ``sign`` replaced by a reshaper's :math:`\nabla K`.
 
@@ -41,7 +82,10 @@ def lion_k(
 
   It minimises :math:`f(\theta) + \frac{1}{\lambda}K^*(\lambda\theta)`; the
   reshaper's ``constraint(params, weight_decay)`` is the quantity kept
-  :math:`\le 1`. See :func:`lion` for the choice of ``weight_decay``.
+  :math:`\le 1`. See :func:`lion` for the choice of ``weight_decay``, the
+  weight-decay conventions (where :math:`\lambda` becomes
+  :math:`\lambda'`, :func:`lionx.effective_weight_decay`), and complex
+  leaves.
 
   Args:
     learning_rate: :math:`\eta \ge 0`, a scalar or a schedule.
@@ -49,11 +93,15 @@ def lion_k(
       means :func:`sign_reshaper`, i.e. plain Lion.
     b1: :math:`\beta_1 \in [0, 1]`.
     b2: :math:`\beta_2 \in [0, 1]`.
+    mu_dtype: storage dtype of the momentum.
     weight_decay: :math:`\lambda \ge 0`, a scalar or a schedule.
     mask: which leaves get weight decay (see
       :func:`add_decoupled_weight_decay`).
-    mu_dtype: storage dtype of the momentum.
     implicit: use the implicit weight-decay scheme (15) of 003.
+    weight_decay_convention: ``'paper'``, ``'independent'`` or
+      ``'corrected'`` (see :func:`lion`).
+    peak_learning_rate: :math:`\eta_{\text{peak}}` for the conventions
+      other than ``'paper'`` when ``learning_rate`` is a schedule.
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`.
@@ -71,27 +119,30 @@ def lion_k(
   """
   if reshaper is None:
     reshaper = sign_reshaper()
-  if not isinstance(reshaper, optax.GradientTransformation):
+  if not isinstance(reshaper, Reshaper):
     raise TypeError(
         f'reshaper={reshaper!r}: expected a lionx reshaper such as '
         'lionx.sign_reshaper().')
-  return optax.chain(
+  return real_view_transformation(optax.chain(
       scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype),
       reshaper,
-      add_decoupled_weight_decay(
-          weight_decay, mask, implicit=implicit,
-          learning_rate=learning_rate if implicit else None),
+      _weight_decay(weight_decay, mask, learning_rate, implicit=implicit,
+                    weight_decay_convention=weight_decay_convention,
+                    peak_learning_rate=peak_learning_rate),
       _learning_rate(learning_rate),
-  )
+  ))
 
 
 def lion(
     learning_rate: optax.ScalarOrSchedule,
     b1: float = 0.9,
     b2: float = 0.99,
+    mu_dtype: Optional[jnp.dtype] = None,
     weight_decay: optax.ScalarOrSchedule = DEFAULT_WEIGHT_DECAY,
     mask: Optional[Mask] = None,
-    mu_dtype: Optional[jnp.dtype] = None,
+    *,
+    weight_decay_convention: str = 'paper',
+    peak_learning_rate: Optional[float] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""The Lion optimizer (Algorithm 1 of Dong, Li, Lin).
 
@@ -101,6 +152,12 @@ def lion(
     \theta_{k+1} &= \theta_k - \eta\,(\operatorname{sign}(c_k)
       + \lambda\theta_k) \\
     m_k &= \beta_2 m_{k-1} + (1-\beta_2) g_k
+
+  The positional order is ``optax.lion``'s, ``(learning_rate, b1, b2,
+  mu_dtype, weight_decay, mask)``, and with the same arguments the result
+  is ``optax.lion``'s bit for bit (except where :math:`|c_k|` is at
+  rounding level, where lionx does not step; see
+  :func:`lionx.scale_by_lion`).
 
   With :math:`\lambda > 0` and :math:`\eta\lambda \le 1`, Lion solves
   :math:`\min f` subject to the box :math:`\|\theta\|_\infty \le 1/\lambda`:
@@ -116,18 +173,47 @@ def lion(
   settings at hand, take a learning rate 3-10x smaller and a weight decay
   3-10x larger.
 
+  **Weight-decay conventions**, to port a weight decay from another library
+  unchanged (``weight_decay_convention``; :math:`\eta_{\text{peak}}` is the
+  learning rate when it is a number, else ``peak_learning_rate``):
+
+  * ``'paper'`` (default; optax, PyTorch, google/automl, bitsandbytes):
+    the decay step is :math:`\eta_t\lambda\theta`, the box
+    :math:`\|\theta\|_\infty \le 1/\lambda`;
+  * ``'independent'`` (big_vision; lucidrains' ``decoupled_weight_decay=
+    True``): :math:`\lambda(\eta_t/\eta_{\text{peak}})\theta`, the box
+    :math:`\eta_{\text{peak}}/\lambda`;
+  * ``'corrected'`` (timm's corrected weight decay):
+    :math:`\lambda\eta_t^2/\eta_{\text{peak}}\,\theta`, the box
+    :math:`\eta_{\text{peak}}/(\lambda\eta_t)`.
+
+  :func:`lionx.effective_weight_decay` gives the :math:`\lambda'` of the box
+  :math:`\lambda'\|\theta\|_\infty \le 1` for the metrics. Under
+  ``optax.inject_hyperparams``, pass ``peak_learning_rate``: otherwise
+  :math:`\eta_{\text{peak}}` is the injected learning rate and moves with
+  it.
+
   Non-finite gradients make the affected parameters NaN rather than moving
   them by :math:`\pm\eta`; to skip such steps, leaving parameters and
   momentum unchanged, use ``optax.apply_if_finite(lionx.lion(...), k)``.
+
+  A complex leaf is optimized as two real coordinates: its update is, bit
+  for bit, the update of its real view ``stack([z.real, z.imag], -1)``, and
+  it stays complex. Integer and bool leaves are refused.
 
   Args:
     learning_rate: :math:`\eta \ge 0`, a scalar or a schedule.
     b1: :math:`\beta_1 \in [0, 1]`.
     b2: :math:`\beta_2 \in [0, 1]`.
+    mu_dtype: storage dtype of the momentum, e.g. ``jnp.bfloat16``.
     weight_decay: :math:`\lambda \ge 0`, a scalar or a schedule.
     mask: which leaves get weight decay: a tree of bools (or a callable
       returning one) matching a prefix of the params.
-    mu_dtype: storage dtype of the momentum, e.g. ``jnp.bfloat16``.
+    weight_decay_convention: ``'paper'``, ``'independent'`` or
+      ``'corrected'``.
+    peak_learning_rate: :math:`\eta_{\text{peak}} > 0`, required by
+      ``'independent'`` and ``'corrected'`` when ``learning_rate`` is a
+      schedule.
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`.
@@ -149,18 +235,23 @@ def lion(
     Chen et al., `Symbolic Discovery of Optimization Algorithms
     <https://arxiv.org/abs/2302.06675>`_, 2023.
   """
-  return lion_k(learning_rate, sign_reshaper(), b1, b2, weight_decay, mask,
-                mu_dtype)
+  return lion_k(learning_rate, sign_reshaper(), b1, b2, mu_dtype,
+                weight_decay, mask,
+                weight_decay_convention=weight_decay_convention,
+                peak_learning_rate=peak_learning_rate)
 
 
 def cautious_lion(
     learning_rate: optax.ScalarOrSchedule,
     b1: float = 0.95,
     b2: float = 0.98,
+    mu_dtype: Optional[jnp.dtype] = None,
     weight_decay: optax.ScalarOrSchedule = DEFAULT_WEIGHT_DECAY,
     mask: Optional[Mask] = None,
-    mu_dtype: Optional[jnp.dtype] = None,
+    *,
     reshaper: Optional[Reshaper] = None,
+    weight_decay_convention: str = 'paper',
+    peak_learning_rate: Optional[float] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Cautious Lion: Lion's step only where it agrees with the gradient.
 
@@ -174,16 +265,22 @@ def cautious_lion(
 
   The weight decay is not masked. Defaults :math:`(\beta_1, \beta_2) =
   (0.95, 0.98)` are those of the reference implementation; see :func:`lion`
-  for ``weight_decay`` and the box :math:`1/\lambda` it implies.
+  for ``weight_decay``, the box :math:`1/\lambda` it implies, the
+  weight-decay conventions and complex leaves (a complex tensor of
+  :math:`m` entries has :math:`n = 2m` real coordinates).
 
   Args:
     learning_rate: :math:`\eta \ge 0`, a scalar or a schedule.
     b1: :math:`\beta_1 \in [0, 1]`.
     b2: :math:`\beta_2 \in [0, 1]`.
+    mu_dtype: storage dtype of the momentum.
     weight_decay: :math:`\lambda \ge 0`, a scalar or a schedule.
     mask: which leaves get weight decay.
-    mu_dtype: storage dtype of the momentum.
     reshaper: :math:`\nabla K` in place of ``sign`` (default: sign).
+    weight_decay_convention: ``'paper'``, ``'independent'`` or
+      ``'corrected'`` (see :func:`lion`).
+    peak_learning_rate: :math:`\eta_{\text{peak}}` for the conventions
+      other than ``'paper'`` when ``learning_rate`` is a schedule.
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`.
@@ -204,9 +301,15 @@ def cautious_lion(
   """
   if reshaper is None:
     reshaper = sign_reshaper()
-  return optax.chain(
+  if not isinstance(reshaper, Reshaper):
+    raise TypeError(
+        f'reshaper={reshaper!r}: expected a lionx reshaper such as '
+        'lionx.sign_reshaper().')
+  return real_view_transformation(optax.chain(
       cautious(optax.chain(
           scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype), reshaper)),
-      add_decoupled_weight_decay(weight_decay, mask),
+      _weight_decay(weight_decay, mask, learning_rate,
+                    weight_decay_convention=weight_decay_convention,
+                    peak_learning_rate=peak_learning_rate),
       _learning_rate(learning_rate),
-  )
+  ))

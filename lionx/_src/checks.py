@@ -1,47 +1,114 @@
 """Argument checks shared by the public factories.
 
-Each check names the argument, the value and what was expected. Values that
-are traced (inside ``jax.jit`` or ``optax.inject_hyperparams``) or schedules
-are not checked: they are only known at run time.
+Each check names the argument, the value and what was expected. A number
+is a real scalar (a Python, NumPy or JAX int or float, bfloat16 included);
+``bool`` is not a number, and neither is a type such as ``jnp.bfloat16``.
+
+* A traced value (inside ``jax.jit`` or ``optax.inject_hyperparams``) is
+  accepted unchecked wherever the argument is a hyperparameter that may be
+  traced: it is only known at run time. Arguments that fix the compiled
+  program (e.g. the reshapers' parameters) refuse it: see
+  :func:`concrete_number`.
+* A schedule (a callable of the step count) is accepted only where the
+  argument says ``schedule=True``; it must take one positional argument,
+  and what it returns is checked when it is called (:func:`scheduled`).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Any
+from typing import Any, Callable, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
-def concrete_float(value: Any) -> float | None:
-  """The value as a Python float, or ``None`` if it is traced or callable."""
-  if callable(value) or isinstance(value, jax.core.Tracer):
+# optax.inject_hyperparams casts hyperparameters to the params' dtype.
+_HINT = (' (with complex params, pass hyperparam_dtype=jnp.float32 to '
+         'optax.inject_hyperparams)')
+
+
+def _kind(value: Any) -> Optional[str]:
+  """Why ``value`` is not a number: 'a type', 'a dtype', ... or None."""
+  if isinstance(value, type):
+    return f'the type {getattr(value, "__name__", value)}'
+  if isinstance(value, np.dtype):
+    return f'the dtype {value}'
+  if isinstance(value, (bool, np.bool_)):
+    return 'a bool'
+  if value is None:
+    return 'None'
+  return None
+
+
+def _check_schedule(value: Callable[..., Any]) -> Optional[str]:
+  """Why ``value`` cannot be called as ``schedule(count)``, or None."""
+  try:
+    signature = inspect.signature(value)
+  except (TypeError, ValueError):  # e.g. some builtins: cannot tell.
     return None
-  if isinstance(value, (bool, np.bool_)) or value is None:
-    raise TypeError(f'expected a real number, got {value!r}')
+  try:
+    signature.bind(0)
+  except TypeError:
+    return f'a callable with signature {signature}, not schedule(count)'
+  return None
+
+
+def concrete_float(value: Any, *, schedule: bool = False) -> float | None:
+  """The value as a Python float; ``None`` if traced (or a schedule).
+
+  Raises ``TypeError`` (without the argument's name; :func:`in_range` adds
+  it) for anything that is not a real scalar: a type or dtype, a bool, a
+  complex number, an array with a shape, a string, and a callable unless
+  ``schedule`` (then one that cannot be called with the count).
+  """
+  expected = 'a real number or a schedule' if schedule else 'a real number'
+  if isinstance(value, jax.core.Tracer):
+    if jnp.issubdtype(value.dtype, jnp.complexfloating):
+      raise TypeError(f'expected {expected}, got dtype {value.dtype}{_HINT}')
+    return None
+  kind = _kind(value)
+  if kind is not None:
+    raise TypeError(f'expected {expected}, got {kind}')
+  if callable(value):
+    if not schedule:
+      raise TypeError(f'expected {expected}, got a callable')
+    bad = _check_schedule(value)
+    if bad is not None:
+      raise TypeError(f'expected {expected}, got {bad}')
+    return None
   try:
     array = np.asarray(value)
   except Exception as err:  # e.g. a tracer inside a container.
-    raise TypeError(f'expected a real number, got {value!r}') from err
-  if array.shape != () or not np.issubdtype(array.dtype, np.number):
-    raise TypeError(f'expected a real scalar, got {value!r}')
+    raise TypeError(f'expected {expected}, got {value!r}') from err
+  if array.shape != ():
+    raise TypeError(f'expected {expected} (a scalar), got shape {array.shape}')
+  dtype = array.dtype
+  if dtype == np.bool_ or not (jnp.issubdtype(dtype, jnp.integer)
+                               or jnp.issubdtype(dtype, jnp.floating)):
+    hint = _HINT if jnp.issubdtype(dtype, jnp.complexfloating) else ''
+    raise TypeError(f'expected {expected}, got dtype {dtype}{hint}')
   return float(array)
 
 
-def _scalar(name: str, value: Any) -> float | None:
+def _scalar(name: str, value: Any, schedule: bool) -> float | None:
   try:
-    return concrete_float(value)
+    return concrete_float(value, schedule=schedule)
   except TypeError as err:
-    raise TypeError(f'{name}={value!r}: {err}') from None
+    raise TypeError(f'{name}={value!r}: {err}.') from None
 
 
 def in_range(
     name: str, value: Any, low: float, high: float, *,
-    low_open: bool = False, high_open: bool = False,
+    low_open: bool = False, high_open: bool = False, schedule: bool = False,
 ) -> None:
-  """Raises ``ValueError`` unless ``low <= value <= high`` (or open ends)."""
-  x = _scalar(name, value)
+  """Raises ``ValueError`` unless ``low <= value <= high`` (or open ends).
+
+  Traced values, and schedules where ``schedule=True``, are not checked.
+  """
+  x = _scalar(name, value, schedule)
   if x is None:
     return
   too_low = x <= low if low_open else x < low
@@ -53,18 +120,57 @@ def in_range(
         f'{name}={value!r} is outside {left}{low}, {high}{right}.')
 
 
-def non_negative(name: str, value: Any) -> None:
-  """Raises ``ValueError`` unless ``value >= 0`` (schedules are not checked)."""
-  in_range(name, value, 0.0, math.inf)
+def non_negative(name: str, value: Any, *, schedule: bool = False) -> None:
+  """Raises ``ValueError`` unless ``value >= 0``."""
+  in_range(name, value, 0.0, math.inf, schedule=schedule)
 
 
-def positive(name: str, value: Any) -> None:
+def positive(name: str, value: Any, *, schedule: bool = False) -> None:
   """Raises ``ValueError`` unless ``value > 0``."""
-  in_range(name, value, 0.0, math.inf, low_open=True)
+  in_range(name, value, 0.0, math.inf, low_open=True, schedule=schedule)
+
+
+def concrete_number(name: str, value: Any) -> float:
+  """``value`` as a Python float; a traced value is refused.
+
+  For parameters that fix the compiled program, such as a reshaper's
+  :math:`p`: they must be known when the optimizer is built.
+  """
+  if isinstance(value, jax.core.Tracer):
+    raise TypeError(
+        f'{name}={value!r}: expected a Python or NumPy number, not a traced '
+        'value: this parameter fixes the compiled program, so build one '
+        'transformation per value instead of tracing it.')
+  x = _scalar(name, value, False)
+  assert x is not None
+  return x
+
+
+def scheduled(name: str, value: Any, count: Any) -> Any:
+  """``value(count)`` if ``value`` is a schedule, else ``value``.
+
+  What a schedule returns must be a real scalar; the error names the
+  argument otherwise.
+  """
+  if not callable(value):
+    return value
+  out = value(count)
+  try:
+    shape = out.shape if hasattr(out, 'shape') else np.shape(out)
+    dtype = np.bool_ if isinstance(out, bool) else jnp.result_type(out)
+    real = dtype != np.bool_ and (jnp.issubdtype(dtype, jnp.integer)
+                                  or jnp.issubdtype(dtype, jnp.floating))
+  except TypeError:
+    shape, real = None, False
+  if shape != () or not real:
+    raise TypeError(
+        f'{name}={value!r} returned {out!r} at step {count!r}; expected a '
+        'schedule that returns a real scalar.')
+  return out
 
 
 def one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:
-  if value not in choices:
+  if not isinstance(value, str) or value not in choices:
     raise ValueError(f'{name}={value!r} is not one of {choices}.')
 
 
@@ -82,3 +188,23 @@ def same_structure(name: str, tree: Any, reference: Any, what: str) -> None:
       raise ValueError(
           f'{name} has a leaf of shape {np.shape(a)} where {what} has '
           f'shape {np.shape(b)}; lionx never broadcasts.')
+
+
+def inexact_leaves(name: str, tree: Any) -> None:
+  """Raises ``TypeError`` unless every leaf is a float or complex array.
+
+  lionx optimizes real coordinates: an integer or bool leaf has no
+  gradient, and a :math:`\\pm\\eta` step cast back to an integer is
+  truncated (``optax.lion`` moves ``2`` by ``0.998`` to ``2``), so such
+  leaves are refused rather than silently cast.
+  """
+  paths = jax.tree_util.tree_flatten_with_path(tree)[0]
+  for path, leaf in paths:
+    dtype = jnp.result_type(leaf)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+      where = jax.tree_util.keystr(path) or '(the root)'
+      raise TypeError(
+          f'{name} has a leaf at {where} of dtype {dtype}; lionx optimizes '
+          'float (or complex) leaves only. Keep integer and bool state out '
+          'of the optimized tree, e.g. with nnx.Optimizer(..., '
+          'wrt=nnx.Param) or optax.masked.')

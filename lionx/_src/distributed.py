@@ -29,9 +29,13 @@ from jax.sharding import PartitionSpec as P
 from lionx._src import checks
 from lionx._src.alias import DEFAULT_WEIGHT_DECAY
 from lionx._src.alias import _learning_rate
+from lionx._src.alias import _weight_decay
+from lionx._src.realview import real_view_transformation
+from lionx._src.realview import view_as_complex
+from lionx._src.realview import view_as_real
 from lionx._src.reshapers import sign_reshaper
 from lionx._src.transforms import Mask
-from lionx._src.transforms import add_decoupled_weight_decay
+from lionx._src.transforms import check_mu_dtype
 from lionx._src.transforms import scale_by_lion
 
 AGGREGATIONS = ('majority', 'average')
@@ -202,13 +206,14 @@ def sign_vote(
     if not leaves:
       _axis_size(axis_name)
       return updates, state
-    codes = jnp.concatenate([_encode(jnp.ravel(x)) for x in leaves])
+    real = [view_as_real(x) for x in leaves]  # complex: two votes.
+    codes = jnp.concatenate([_encode(jnp.ravel(x)) for x in real])
     step = _aggregate(codes, axis_name, aggregation, communication)
     out, start = [], 0
-    for x in leaves:
-      piece = step[start:start + x.size].reshape(x.shape)
-      out.append(piece.astype(x.dtype))
-      start += x.size
+    for x, r in zip(leaves, real):
+      piece = step[start:start + r.size].reshape(r.shape)
+      out.append(view_as_complex(piece.astype(r.dtype), x))
+      start += r.size
     return treedef.unflatten(out), state
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -237,13 +242,15 @@ def distributed_lion(
     learning_rate: optax.ScalarOrSchedule,
     b1: float = 0.9,
     b2: float = 0.99,
+    mu_dtype: Optional[jnp.dtype] = None,
     weight_decay: optax.ScalarOrSchedule = DEFAULT_WEIGHT_DECAY,
     mask: Optional[Mask] = None,
-    mu_dtype: Optional[jnp.dtype] = None,
     *,
     axis_name: str = 'data',
     aggregation: str = 'majority',
     communication: str = 'all_to_all',
+    weight_decay_convention: str = 'paper',
+    peak_learning_rate: Optional[float] = None,
 ) -> optax.GradientTransformation:
   r"""Distributed Lion: each worker votes with the sign of its own step.
 
@@ -275,7 +282,11 @@ def distributed_lion(
   :func:`lion`.
 
   Use it when the gradient all-reduce dominates the step time:
-  bandwidth-bound clusters, many workers on a slow interconnect. Do not wrap
+  bandwidth-bound clusters, many workers on a slow interconnect. The
+  positional order is :func:`lion`'s (optax's), and so are the weight-decay
+  conventions and the treatment of complex leaves (two real coordinates,
+  two votes). The momentum is a float dtype: 8-bit momentum
+  (``mu_dtype=jnp.int8``) is refused. Do not wrap
   it in ``optax.apply_if_finite``: each worker would check only its own
   gradient, and the workers could disagree; a NaN vote already reaches every
   worker as a NaN step.
@@ -284,14 +295,19 @@ def distributed_lion(
     learning_rate: :math:`\eta \ge 0`, a scalar or a schedule.
     b1: :math:`\beta_1 \in [0, 1]`.
     b2: :math:`\beta_2 \in [0, 1]`.
+    mu_dtype: storage dtype of the momentum, a float dtype or ``None``
+      (the parameters' dtype).
     weight_decay: :math:`\lambda \ge 0`, a scalar or a schedule.
     mask: which leaves get weight decay (see
       :func:`add_decoupled_weight_decay`).
-    mu_dtype: storage dtype of the momentum.
     axis_name: the mesh axis of the workers.
     aggregation: ``'majority'`` (the paper's default) or ``'average'``.
     communication: ``'all_to_all'`` or ``'all_gather'`` (see
       :func:`sign_vote`).
+    weight_decay_convention: ``'paper'``, ``'independent'`` or
+      ``'corrected'`` (see :func:`lion`).
+    peak_learning_rate: :math:`\eta_{\text{peak}}` for the conventions
+      other than ``'paper'`` when ``learning_rate`` is a schedule.
 
   Returns:
     An :class:`optax.GradientTransformation`.
@@ -329,12 +345,19 @@ def distributed_lion(
     Liu et al., `Communication Efficient Distributed Training with
     Distributed Lion <https://arxiv.org/abs/2404.00438>`_, 2024.
   """
-  checks.non_negative('learning_rate', learning_rate)
+  checks.non_negative('learning_rate', learning_rate, schedule=True)
+  if check_mu_dtype(mu_dtype) == jnp.int8:
+    raise ValueError(
+        f'mu_dtype={mu_dtype!r}: distributed_lion keeps a float momentum '
+        'per worker; 8-bit momentum is not supported here. Use a float '
+        'dtype (e.g. jnp.bfloat16) or None.')
   inner = optax.chain(
       scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype),
       sign_reshaper(),
       sign_vote(axis_name, aggregation, communication=communication),
-      add_decoupled_weight_decay(weight_decay, mask),
+      _weight_decay(weight_decay, mask, learning_rate,
+                    weight_decay_convention=weight_decay_convention,
+                    peak_learning_rate=peak_learning_rate),
       _learning_rate(learning_rate),
   )
 
@@ -363,7 +386,8 @@ def distributed_lion(
         count=optax.safe_increment(state.count),
         mu=jax.tree.map(lambda x: x[None], mu))
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return real_view_transformation(
+      optax.GradientTransformation(init_fn, update_fn))
 
 
 def _varying_axes(x) -> Optional[frozenset]:

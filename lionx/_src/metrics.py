@@ -26,10 +26,12 @@ import numpy as np
 from lionx._src import checks
 from lionx._src.norms import f32 as _f32
 from lionx._src.norms import leaves as _leaves
+from lionx._src.norms import scaled as _scaled
 from lionx._src.norms import tree_l1
 from lionx._src.norms import tree_linf
 from lionx._src.norms import tree_lp as _tree_lp
 from lionx._src.norms import tree_sum as _sum
+from lionx._src.realview import is_complex
 from lionx._src.reshapers import Reshaper
 
 PyTree = Any
@@ -54,7 +56,8 @@ __all__ = (
 def tree_size(tree: PyTree) -> int:
   r"""The number of coordinates :math:`d` of a pytree, a static Python int.
 
-  ``None`` leaves count 0; an empty tree has :math:`d = 0`.
+  ``None`` leaves count 0; an empty tree has :math:`d = 0`; a complex entry
+  counts 2 (its real and imaginary parts).
 
   Example:
     >>> import jax.numpy as jnp
@@ -62,15 +65,18 @@ def tree_size(tree: PyTree) -> int:
     >>> tree_size({'w': jnp.ones((3, 2)), 'b': jnp.ones(2), 'none': None})
     8
   """
-  return int(sum(int(np.size(x)) for x in jax.tree.leaves(tree)))
+  return int(sum(int(np.size(x)) * (2 if is_complex(x) else 1)
+                 for x in jax.tree.leaves(tree)))
 
 
 def tree_l2(tree: PyTree) -> Scalar:
   r""":math:`\|x\|_2 = (\sum_i x_i^2)^{1/2}` over all leaves.
 
-  Each leaf is scaled by its largest magnitude first, so the sum of squares
-  cannot overflow float32 (``tree_l2([1e30, 1e30])`` is ``1.41e30``, not
-  ``inf``). An ``inf`` entry gives ``inf``, a NaN gives NaN.
+  The entries are scaled by a power of two near their largest magnitude
+  first (exactly, with no reciprocal that could flush to zero), so the sum
+  of squares cannot overflow: ``tree_l2([1e38, 1e38])`` is ``1.414e38``,
+  and the result is ``inf`` only when the norm exceeds the float32
+  maximum. An ``inf`` entry gives ``inf``, a NaN gives NaN.
 
   Example:
     >>> import jax.numpy as jnp
@@ -78,7 +84,7 @@ def tree_l2(tree: PyTree) -> Scalar:
     >>> tree_l2({'a': jnp.array([3.0]), 'b': jnp.array([-4.0], jnp.bfloat16)})
     Array(5., dtype=float32)
   """
-  return jnp.where(jnp.isinf(tree_linf(tree)), jnp.inf, _tree_lp(tree, 2.0))
+  return _tree_lp(tree, 2.0)
 
 
 def _count(values: list[jax.Array]) -> Scalar:
@@ -115,8 +121,10 @@ def grad_norm_ratio(grads: PyTree) -> NormRatio:
 
   Dong, Li, Lin argue that :math:`r = \Theta(\sqrt d)` in real networks,
   which makes Lion's :math:`\ell_1` rate (Corollary 3) match SGD's
-  :math:`\ell_2` rate. :math:`r` is computed from :math:`g/\|g\|_\infty`, so
-  it neither overflows nor underflows.
+  :math:`\ell_2` rate. :math:`r` is computed from :math:`g/2^e`, the
+  power of two :math:`2^e` just above :math:`\|g\|_\infty` (an exact
+  scaling), so it neither overflows nor underflows for any finite
+  :math:`g`. A complex entry counts as two real coordinates.
 
   Degenerate input: for :math:`g = 0` (and for an empty tree) the ratio is
   undefined and both ``ratio`` and ``ratio_over_sqrt_d`` are **0**, a value
@@ -138,9 +146,7 @@ def grad_norm_ratio(grads: PyTree) -> NormRatio:
               sqrt_d=Array(2., dtype=float32))
   """
   d = tree_size(grads)
-  scale = tree_linf(grads)
-  safe = jnp.where(scale > 0, scale, 1.0)
-  scaled = [x / safe for x in _leaves(grads)]
+  scaled, _ = _scaled(_leaves(grads))  # exactly g / 2^e, max |.| in [1/2, 1).
   l1 = _sum([jnp.sum(jnp.abs(x)) for x in scaled])
   l2 = jnp.sqrt(_sum([jnp.sum(x * x) for x in scaled]))
   ratio = jnp.where(l2 == 0, 0.0, l1 / jnp.where(l2 == 0, 1.0, l2))

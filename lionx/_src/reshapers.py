@@ -21,7 +21,21 @@ over the whole tree, and also carries
   for sign, :math:`\|\lambda\theta\|_q` for :math:`\ell_p`).
 
 Every function accumulates in float32 or wider. A NaN entering
-:math:`\nabla K` leaves as NaN, never as a finite step.
+:math:`\nabla K` leaves as NaN, never as a finite step; for the reshapers
+that normalise over a scope (``lp``), a NaN or ``inf`` anywhere in the
+scope makes the whole scope NaN.
+
+**Parameters** (``p``, ``threshold``, ``k``, ``fraction``, ``e``, ``beta``)
+must be Python or NumPy numbers: they fix the compiled program, so a traced
+value is refused with an error naming it. Build one reshaper per value to
+sweep them.
+
+**Complex leaves** count as their real and imaginary parts: every reshaper
+computes on the real view ``stack([z.real, z.imag], -1)`` of a complex leaf
+and returns the complex leaf rebuilt from it, so its output, ``k``,
+``conjugate``, ``gauge`` and ``constraint`` are those of the real view (for
+``lp`` and ``topk_sign`` the parts are ranked and normed as separate
+coordinates). Integer and bool leaves are refused.
 """
 
 from __future__ import annotations
@@ -38,11 +52,15 @@ from lionx._src import checks
 from lionx._src.norms import f32 as _f32
 from lionx._src.norms import leaves as _leaves
 from lionx._src.norms import lp as _lp
+from lionx._src.norms import scale_pow2 as _scale_pow2
+from lionx._src.norms import scaled as _scaled
 from lionx._src.norms import tree_l1
 from lionx._src.norms import tree_linf
 from lionx._src.norms import tree_lp as _tree_lp
 from lionx._src.norms import tree_max as _max
 from lionx._src.norms import tree_sum as _sum
+from lionx._src.realview import tree_view_as_complex
+from lionx._src.realview import tree_view_as_real
 
 PyTree = Any
 Scalar = jax.Array
@@ -65,9 +83,14 @@ class Reshaper(optax.GradientTransformation):
   gauge: Callable[[PyTree], Scalar]
 
   def constraint(self, params: PyTree, weight_decay: Any) -> Scalar:
-    r"""``gauge(weight_decay * params)``: feasible iff :math:`\le 1`."""
-    return self.gauge(jax.tree.map(
-        lambda p: weight_decay * _f32(p), params))
+    r"""``gauge(weight_decay * params)``: feasible iff :math:`\le 1`.
+
+    ``weight_decay`` is the effective :math:`\lambda'` of the
+    weight-decay convention in use, :func:`lionx.effective_weight_decay`
+    (:math:`\lambda` itself under the default ``'paper'`` convention).
+    """
+    lam = _f32(weight_decay)
+    return self.gauge(jax.tree.map(lambda p: lam * _f32(p), params))
 
 
 def _box(tree: PyTree) -> Scalar:
@@ -101,22 +124,30 @@ def _make(
 ) -> Reshaper:
   """Wraps ∇K into a stateless transform that keeps each leaf's dtype."""
 
+  def on_real(fn):
+    return lambda tree: fn(tree_view_as_real(tree))
+
+  def grad_k_any(tree):
+    real = tree_view_as_real(tree)
+    out = grad_k(real)
+    out = jax.tree.map(lambda o, r: o.astype(r.dtype), out, real)
+    return tree_view_as_complex(out, tree)
+
   def init_fn(params):
     del params
     return optax.EmptyState()
 
   def update_fn(updates, state, params=None):
     del params
-    out = grad_k(updates)
-    out = jax.tree.map(lambda o, u: o.astype(u.dtype), out, updates)
-    return out, state
+    checks.inexact_leaves('updates', updates)
+    return grad_k_any(updates), state
 
   tx = Reshaper(init_fn, update_fn)
   tx.name = name
-  tx.grad_k = grad_k
-  tx.k = k
-  tx.conjugate = conjugate
-  tx.gauge = gauge
+  tx.grad_k = grad_k_any
+  tx.k = on_real(k)
+  tx.conjugate = on_real(conjugate)
+  tx.gauge = on_real(gauge)
   return tx
 
 
@@ -177,18 +208,24 @@ def lp_reshaper(p: float, scope: str = 'global') -> Reshaper:
     Array([ 0.6, -0.8], dtype=float32)
   """
   checks.in_range('p', p, 1.0, math.inf, high_open=True)
+  p = checks.concrete_number('p', p)
   checks.one_of('scope', scope, SCOPES)
-  p = float(p)
   q = math.inf if p == 1.0 else p / (p - 1.0)
 
-  def unit(x: jax.Array, norm: Scalar) -> jax.Array:
-    safe = jnp.where(norm > 0, norm, 1.0)
-    return jnp.sign(x) * (jnp.abs(x) / safe) ** (p - 1.0)
+  def unit(xs: list[jax.Array]) -> list[jax.Array]:
+    """∇K of one scope: NaN throughout if it holds a NaN or an inf."""
+    ys, _ = _scaled(xs)  # exact: x / 2^e, so no reciprocal can flush.
+    norm = _sum([jnp.sum(jnp.abs(y) ** p) for y in ys]) ** (1.0 / p)
+    safe = jnp.where(norm > 0, norm, 1.0)  # norm = 0: every entry is 0.
+    bad = ~jnp.isfinite(norm)
+    return [jnp.where(bad, jnp.nan,
+                      jnp.sign(y) * (jnp.abs(y) / safe) ** (p - 1.0))
+            for y in ys]
 
   if scope == 'global':
     def grad_k(tree):
-      norm = _tree_lp(tree, p)
-      return jax.tree.map(lambda x: unit(_f32(x), norm), tree)
+      leaves, treedef = jax.tree.flatten(tree)
+      return treedef.unflatten(unit([_f32(x) for x in leaves]))
 
     def k(tree):
       return _tree_lp(tree, p)
@@ -197,7 +234,7 @@ def lp_reshaper(p: float, scope: str = 'global') -> Reshaper:
       return _tree_lp(tree, q)
   else:
     def grad_k(tree):
-      return jax.tree.map(lambda x: unit(_f32(x), _lp(_f32(x), p)), tree)
+      return jax.tree.map(lambda x: unit([_f32(x)])[0], tree)
 
     def k(tree):
       return _sum([_lp(x, p) for x in _leaves(tree)])
@@ -228,7 +265,7 @@ def sparse_sign_reshaper(threshold: float) -> Reshaper:
     Array([-1.,  0.,  1.], dtype=float32)
   """
   checks.positive('threshold', threshold)
-  e = float(threshold)
+  e = checks.concrete_number('threshold', threshold)
 
   def grad_k(tree):
     # Written with <= so that NaN (which fails every comparison) stays NaN.
@@ -295,11 +332,15 @@ def topk_sign_reshaper(
         f'k={k!r}, fraction={fraction!r}: give exactly one of them.')
   if k is not None:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-      raise TypeError(f'k={k!r}: expected a positive int.')
+      raise TypeError(
+          f'k={k!r}: expected a positive Python or NumPy int (it fixes '
+          'the compiled program, so it cannot be traced).')
     if k <= 0:
       raise ValueError(f'k={k!r}: expected a positive int.')
+    k = int(k)
   else:
     checks.in_range('fraction', fraction, 0.0, 1.0, low_open=True)
+    fraction = checks.concrete_number('fraction', fraction)
   checks.one_of('scope', scope, SCOPES)
 
   def count(n: int) -> int:
@@ -314,8 +355,10 @@ def topk_sign_reshaper(
     return jnp.concatenate([x.reshape(-1) for x in leaves])
 
   def topk_gauge(x: jax.Array, kk: int) -> Scalar:
-    a = jnp.abs(x)
-    return jnp.maximum(jnp.max(a, initial=0.0), jnp.sum(a) / max(kk, 1))
+    (y,), e = _scaled([x])  # so that the sum cannot overflow.
+    a = jnp.abs(y)
+    return _scale_pow2(
+        jnp.maximum(jnp.max(a, initial=0.0), jnp.sum(a) / max(kk, 1)), e)
 
   if scope == 'leaf':
     def grad_k(tree):
@@ -373,7 +416,7 @@ def huber_reshaper(e: float) -> Reshaper:
     Array([-1. ,  0.5,  1. ], dtype=float32)
   """
   checks.positive('e', e)
-  e = float(e)
+  e = checks.concrete_number('e', e)
 
   def huber(x):
     a = jnp.abs(x)
@@ -409,7 +452,7 @@ def tanh_reshaper(beta: float) -> Reshaper:
     Array([0., 1.], dtype=float32)
   """
   checks.positive('beta', beta)
-  beta = float(beta)
+  beta = checks.concrete_number('beta', beta)
 
   def logcosh(x):
     a = jnp.abs(beta * x)
