@@ -56,19 +56,17 @@ TOLERANCE = 0.02
 def _register_optax_lion(optimizers) -> None:
   """The peer in the harness: optax.lion, read like lionx's Lion."""
 
-  def build(config, schedule):
-    b1, b2 = optimizers.betas(config, 'lion')
-    return optax.lion(schedule, b1=b1, b2=b2,
-                      weight_decay=config.weight_decay)
+  def build(s):
+    return optax.lion(s.schedule, b1=s.b1, b2=s.b2,
+                      weight_decay=s.weight_decay)
 
-  def direction(config, opt_state, grads):
-    b1, _ = optimizers.betas(config, 'lion')
-    # pylint: disable=protected-access
-    mu = optimizers._find(opt_state, optax.ScaleByLionState).mu
-    return optimizers._interpolate(b1, mu, grads)
+  def direction(s, opt_state, grads):
+    mu = optimizers.find(opt_state, optax.ScaleByLionState).mu
+    return jax.tree.map(lambda m, g: s.b1 * m + (1 - s.b1) * g, mu, grads)
 
-  optimizers.OPTIMIZERS['optax_lion'] = optimizers.OptimizerSpec(
-      build, direction, optimizers.OPTIMIZERS['lion'].reshaper)
+  lion = optimizers.OPTIMIZERS['lion']
+  optimizers.register('optax_lion', optimizers.OptimizerSpec(
+      build, direction, None, lion.betas, lion.reshaper))
 
 
 def _args() -> argparse.Namespace:
@@ -87,11 +85,12 @@ def _args() -> argparse.Namespace:
   return args
 
 
-def _state_bytes_per_param(config, dataset, loop) -> tuple[float, int]:
+def _state_bytes_per_param(config, dataset) -> tuple[float, int]:
   """(optimizer state bytes per parameter, number of parameters)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  state = loop.create_train_state(config, dataset.num_classes,
-                                  dataset.image_shape, 1)
+  from lionx.train import steps, tasks  # pylint: disable=g-import-not-at-top
+  state = steps.create_train_state(config, tasks.get_task(config.task),
+                                   dataset.spec, 1, 1)
   n = sum(x.size for x in jax.tree.leaves(nnx.state(state.model, nnx.Param)))
   opt = nnx.as_pure(state.optimizer.opt_state)
   return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(opt)) / n, n
@@ -103,9 +102,9 @@ def _fmt_ratio(r: float) -> str:
 
 def main(args: argparse.Namespace) -> None:
   from lionx.train import config as config_lib  # pylint: disable=g-import-not-at-top
-  from lionx.train import data as data_lib  # pylint: disable=g-import-not-at-top
-  from lionx.train import loop  # pylint: disable=g-import-not-at-top
+  from lionx.train import experiment  # pylint: disable=g-import-not-at-top
   from lionx.train import optimizers  # pylint: disable=g-import-not-at-top
+  from lionx.train.data import images  # pylint: disable=g-import-not-at-top
 
   _register_optax_lion(optimizers)
   base = config_lib.load_config(CONFIG)
@@ -113,7 +112,7 @@ def main(args: argparse.Namespace) -> None:
     base.num_epochs = args.epochs
   base.progress = False
   lr = base.optimizer.learning_rates['lion']
-  dataset = data_lib.load_dataset(base.data)
+  dataset = images.load_dataset(base.data)
   curves, accuracy, per_param = {}, {}, {}
   with tempfile.TemporaryDirectory() as tmp:
     for seed in range(args.seeds):
@@ -123,14 +122,13 @@ def main(args: argparse.Namespace) -> None:
         config.optimizer.name = name
         config.optimizer.mu_dtype = mu_dtype
         config.optimizer.learning_rates = {name: lr}
-        result = loop.train_and_evaluate(
-            config, pathlib.Path(tmp) / f'{variant}_{seed}', dataset=dataset,
+        result = experiment.train_and_evaluate(
+            config, pathlib.Path(tmp) / f'{variant}_{seed}', data=dataset,
             verbose=False)
         curves[variant, seed] = [r['full_loss'] for r in result.rows]
         accuracy[variant, seed] = result.rows[-1]['test_accuracy']
         if seed == 0:
-          per_param[variant], n = _state_bytes_per_param(
-              config, dataset, loop)
+          per_param[variant], n = _state_bytes_per_param(config, dataset)
         print(f'seed {seed} {variant:10s} f(θ) final '
               f'{curves[variant, seed][-1]:.4e}', flush=True)
 

@@ -1,9 +1,9 @@
 """Images per second of one ResNet-18 CIFAR training step: Lion, AdamW, SGD.
 
-The step is the harness's own (``lionx.train.loop.make_train_step``:
+The step is the harness's own (``lionx.train.steps.make_train_step``:
 forward, backward, ``nnx.Optimizer.update``, jitted with the model and the
-optimizer donated), on the model and optimizers that
-``configs/cifar10_resnet18.py`` builds (ResNet-18 with the CIFAR stem,
+optimizer donated, on a mesh of one device), on the model and optimizers
+that ``configs/cifar.py:cifar10,resnet18`` builds (ResNet-18 with the CIFAR stem,
 batch size 64, weight decay 0.1, SGD momentum 0.9). The batch is a fixed
 random one already on the device, so that data loading is not timed. The
 three optimizers run round-robin, one step each per round, in one process;
@@ -34,7 +34,7 @@ import _common  # noqa: E402  pylint: disable=g-import-not-at-top
 
 SCRIPT = 'train_step.py'
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CONFIG = ROOT / 'configs' / 'cifar10_resnet18.py'
+CONFIG = f"{ROOT / 'configs' / 'cifar.py'}:cifar10,resnet18"
 OPTIMIZERS = ('lion', 'adamw', 'sgd')
 
 
@@ -57,7 +57,8 @@ def main(args: argparse.Namespace) -> None:
   from flax import nnx
 
   from lionx.train import config as config_lib
-  from lionx.train import loop
+  from lionx.train import parallel, steps, tasks
+  from lionx.train.data.images import InputSpec
 
   warnings.filterwarnings('ignore', message='Some donated buffers')
   base = config_lib.load_config(CONFIG)
@@ -67,21 +68,23 @@ def main(args: argparse.Namespace) -> None:
       'image': jnp.asarray(rng.standard_normal((args.batch, 32, 32, 3)),
                            jnp.float32),
       'label': jnp.asarray(rng.integers(0, 10, args.batch), jnp.int32)}
-  train_step = loop.make_train_step(donate=True)
+  task = tasks.get_task(base.task)
+  mesh = parallel.make_mesh(1)
   runners, info = {}, {}
   for name in OPTIMIZERS:
     config = config_lib.copy(base)
     config.optimizer.name = name
     config.optimizer.learning_rate = 1e-4
-    state = loop.create_train_state(config, 10, (32, 32, 3),
-                                    steps_per_epoch=1000)
+    state = steps.create_train_state(config, task, InputSpec((32, 32, 3), 10),
+                                     1000, 1000, mesh)
+    train_step = steps.make_train_step(task, mesh, state)
     params = nnx.state(state.model, nnx.Param)
     opt_state = nnx.as_pure(state.optimizer.opt_state)
     info[name] = (
         sum(x.size for x in jax.tree.leaves(params)),
         sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(opt_state)))
 
-    def run(state=state):
+    def run(state=state, train_step=train_step):
       return _common.timed(
           lambda: train_step(state.model, state.optimizer, batch))
 
@@ -102,7 +105,7 @@ def main(args: argparse.Namespace) -> None:
            f'- command: `python benchmarks/train_step.py --batch '
            f'{args.batch} --rounds {args.rounds}`',
            f'- ResNet-18 (CIFAR stem), d = {d:,}, batch {args.batch} of '
-           '32x32x3, `configs/cifar10_resnet18.py` optimizers '
+           '32x32x3, `configs/cifar.py:cifar10,resnet18` optimizers '
            '(weight decay 0.1, SGD momentum 0.9)', '',
            *_common.table(['optimizer', 'median ms/step', 'images/s',
                            'speed vs AdamW (medians)',

@@ -21,7 +21,7 @@ def get_config() -> Config:
   config.num_epochs = 30
   config.batch_size = 64
   config.eval_batch_size = 512
-  config.checkpoint_every_epochs = 10
+  config.checkpoint_every_evals = 10
   config.compare_optimizers = ('lion', 'sgd', 'adamw')
 
   config.data.name = 'digits'

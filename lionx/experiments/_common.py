@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+import numbers
 import pathlib
 from typing import Any, Callable, Optional, Sequence
 
@@ -12,6 +14,28 @@ import jax.numpy as jnp
 import optax
 
 GradFn = Callable[[jax.Array], jax.Array]
+
+
+def in_range(name: str, value: Any, low: float, high: float, *,
+             low_open: bool = False) -> None:
+  """Raises unless ``value`` is a real number in ``[low, high]`` (or
+  ``(low, high]``); the error names the argument and the range."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    raise TypeError(f'{name}={value!r}: expected a real number.')
+  too_low = value <= low if low_open else value < low
+  if math.isnan(value) or too_low or value > high:
+    left = '(' if low_open else '['
+    raise ValueError(f'{name}={value!r} is outside {left}{low}, {high}].')
+
+
+def positive(name: str, value: Any) -> None:
+  """Raises unless ``value`` is a real number > 0."""
+  in_range(name, value, 0.0, math.inf, low_open=True)
+
+
+def one_of(name: str, value: Any, choices: Sequence[str]) -> None:
+  if value not in choices:
+    raise ValueError(f'{name}={value!r} is not one of {tuple(choices)}.')
 
 
 def trajectory(

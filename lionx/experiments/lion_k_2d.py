@@ -47,7 +47,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import lionx
-from lionx._src import checks
 from lionx.experiments import _common
 
 X_STAR = (1.5, 0.0)
@@ -119,8 +118,8 @@ def _check_steps(num_steps: Any) -> None:
 
 
 def _check_betas(b1: Any, b2: Any) -> None:
-  checks.in_range('b1', b1, 0.0, 1.0)
-  checks.in_range('b2', b2, 0.0, 1.0)
+  _common.in_range('b1', b1, 0.0, 1.0)
+  _common.in_range('b2', b2, 0.0, 1.0)
 
 
 def _weight_decays(name: str, values: Sequence[float]) -> np.ndarray:
@@ -128,7 +127,7 @@ def _weight_decays(name: str, values: Sequence[float]) -> np.ndarray:
   if values.size == 0:
     raise ValueError(f'{name} is empty; expected positive weight decays.')
   for v in values:
-    checks.positive(name, float(v))
+    _common.positive(name, float(v))
   return values
 
 
@@ -199,7 +198,7 @@ def run_trajectories(
   wds = _weight_decays('weight_decays', weight_decays)
   _check_steps(num_steps)
   _check_betas(b1, b2)
-  checks.positive('learning_rate', learning_rate)
+  _common.positive('learning_rate', learning_rate)
   if not 1 <= tail <= num_steps:
     raise ValueError(f'tail={tail!r}: expected 1 <= tail <= num_steps.')
   x0 = jnp.tile(jnp.asarray(start, jnp.float32), (len(wds), 1))
@@ -273,8 +272,8 @@ def run_weight_decay_sweep(
     raise ValueError('weight_decays must be increasing.')
   _check_steps(num_steps)
   _check_betas(b1, b2)
-  checks.positive('learning_rate', learning_rate)
-  checks.positive('tol', tol)
+  _common.positive('learning_rate', learning_rate)
+  _common.positive('tol', tol)
   reshaper = lionx.sign_reshaper() if reshaper is None else reshaper
   x0 = jnp.tile(jnp.asarray(start, jnp.float32), (len(wds), 1))
   xs = np.asarray(_simulate(
@@ -350,8 +349,8 @@ def run_phase1(
     [('implicit', True), ('explicit', True)]
   """
   reshapers = default_reshapers() if reshapers is None else reshapers
-  checks.positive('weight_decay', weight_decay)
-  checks.positive('learning_rate', learning_rate)
+  _common.positive('weight_decay', weight_decay)
+  _common.positive('learning_rate', learning_rate)
   if learning_rate * weight_decay >= 1:
     raise ValueError(
         f'learning_rate={learning_rate!r}, weight_decay={weight_decay!r}: '

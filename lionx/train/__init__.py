@@ -1,14 +1,15 @@
 """The Flax NNX training harness (``pip install lionx[train]``).
 
-Modules: :mod:`~lionx.train.config` (typed configs, files, overrides),
-:mod:`~lionx.train.data` (CIFAR archives, digits, synthetic; batches),
-:mod:`~lionx.train.models` (ResNet-18/50, ViT, CNN, MLP),
-:mod:`~lionx.train.optimizers` and :mod:`~lionx.train.schedules` (by name),
-:mod:`~lionx.train.loop` (``create_train_state``, ``make_train_step``,
-``train_and_evaluate``), :mod:`~lionx.train.checkpoint` (orbax),
-:mod:`~lionx.train.sweep` (learning-rate grids, comparisons),
-:mod:`~lionx.train.plots`, :mod:`~lionx.train.report` and
-:mod:`~lionx.train.cli` (``lionx-train``, ``lionx-compare``).
+Layers, each importing only the ones below it::
+
+  cli            lionx-train, lionx-compare (argument parsing, --dry-run)
+  sweep          comparisons, learning-rate grids, seeds
+  experiment     train_and_evaluate: the task-agnostic loop
+  steps · diagnostics · workdir · checkpoint · writers · plots · report
+  config         composes the sections below into one Config
+  tasks          the unit of extension: model + loss + metrics + data
+  data · models · optimizers · schedules · parallel
+  fields         typed config sections, overrides, ConfigError
 
 This is the only part of lionx that imports Flax, orbax, scikit-learn,
 matplotlib and tqdm.

@@ -1,12 +1,12 @@
 """Checkpoints with orbax: model, optimizer and the loop's own state.
 
-A checkpoint at epoch ``k`` holds ``{'model': nnx.state(model),
+A checkpoint at step ``k`` holds ``{'model': nnx.state(model),
 'optimizer': nnx.state(optimizer)}`` (parameters, BatchNorm statistics,
 the optimizer's step and state, e.g. Lion's momentum) as pure dicts, and a
-JSON ``meta`` dict: the epoch, the global step, the seed that, with the
-epoch, fixes the data order and augmentation, and the running sums of the
-logged diagnostics. Saving is synchronous, so a checkpoint on disk is
-complete.
+JSON ``meta`` dict: the step, the number of evaluations, the seed and data
+order that fix the batches, the training time so far and the running sums
+of the logged diagnostics. Saving is synchronous, so a checkpoint on disk
+is complete.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ logging.getLogger('absl').setLevel(logging.ERROR)
 
 
 class Checkpointer:
-  """Saves and restores training state under ``directory``, one per epoch."""
+  """Saves and restores training state under ``directory``, by step."""
 
   def __init__(self, directory: str | pathlib.Path, max_to_keep: int = 2):
     self.directory = pathlib.Path(directory).resolve()
@@ -34,31 +34,37 @@ class Checkpointer:
             max_to_keep=max_to_keep, create=True,
             enable_async_checkpointing=False))
 
-  def latest_epoch(self) -> Optional[int]:
-    """The epoch of the newest checkpoint, or ``None``."""
+  def __enter__(self) -> 'Checkpointer':
+    return self
+
+  def __exit__(self, *exc: Any) -> None:
+    self.close()
+
+  def latest_step(self) -> Optional[int]:
+    """The step of the newest checkpoint, or ``None``."""
     return self._manager.latest_step()
 
-  def save(self, epoch: int, model: nnx.Module, optimizer: nnx.Optimizer,
+  def save(self, step: int, model: nnx.Module, optimizer: nnx.Optimizer,
            meta: dict[str, Any]) -> None:
-    """Writes the checkpoint of ``epoch`` (replacing one of that epoch)."""
+    """Writes the checkpoint of ``step`` (replacing one of that step)."""
     tree = {'model': nnx.to_pure_dict(nnx.state(model)),
             'optimizer': nnx.to_pure_dict(nnx.state(optimizer))}
     self._manager.save(
-        epoch, args=ocp.args.Composite(
+        step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(tree),
-            meta=ocp.args.JsonSave(dict(meta, epoch=epoch))),
+            meta=ocp.args.JsonSave(dict(meta, step=step))),
         force=True)
     self._manager.wait_until_finished()
 
-  def restore(self, epoch: int, model: nnx.Module,
+  def restore(self, step: int, model: nnx.Module,
               optimizer: nnx.Optimizer) -> dict[str, Any]:
-    """Loads ``epoch`` into ``model`` and ``optimizer``; returns its meta."""
+    """Loads ``step`` into ``model`` and ``optimizer``; returns its meta."""
     model_state, opt_state = nnx.state(model), nnx.state(optimizer)
     target = {'model': nnx.to_pure_dict(model_state),
               'optimizer': nnx.to_pure_dict(opt_state)}
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     restored = self._manager.restore(
-        epoch, args=ocp.args.Composite(
+        step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract),
             meta=ocp.args.JsonRestore()))
     nnx.replace_by_pure_dict(model_state, restored['state']['model'])

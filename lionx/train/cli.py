@@ -4,14 +4,19 @@
 
   lionx-train --config configs/default.py --workdir runs/lion [key=value ...]
   lionx-compare --config configs/default.py --workdir runs/default \\
-      [--optimizers lion,sgd,adamw] [--lr-grid [paper|1e-3,3e-4,...]]
+      [--optimizers lion,sgd,adamw] [--lr-grid [paper|1e-3,3e-4,...]] \\
+      [--seeds 0,1,2]
+  lionx-train --config configs/cifar.py:cifar100,resnet18 --workdir w \\
+      --dry-run
 
-Overrides are ``key=value`` pairs (or ``--set key=value``), e.g.
-``optimizer.learning_rate=1e-3`` or ``num_epochs=5``;
-``parallel.num_devices=0`` uses every device. Rerunning with the
-same workdir resumes; a workdir with results of a different config is
-refused unless ``--overwrite``. Errors are one line on stderr, exit code 2;
-a run that diverged exits with 1. Set ``LIONX_DEBUG=1`` for tracebacks.
+Overrides are ``key=value`` pairs, ``--set key=value`` or the Flax
+examples' ``--config.key=value`` flags, e.g. ``optimizer.learning_rate=1e-3``
+or ``num_epochs=5``; each text is read as its field's type.
+``parallel.num_devices=0`` uses every device. ``--dry-run`` validates the
+config, prints d and sqrt(d), reads one batch and writes nothing. Rerunning
+with the same workdir resumes; a workdir with results of a different config
+is refused unless ``--overwrite``. Errors are one line on stderr, exit code
+2; a run that diverged exits with 1. Set ``LIONX_DEBUG=1`` for tracebacks.
 
 Several hosts: run the same command on every host with ``--coordinator
 HOST:PORT`` (process 0's address and a free port), ``--num-processes N`` and
@@ -40,9 +45,12 @@ def _parser(prog: str, compare: bool) -> argparse.ArgumentParser:
           if compare else 'Train one run of a lionx config.'))
   parser.add_argument('--config', required=True,
                       help='a Python file with get_config(), e.g. '
-                      'configs/default.py')
+                      'configs/default.py, or FILE:ARG for get_config(ARG)')
   parser.add_argument('--workdir', required=True,
                       help='where results and checkpoints go')
+  parser.add_argument('--dry-run', action='store_true',
+                      help='validate the config, print d, read one batch; '
+                      'write nothing')
   parser.add_argument('overrides', nargs='*', metavar='key=value',
                       help='config overrides, e.g. optimizer.learning_rate='
                       '1e-3')
@@ -56,6 +64,10 @@ def _parser(prog: str, compare: bool) -> argparse.ArgumentParser:
       '--lr-grid', nargs='?', const='paper', default=None,
       help="train every rate and keep the best: 'paper' (the papers' "
       '[3e-3 ... 1e-6], the default) or a comma-separated list')
+  parser.add_argument(
+      '--seeds', default=None, metavar='S,S,...',
+      help='train each run once per seed; the summary gives the median and '
+      'range')
   parser.add_argument('--overwrite', action='store_true',
                       help='discard earlier results in the workdir')
   parser.add_argument('--no-progress', action='store_true',
@@ -116,40 +128,58 @@ def _lr_grid(text: str) -> tuple[float, ...]:
     ) from None
 
 
+_FLAG = '--config.'
+
+
+def _flag_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+  """Splits the Flax examples' ``--config.key=value`` flags from argv."""
+  rest, overrides = [], []
+  items = iter(argv)
+  for item in items:
+    if item.startswith(_FLAG):
+      text = item[len(_FLAG):]
+      if '=' not in text:
+        text = f'{text}={next(items, "")}'
+      overrides.append(text)
+    else:
+      rest.append(item)
+  return rest, overrides
+
+
 def _main(argv: Optional[Sequence[str]], prog: str, compare: bool) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  argv, flags = _flag_overrides(argv)
   args = _parser(prog, compare).parse_intermixed_args(argv)
   _initialize_distributed(args)  # before anything touches a device
   # Heavy imports after argument parsing, so --help is instant.
-  import jax
-
   from lionx.train import config as config_lib
-  from lionx.train import plots, sweep
+  from lionx.train import experiment, sweep
 
-  overrides = tuple(args.set) + tuple(args.overrides)
+  overrides = tuple(args.set) + tuple(args.overrides) + tuple(flags)
   if args.lr_grid is not None:
     grid = ','.join(repr(v) for v in _lr_grid(args.lr_grid))
-    overrides += (f'optimizer.lr_grid=({grid},)',)
+    overrides += (f'optimizer.lr_grid={grid}',)
+  if args.seeds is not None:
+    overrides += (f'seeds={args.seeds}',)
   if args.no_progress:
-    overrides += ('progress=False',)
+    overrides += ('progress=false',)
   config = config_lib.load_config(args.config, overrides)
+  if args.dry_run:
+    experiment.dry_run(config)
+    return 0
   workdir = pathlib.Path(args.workdir)
   names = [n.strip() for n in (args.optimizers or '').split(',')
            if n.strip()]
   if compare or names:
     results = sweep.compare(config, workdir, names or None,
                             overwrite=args.overwrite)
-    statuses = [s.best.status for s in results.values()]
+    statuses = [r.status for s in results.values() for r in s.seeds]
   else:
     result = sweep.run(config, workdir, overwrite=args.overwrite)
-    curves = {f'{config.optimizer.name} (lr {r.learning_rate:g})': r.rows
-              for r in result.grid if r.rows}
-    if curves and jax.process_index() == 0:
-      title = f'{config.model.name} on {config.data.name}'
-      for path in plots.write_figures(curves, workdir, title):
-        print(f'wrote {path}')
-    statuses = [result.best.status]
-    if result.best.status == 'diverged':
-      print(f'{prog}: {result.best.message}', file=sys.stderr)
+    statuses = [r.status for r in result.seeds]
+    for r in result.seeds:
+      if r.status == 'diverged':
+        print(f'{prog}: {r.message}', file=sys.stderr)
   return EXIT_DIVERGED if 'diverged' in statuses else 0
 
 

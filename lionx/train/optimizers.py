@@ -1,4 +1,4 @@
-r"""Optimizers by name, so that one config runs Lion, SGD or AdamW.
+r"""Optimizers by name: one registry row each, so one config runs them all.
 
 =====================  ====================================================
 name                   transform
@@ -13,30 +13,35 @@ name                   transform
                        (PyTorch's ``SGD(weight_decay=λ)``; momentum 0
                        gives plain SGD)
 ``adamw``              ``optax.adamw`` (decoupled weight decay)
-``distributed_lion``   :func:`lionx.distributed_lion` with
-                       ``optimizer.aggregation`` (``majority`` or
-                       ``average``): one momentum per device, sign votes
-                       (the harness runs its step in ``jax.shard_map``)
+``distributed_lion``   :func:`lionx.distributed_lion`: one momentum per
+                       device, sign votes (the harness runs its step in
+                       ``jax.shard_map``)
 =====================  ====================================================
 
-``optimizer.mu_dtype`` sets the storage of the first moment: Lion's
-:math:`m` (``int8`` gives :func:`lionx.scale_by_lion_8bit`, for the
-optimizers in :data:`INT8_MOMENTUM`), AdamW's ``mu_dtype`` and SGD's
-``accumulator_dtype``.
+A row (:class:`OptimizerSpec`) holds everything about one optimizer: its
+factory, the dataclass of its own hyperparameters (``optimizer.<name>.*``,
+e.g. ``optimizer.lion_lp.p=1.5``), its default betas, whether it keeps
+state per device, whether it takes 8-bit momentum, how to read its
+direction and which Lion-K reshaper (if any) defines its constraint. A new
+optimizer is one call to :func:`register`.
 
-Each entry also says how to read the optimizer's *direction* from its
-state, for the sign-agreement diagnostic of the logging epoch: the first
-moment combined with a gradient :math:`g` as the next step would combine
-it, :math:`c = \beta_1 m + (1-\beta_1) g` for Lion and Adam (whose step has
-the sign of :math:`c`), :math:`c = \mu v + g` for SGD with momentum (and
-:math:`c = g` without). For Distributed Lion it is the mean of the
-workers' votes :math:`\frac1N\sum_i \operatorname{sign}(\beta_1 m_i +
-(1-\beta_1) g)`, whose sign is the majority vote (and which is the
-``average`` step itself).
+The ``optimizer`` config section (:class:`OptimizerConfig`) lives here.
+The learning rate of a run is ``learning_rate`` when it is set, else
+``learning_rates[name]``; its weight decay is ``weight_decays[name]`` when
+there is one, else ``weight_decay``.
+
+The *direction* is what the sign-agreement diagnostic compares with
+:math:`\nabla f`: the first moment combined with a gradient :math:`g` as the
+next step would combine it, :math:`c = \beta_1 m + (1-\beta_1) g` for Lion
+and Adam (whose step has the sign of :math:`c`), :math:`c = \mu v + g` for
+SGD with momentum (:math:`c = g` without), and for Distributed Lion the
+mean of the workers' votes :math:`\frac1N\sum_i \operatorname{sign}(\beta_1
+m_i + (1-\beta_1) g)`, whose sign is the majority vote.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -44,50 +49,197 @@ import jax.numpy as jnp
 import optax
 
 import lionx
-from lionx._src.transforms import interpolate
-from lionx.train.config import OptimizerConfig
+from lionx.train import fields
 
 PyTree = Any
 Schedule = Callable[[Any], Any]
 
-# Keyword arguments of each Lion-K reshaper, from the config.
-_RESHAPER_ARGS: dict[str, Callable[[OptimizerConfig], dict[str, Any]]] = {
-    'sign': lambda c: {},
-    'lp': lambda c: {'p': c.lp_p},
-    'sparse_sign': lambda c: {'threshold': c.sparse_threshold},
-    'topk_sign': lambda c: {'fraction': c.topk_fraction},
-    'huber': lambda c: {'e': c.huber_e},
-    'tanh': lambda c: {'beta': c.tanh_beta},
-}
-
 MU_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16,
              'int8': jnp.int8}
 
-_DEFAULT_BETAS = {'lion': (0.9, 0.99), 'cautious_lion': (0.95, 0.98),
-                  'adamw': (0.9, 0.999)}
+
+class Settings(NamedTuple):
+  """One run's resolved optimizer settings, handed to a row's factory."""
+
+  name: str
+  schedule: Schedule  # step -> learning rate
+  weight_decay: float
+  b1: Optional[float]  # None for optimizers without betas
+  b2: Optional[float]
+  mu_dtype: Optional[jnp.dtype]
+  hparams: Any  # the row's hyperparameter dataclass, or None
 
 
-class OptimizerSpec(NamedTuple):
-  """How to build an optimizer and read its direction."""
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+  """One registry row: how to build an optimizer and read its state."""
 
-  build: Callable[[OptimizerConfig, Schedule], optax.GradientTransformation]
-  direction: Callable[[OptimizerConfig, PyTree, PyTree], PyTree]
-  reshaper: Callable[[OptimizerConfig], Optional[lionx.Reshaper]]
-
-
-def betas(config: OptimizerConfig, family: str) -> tuple[float, float]:
-  """``(b1, b2)``: the config's, or the family's defaults."""
-  b1, b2 = _DEFAULT_BETAS[family]
-  return (b1 if config.b1 is None else config.b1,
-          b2 if config.b2 is None else config.b2)
-
-
-def mu_dtype(config: OptimizerConfig) -> Optional[jnp.dtype]:
-  """The jnp dtype of ``config.mu_dtype`` (``None`` stays ``None``)."""
-  return None if config.mu_dtype is None else MU_DTYPES[config.mu_dtype]
+  build: Callable[[Settings], optax.GradientTransformation]
+  direction: Callable[[Settings, PyTree, PyTree], PyTree]
+  hparams: Optional[type] = None  # dataclass of optimizer.<name>.*
+  betas: Optional[tuple[float, float]] = None  # default (b1, b2)
+  reshaper: Callable[[Settings], Optional[lionx.Reshaper]] = (
+      lambda s: None)
+  per_device: bool = False  # steps in shard_map on local gradients
+  int8_momentum: bool = False  # takes optimizer.mu_dtype='int8'
 
 
-def _find(state: PyTree, cls: Any) -> Any:
+OPTIMIZERS: dict[str, OptimizerSpec] = {}
+
+
+def register(name: str, spec: OptimizerSpec) -> None:
+  """Makes ``optimizer.name=name`` build ``spec``.
+
+  Register before the config is created (e.g. at the top of a config
+  file), so that the config gets the row's ``optimizer.<name>`` section.
+  """
+  if not isinstance(name, str) or not name.isidentifier():
+    raise ValueError(f'name={name!r}: expected an identifier.')
+  if not isinstance(spec, OptimizerSpec):
+    raise TypeError(f'spec={spec!r}: expected an OptimizerSpec.')
+  OPTIMIZERS[name] = spec
+
+
+def _default_hparams() -> dict[str, Any]:
+  return {name: spec.hparams() for name, spec in OPTIMIZERS.items()
+          if spec.hparams is not None}
+
+
+@dataclasses.dataclass(slots=True)
+class OptimizerConfig:
+  """The optimizer by name and its hyperparameters (``optimizer.*``)."""
+
+  name: str = 'lion'
+  learning_rate: Optional[float] = None  # set: the rate of every optimizer
+  learning_rates: dict[str, float] = dataclasses.field(default_factory=dict)
+  weight_decay: float = 0.1  # unless weight_decays has the optimizer
+  weight_decays: dict[str, float] = dataclasses.field(default_factory=dict)
+  b1: Optional[float] = None  # None: the optimizer's default
+  b2: Optional[float] = None
+  # Storage of the first moment (Lion's m, AdamW's mu, SGD's trace):
+  # None (the parameters' dtype), float32, bfloat16, or int8 (8-bit
+  # blockwise, the optimizers whose row says int8_momentum).
+  mu_dtype: Optional[str] = None
+  # Non-empty: train once per rate and keep the best (lionx.train.sweep).
+  lr_grid: tuple[float, ...] = ()
+  # optimizer.<name>.*: each registered optimizer's own hyperparameters.
+  hparams: dict[str, Any] = fields.dynamic(default_factory=_default_hparams)
+
+  def __getattr__(self, name: str) -> Any:
+    try:
+      return object.__getattribute__(self, 'hparams')[name]
+    except KeyError:
+      raise AttributeError(
+          f'OptimizerConfig has no field or optimizer section {name!r}.'
+      ) from None
+
+
+def spec(name: str) -> OptimizerSpec:
+  """The registry row of ``name``."""
+  if name not in OPTIMIZERS:
+    raise fields.ConfigError(
+        f'optimizer.name={name!r} is not one of {tuple(sorted(OPTIMIZERS))}.')
+  return OPTIMIZERS[name]
+
+
+def learning_rate(config: OptimizerConfig) -> float:
+  """The run's peak learning rate (see the module doc)."""
+  if config.learning_rate is not None:
+    return config.learning_rate
+  if config.name not in config.learning_rates:
+    raise fields.ConfigError(
+        f'optimizer.learning_rate is not set and optimizer.learning_rates '
+        f'{config.learning_rates} has no entry for optimizer.name='
+        f'{config.name!r}; set one, e.g. optimizer.learning_rate=1e-3.')
+  return config.learning_rates[config.name]
+
+
+def weight_decay(config: OptimizerConfig) -> float:
+  """The run's weight decay (see the module doc)."""
+  return config.weight_decays.get(config.name, config.weight_decay)
+
+
+def validate(config: OptimizerConfig, *, need_rate: bool = True) -> None:
+  """Checks names and ranges of an :class:`OptimizerConfig`."""
+  row = spec(config.name)
+  for table in ('learning_rates', 'weight_decays'):
+    for name, value in getattr(config, table).items():
+      fields.one_of(f'optimizer.{table} key', name, OPTIMIZERS)
+      check = fields.positive if table == 'learning_rates' else (
+          fields.non_negative)
+      check(f'optimizer.{table}.{name}', value)
+  if config.learning_rate is not None:
+    fields.positive('optimizer.learning_rate', config.learning_rate)
+  for i, value in enumerate(config.lr_grid):
+    fields.positive(f'optimizer.lr_grid[{i}]', value)
+  if need_rate and not config.lr_grid:
+    learning_rate(config)  # raises if no rate is given for this optimizer
+  fields.non_negative('optimizer.weight_decay', config.weight_decay)
+  for beta in ('b1', 'b2'):
+    value = getattr(config, beta)
+    if value is not None:
+      fields.fraction(f'optimizer.{beta}', value)
+  if config.mu_dtype is not None:
+    fields.one_of('optimizer.mu_dtype', config.mu_dtype, MU_DTYPES)
+  if config.mu_dtype == 'int8' and not row.int8_momentum:
+    takes = tuple(n for n, s in OPTIMIZERS.items() if s.int8_momentum)
+    raise fields.ConfigError(
+        f"optimizer.mu_dtype='int8' with optimizer.name={config.name!r}: "
+        f'8-bit momentum is for the Lion family {takes}; use float32 or '
+        'bfloat16.')
+  for name, section in config.hparams.items():
+    check = getattr(section, 'validate', None)
+    if callable(check):
+      check(f'optimizer.{name}')
+
+
+def settings(config: OptimizerConfig, schedule: Schedule) -> Settings:
+  """The resolved :class:`Settings` of ``config``, stepping ``schedule``."""
+  row = spec(config.name)
+  b1 = b2 = None
+  if row.betas is not None:
+    b1 = row.betas[0] if config.b1 is None else config.b1
+    b2 = row.betas[1] if config.b2 is None else config.b2
+  mu_dtype = None if config.mu_dtype is None else MU_DTYPES[config.mu_dtype]
+  return Settings(config.name, schedule, weight_decay(config), b1, b2,
+                  mu_dtype, config.hparams.get(config.name))
+
+
+def make_optimizer(config: OptimizerConfig,
+                   schedule: Schedule) -> optax.GradientTransformation:
+  """The optax transform named ``config.name``, stepping with ``schedule``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from lionx.train.optimizers import OptimizerConfig, make_optimizer
+    >>> tx = make_optimizer(OptimizerConfig(name='lion', weight_decay=0.0),
+    ...                     lambda step: 0.1)
+    >>> params = jnp.array([1.0, -1.0])
+    >>> updates, _ = tx.update(jnp.array([2.0, -3.0]), tx.init(params),
+    ...                        params)
+    >>> updates
+    Array([-0.1,  0.1], dtype=float32)
+  """
+  return spec(config.name).build(settings(config, schedule))
+
+
+def direction(config: OptimizerConfig, opt_state: PyTree,
+              grads: PyTree) -> PyTree:
+  """The optimizer's direction for the gradient ``grads`` (module doc)."""
+  s = settings(config, lambda step: 0.0)
+  return spec(config.name).direction(s, opt_state, grads)
+
+
+def reshaper(config: OptimizerConfig) -> Optional[lionx.Reshaper]:
+  """The Lion-K reshaper of ``config.name``, or ``None`` (not Lion-K)."""
+  s = settings(config, lambda step: 0.0)
+  return spec(config.name).reshaper(s)
+
+
+# --- reading states -----------------------------------------------------------
+
+
+def find(state: PyTree, cls: Any) -> Any:
   """The single ``cls`` node (a class or tuple of them) in a state."""
   nodes = [x for x in jax.tree.leaves(
       state, is_leaf=lambda x: isinstance(x, cls)) if isinstance(x, cls)]
@@ -100,9 +252,13 @@ def _find(state: PyTree, cls: Any) -> Any:
   return nodes[0]
 
 
-def _lion_momentum(state: PyTree, grads: PyTree) -> PyTree:
-  """Lion's momentum, float32 or dequantized from 8 bits."""
-  node = _find(state, (lionx.ScaleByLionState, lionx.ScaleByLion8bitState))
+def _interpolate(b1: float, mu: PyTree, grads: PyTree) -> PyTree:
+  return jax.tree.map(lambda m, g: b1 * m + (1.0 - b1) * g, mu, grads)
+
+
+def lion_momentum(state: PyTree, grads: PyTree) -> PyTree:
+  """Lion's momentum, float or dequantized from 8 bits."""
+  node = find(state, (lionx.ScaleByLionState, lionx.ScaleByLion8bitState))
   if isinstance(node, lionx.ScaleByLionState):
     return node.mu
   return jax.tree.map(
@@ -110,149 +266,190 @@ def _lion_momentum(state: PyTree, grads: PyTree) -> PyTree:
       grads, node.codes, node.scales)
 
 
-def _interpolate(b1: float, mu: PyTree, grads: PyTree) -> PyTree:
-  return jax.tree.map(lambda m, g: interpolate(m, g, b1), mu, grads)
+def lion_direction(s: Settings, state: PyTree, grads: PyTree) -> PyTree:
+  return _interpolate(s.b1, lion_momentum(state, grads), grads)
 
 
-def _lion_direction(family: str):
-  def direction(config, state, grads):
-    b1, _ = betas(config, family)
-    return _interpolate(b1, _lion_momentum(state, grads), grads)
-  return direction
+def _sign(s: Settings) -> lionx.Reshaper:
+  del s
+  return lionx.sign_reshaper()
 
 
-def _lion_k(key: str) -> OptimizerSpec:
-  def reshaper(config):
-    return lionx.RESHAPERS[key](**_RESHAPER_ARGS[key](config))
-
-  def build(config, schedule):
-    b1, b2 = betas(config, 'lion')
-    return lionx.lion_k(schedule, reshaper(config), b1=b1, b2=b2,
-                        weight_decay=config.weight_decay,
-                        mu_dtype=mu_dtype(config))
-  return OptimizerSpec(build, _lion_direction('lion'), reshaper)
+# --- the rows -----------------------------------------------------------------
 
 
-def _lion(config, schedule):
-  b1, b2 = betas(config, 'lion')
-  return lionx.lion(schedule, b1=b1, b2=b2, weight_decay=config.weight_decay,
-                    mu_dtype=mu_dtype(config))
+def _lion(s: Settings) -> optax.GradientTransformation:
+  return lionx.lion(s.schedule, b1=s.b1, b2=s.b2, mu_dtype=s.mu_dtype,
+                    weight_decay=s.weight_decay)
 
 
-def _cautious_lion(config, schedule):
-  b1, b2 = betas(config, 'cautious_lion')
-  return lionx.cautious_lion(schedule, b1=b1, b2=b2,
-                             weight_decay=config.weight_decay,
-                             mu_dtype=mu_dtype(config))
+def _cautious_lion(s: Settings) -> optax.GradientTransformation:
+  return lionx.cautious_lion(s.schedule, b1=s.b1, b2=s.b2,
+                             mu_dtype=s.mu_dtype,
+                             weight_decay=s.weight_decay)
 
 
-def _sgd(config, schedule):
-  momentum = config.momentum or None
+@dataclasses.dataclass(slots=True)
+class LpHparams:
+  """``optimizer.lion_lp.*``: :func:`lionx.lp_reshaper`."""
+
+  p: float = 2.0
+  scope: str = 'global'  # global | leaf
+
+  def validate(self, path: str) -> None:
+    if not self.p >= 1:
+      raise fields.ConfigError(f'{path}.p={self.p!r}: expected p >= 1.')
+    fields.one_of(f'{path}.scope', self.scope, ('global', 'leaf'))
+
+
+@dataclasses.dataclass(slots=True)
+class SparseSignHparams:
+  """``optimizer.lion_sparse_sign.*``: the dead zone of the sign."""
+
+  threshold: float = 1e-4
+
+  def validate(self, path: str) -> None:
+    fields.positive(f'{path}.threshold', self.threshold)
+
+
+@dataclasses.dataclass(slots=True)
+class TopkSignHparams:
+  """``optimizer.lion_topk_sign.*``: the share of coordinates that move."""
+
+  fraction: float = 0.5
+  scope: str = 'leaf'  # leaf | global
+
+  def validate(self, path: str) -> None:
+    fields.positive(f'{path}.fraction', self.fraction)
+    fields.fraction(f'{path}.fraction', self.fraction)
+    fields.one_of(f'{path}.scope', self.scope, ('global', 'leaf'))
+
+
+@dataclasses.dataclass(slots=True)
+class HuberHparams:
+  """``optimizer.lion_huber.*``: the width of the linear zone."""
+
+  e: float = 1e-4
+
+  def validate(self, path: str) -> None:
+    fields.positive(f'{path}.e', self.e)
+
+
+@dataclasses.dataclass(slots=True)
+class TanhHparams:
+  """``optimizer.lion_tanh.*``: the sharpness of the smooth sign."""
+
+  beta: float = 1e4
+
+  def validate(self, path: str) -> None:
+    fields.positive(f'{path}.beta', self.beta)
+
+
+def _lion_k(make: Callable[[Any], lionx.Reshaper], hparams: type
+            ) -> OptimizerSpec:
+  def reshaper(s: Settings) -> lionx.Reshaper:
+    return make(s.hparams)
+
+  def build(s: Settings) -> optax.GradientTransformation:
+    return lionx.lion_k(s.schedule, reshaper(s), b1=s.b1, b2=s.b2,
+                        mu_dtype=s.mu_dtype, weight_decay=s.weight_decay)
+  return OptimizerSpec(build, lion_direction, hparams, (0.9, 0.99),
+                       reshaper, int8_momentum=True)
+
+
+@dataclasses.dataclass(slots=True)
+class SgdHparams:
+  """``optimizer.sgd.*``: heavy-ball momentum (0: plain SGD)."""
+
+  momentum: float = 0.9
+  nesterov: bool = False
+
+  def validate(self, path: str) -> None:
+    fields.fraction(f'{path}.momentum', self.momentum)
+
+
+def _sgd(s: Settings) -> optax.GradientTransformation:
+  momentum = s.hparams.momentum or None
   return optax.chain(
-      optax.add_decayed_weights(config.weight_decay),
-      optax.sgd(schedule, momentum=momentum, nesterov=config.nesterov,
-                accumulator_dtype=mu_dtype(config)))
+      optax.add_decayed_weights(s.weight_decay),
+      optax.sgd(s.schedule, momentum=momentum, nesterov=s.hparams.nesterov,
+                accumulator_dtype=s.mu_dtype))
 
 
-def _sgd_direction(config, state, grads):
-  if not config.momentum:
+def _sgd_direction(s: Settings, state: PyTree, grads: PyTree) -> PyTree:
+  mu = s.hparams.momentum
+  if not mu:
     return grads
-  trace = _find(state, optax.TraceState).trace
-  mu = config.momentum
+  trace = find(state, optax.TraceState).trace
   c = jax.tree.map(lambda v, g: mu * v + g, trace, grads)
-  if config.nesterov:
+  if s.hparams.nesterov:
     c = jax.tree.map(lambda c, g: mu * c + g, c, grads)
   return c
 
 
-def _adamw(config, schedule):
-  b1, b2 = betas(config, 'adamw')
-  return optax.adamw(schedule, b1=b1, b2=b2, eps=config.eps,
-                     weight_decay=config.weight_decay,
-                     mu_dtype=mu_dtype(config))
+@dataclasses.dataclass(slots=True)
+class AdamwHparams:
+  """``optimizer.adamw.*``."""
+
+  eps: float = 1e-8
+
+  def validate(self, path: str) -> None:
+    fields.positive(f'{path}.eps', self.eps)
 
 
-def _adam_direction(config, state, grads):
-  b1, _ = betas(config, 'adamw')
-  return _interpolate(b1, _find(state, optax.ScaleByAdamState).mu, grads)
+def _adamw(s: Settings) -> optax.GradientTransformation:
+  return optax.adamw(s.schedule, b1=s.b1, b2=s.b2, eps=s.hparams.eps,
+                     weight_decay=s.weight_decay, mu_dtype=s.mu_dtype)
 
 
-def _distributed_lion(config, schedule):
-  b1, b2 = betas(config, 'lion')
+def _adam_direction(s: Settings, state: PyTree, grads: PyTree) -> PyTree:
+  return _interpolate(s.b1, find(state, optax.ScaleByAdamState).mu, grads)
+
+
+@dataclasses.dataclass(slots=True)
+class DistributedLionHparams:
+  """``optimizer.distributed_lion.*``: how the workers' signs combine."""
+
+  aggregation: str = 'majority'  # majority | average
+
+  def validate(self, path: str) -> None:
+    fields.one_of(f'{path}.aggregation', self.aggregation,
+                  ('majority', 'average'))
+
+
+def _distributed_lion(s: Settings) -> optax.GradientTransformation:
   return lionx.distributed_lion(
-      schedule, b1=b1, b2=b2, weight_decay=config.weight_decay,
-      aggregation=config.aggregation, mu_dtype=mu_dtype(config))
+      s.schedule, b1=s.b1, b2=s.b2, mu_dtype=s.mu_dtype,
+      weight_decay=s.weight_decay, aggregation=s.hparams.aggregation)
 
 
-def _distributed_direction(config, state, grads):
-  b1, _ = betas(config, 'lion')
-  mu = _find(state, lionx.DistributedLionState).mu  # (workers, *shape)
+def _distributed_direction(s: Settings, state: PyTree,
+                           grads: PyTree) -> PyTree:
+  mu = find(state, lionx.DistributedLionState).mu  # (workers, *shape)
   return jax.tree.map(
-      lambda m, g: jnp.mean(jnp.sign(interpolate(m, g[None], b1)), 0),
+      lambda m, g: jnp.mean(jnp.sign(s.b1 * m + (1.0 - s.b1) * g[None]), 0),
       mu, grads)
 
 
-def _no_reshaper(config):
-  del config
-  return None
-
-
-OPTIMIZERS: dict[str, OptimizerSpec] = {
-    'lion': OptimizerSpec(_lion, _lion_direction('lion'),
-                          lambda c: lionx.sign_reshaper()),
-    **{f'lion_{key}': _lion_k(key) for key in _RESHAPER_ARGS
-       if key != 'sign'},
-    'cautious_lion': OptimizerSpec(
-        _cautious_lion, _lion_direction('cautious_lion'),
-        lambda c: lionx.sign_reshaper()),
-    'sgd': OptimizerSpec(_sgd, _sgd_direction, _no_reshaper),
-    'adamw': OptimizerSpec(_adamw, _adam_direction, _no_reshaper),
-    'distributed_lion': OptimizerSpec(
-        _distributed_lion, _distributed_direction,
-        lambda c: lionx.sign_reshaper()),
-}
-
-# Optimizers that take optimizer.mu_dtype='int8' (8-bit blockwise m).
-INT8_MOMENTUM = ('lion', *(f'lion_{key}' for key in _RESHAPER_ARGS
-                           if key != 'sign'), 'cautious_lion')
-
-# Optimizers whose update runs inside jax.shard_map on each device's own
-# gradient (see lionx.train.parallel).
-PER_DEVICE = ('distributed_lion',)
-
-
-def _spec(name: str) -> OptimizerSpec:
-  if name not in OPTIMIZERS:
-    raise ValueError(
-        f'optimizer.name={name!r} is not one of {tuple(OPTIMIZERS)}.')
-  return OPTIMIZERS[name]
-
-
-def make_optimizer(config: OptimizerConfig,
-                   schedule: Schedule) -> optax.GradientTransformation:
-  """The optax transform named ``config.name``, stepping with ``schedule``.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from lionx.train.config import OptimizerConfig
-    >>> from lionx.train.optimizers import make_optimizer
-    >>> tx = make_optimizer(OptimizerConfig(name='lion', weight_decay=0.0),
-    ...                     lambda step: 0.1)
-    >>> params = jnp.array([1.0, -1.0])
-    >>> updates, _ = tx.update(jnp.array([2.0, -3.0]), tx.init(params),
-    ...                        params)
-    >>> updates
-    Array([-0.1,  0.1], dtype=float32)
-  """
-  return _spec(config.name).build(config, schedule)
-
-
-def direction(config: OptimizerConfig, opt_state: PyTree,
-              grads: PyTree) -> PyTree:
-  """The optimizer's direction for the gradient ``grads`` (see module doc)."""
-  return _spec(config.name).direction(config, opt_state, grads)
-
-
-def reshaper(config: OptimizerConfig) -> Optional[lionx.Reshaper]:
-  """The Lion-K reshaper of ``config.name``, or ``None`` (not Lion)."""
-  return _spec(config.name).reshaper(config)
+register('lion', OptimizerSpec(_lion, lion_direction, None, (0.9, 0.99),
+                               _sign, int8_momentum=True))
+register('lion_lp', _lion_k(
+    lambda h: lionx.lp_reshaper(h.p, h.scope), LpHparams))
+register('lion_sparse_sign', _lion_k(
+    lambda h: lionx.sparse_sign_reshaper(h.threshold), SparseSignHparams))
+register('lion_topk_sign', _lion_k(
+    lambda h: lionx.topk_sign_reshaper(fraction=h.fraction, scope=h.scope),
+    TopkSignHparams))
+register('lion_huber', _lion_k(
+    lambda h: lionx.huber_reshaper(h.e), HuberHparams))
+register('lion_tanh', _lion_k(
+    lambda h: lionx.tanh_reshaper(h.beta), TanhHparams))
+register('cautious_lion', OptimizerSpec(
+    _cautious_lion, lion_direction, None, (0.95, 0.98), _sign,
+    int8_momentum=True))
+register('sgd', OptimizerSpec(_sgd, _sgd_direction, SgdHparams))
+register('adamw', OptimizerSpec(_adamw, _adam_direction, AdamwHparams,
+                                (0.9, 0.999)))
+register('distributed_lion', OptimizerSpec(
+    _distributed_lion, _distributed_direction, DistributedLionHparams,
+    (0.9, 0.99), _sign, per_device=True))

@@ -44,6 +44,7 @@ batch (same data, same seed) and hands over only its own devices' slices
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -57,9 +58,29 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import lionx
+from lionx.train import fields
 
 AXIS = 'data'
 MODES = ('replicated', 'fsdp')
+
+
+@dataclasses.dataclass(slots=True)
+class ParallelConfig:
+  """The devices a run uses (``parallel.*``; see the module doc)."""
+
+  mode: str = 'replicated'  # replicated | fsdp
+  # 0: every device (all hosts' after jax.distributed); the global batch
+  # must divide by the device count.
+  num_devices: int = 0
+
+
+def validate(config: ParallelConfig) -> None:
+  """Checks a :class:`ParallelConfig`."""
+  fields.one_of('parallel.mode', config.mode, MODES)
+  if config.num_devices < 0:
+    raise fields.ConfigError(
+        f'parallel.num_devices={config.num_devices}: expected a number of '
+        'devices >= 1, or 0 for every device.')
 
 LossFn = Callable[[nnx.Module, dict[str, jax.Array]], jax.Array]
 
@@ -375,46 +396,3 @@ def make_train_step(mesh: Mesh, model: nnx.Module,
     True
   """
   return TrainStep(mesh, model, optimizer, loss_fn, per_device)
-
-
-def _main(argv: Sequence[str] | None = None) -> None:
-  """Prints the FSDP bytes per device of a config's state, 1 to N devices.
-
-  ``python -m lionx.train.parallel --config configs/default.py``
-  """
-  import argparse
-  import os
-  parser = argparse.ArgumentParser(
-      prog='python -m lionx.train.parallel',
-      description='Bytes per device of the optimizer state and parameters '
-      "under parallel.mode=fsdp (simulated CPU devices if JAX's backend has "
-      'fewer).')
-  parser.add_argument('--config', default='configs/default.py')
-  parser.add_argument('--devices', default='1,2,4,8')
-  args = parser.parse_args(argv)
-  counts = [int(n) for n in args.devices.split(',')]
-  flag = '--xla_force_host_platform_device_count'
-  if flag not in os.environ.get('XLA_FLAGS', ''):  # before JAX starts
-    os.environ['XLA_FLAGS'] = (
-        f"{os.environ.get('XLA_FLAGS', '')} {flag}={max(counts)}").strip()
-  from lionx.train import config as config_lib
-  from lionx.train import data, loop
-  config = config_lib.load_config(args.config)
-  ds = data.load_dataset(config.data)
-  steps = data.steps_per_epoch(ds, config.batch_size)
-  print(f'{args.config}, parallel.mode=fsdp, bytes per device (the most '
-        'loaded one)\n\n| devices | optimizer state | x 1 device | '
-        'parameters |\n|---:|---:|---:|---:|')
-  first = None
-  for n in counts:
-    config.parallel.mode, config.parallel.num_devices = 'fsdp', n
-    state = loop.create_train_state(config, ds.num_classes, ds.image_shape,
-                                    steps, make_mesh(n))
-    opt = max(bytes_per_device(nnx.state(state.optimizer)).values())
-    par = max(bytes_per_device(nnx.state(state.model, nnx.Param)).values())
-    first = first or opt
-    print(f'| {n} | {opt:,} | 1/{first / opt:.2f} | {par:,} |')
-
-
-if __name__ == '__main__':
-  _main()

@@ -6,15 +6,58 @@ r"""Learning-rate schedules by name, in optimizer steps.
   (the papers' CIFAR runs, REFERENCE §6).
 * ``warmup_cosine``: linear from 0 to :math:`\eta` over :math:`W` steps, then
   the cosine over the remaining :math:`T - W` (the ImageNet schedule).
+
+The ``schedule`` config section (:class:`ScheduleConfig`) lives here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import optax
 
+from lionx.train import fields
+
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
+
+
+@dataclasses.dataclass(slots=True)
+class ScheduleConfig:
+  """The learning-rate schedule (``schedule.*``).
+
+  The warm-up is given in epochs (image tasks) or in steps; at most one of
+  the two is non-zero.
+  """
+
+  name: str = 'cosine'  # constant | cosine | warmup_cosine
+  warmup_epochs: int = 0
+  warmup_steps: int = 0
+  final_fraction: float = 0.0  # cosine ends at final_fraction * lr
+
+
+def validate(config: ScheduleConfig) -> None:
+  """Checks the names and ranges of a :class:`ScheduleConfig`."""
+  fields.one_of('schedule.name', config.name, SCHEDULES)
+  fields.non_negative('schedule.warmup_epochs', config.warmup_epochs)
+  fields.non_negative('schedule.warmup_steps', config.warmup_steps)
+  if config.warmup_epochs and config.warmup_steps:
+    raise fields.ConfigError(
+        f'schedule.warmup_epochs={config.warmup_epochs} and '
+        f'schedule.warmup_steps={config.warmup_steps}: give at most one.')
+  fields.fraction('schedule.final_fraction', config.final_fraction)
+
+
+def warmup_steps(config: ScheduleConfig,
+                 steps_per_epoch: int | None) -> int:
+  """The warm-up in steps (``warmup_epochs`` needs epochs)."""
+  if not config.warmup_epochs:
+    return config.warmup_steps
+  if steps_per_epoch is None:
+    raise fields.ConfigError(
+        f'schedule.warmup_epochs={config.warmup_epochs}: this data has no '
+        'epochs; use schedule.warmup_steps.')
+  return config.warmup_epochs * steps_per_epoch
 
 
 def make_schedule(

@@ -1,87 +1,118 @@
-"""Learning-rate grids and optimizer comparisons built from single runs.
+"""Comparisons, learning-rate grids and seeds, built from single runs.
 
 Layout of a comparison workdir ``W`` (each piece resumable on its own)::
 
-  W/<optimizer>/                 one run (config.json, metrics.jsonl, ...)
-  W/<optimizer>/lr_<lr>/         ... or one run per rate of the grid,
-  W/<optimizer>/grid.json        with the grid's results and the best rate
-  W/figure1.png, W/*.png         the combined figures (lionx.train.plots)
-  W/summary.md                   the summary table
+  W/comparison.json               marks W as a comparison
+  W/<optimizer>/                  one run (config.json, metrics.jsonl, ...)
+  W/<optimizer>/seed_<s>/         ... or one run per seed (``--seeds``)
+  W/<optimizer>/lr_<lr>/[seed_<s>/]   ... per rate of a grid, with
+  W/<optimizer>/grid.json         the grid's results and the best rate
+  W/figure1.png, W/*.png          the combined figures (lionx.train.plots)
+  W/summary.md                    the summary table
 
 A grid keeps, per optimizer, the rate with the lowest final full training
 loss ``f(θ)`` (``lr_select='full_loss'``, the papers' criterion for their
-loss curves) or the highest final test accuracy; diverged rates are skipped.
+loss curves) or the lowest held-out loss, in median over the seeds;
+diverged runs are skipped. With several seeds the summary gives the median
+and the range (``median [min, max]``) of each final number.
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
+import statistics
 from typing import Any, NamedTuple, Optional, Sequence
 
 from lionx.train import config as config_lib
-from lionx.train import data as data_lib
-from lionx.train import loop, optimizers, plots, report
+from lionx.train import experiment
+from lionx.train import optimizers
+from lionx.train import plots
+from lionx.train import report
+from lionx.train import tasks
+from lionx.train import workdir as workdir_lib
 from lionx.train.config import Config, ConfigError
+from lionx.train.experiment import RunResult
 
 
 class SweepResult(NamedTuple):
-  """The run kept for one optimizer, and every run of its grid."""
+  """The rate kept for one optimizer: its runs (one per seed), and the
+  runs of every rate of its grid."""
 
-  best: loop.RunResult
-  grid: list[loop.RunResult]  # [best] without a grid
-
-
-def _lr_dir(lr: float) -> str:
-  return f'lr_{lr:g}'
+  best: RunResult  # the kept rate's run of the first seed
+  seeds: list[RunResult]  # the kept rate's runs, one per seed
+  grid: list[list[RunResult]]  # per rate: one run per seed
 
 
-def _sub_config(config: Config, lr: float) -> Config:
+def _seeds(config: Config) -> tuple[int, ...]:
+  return config.seeds or (config.seed,)
+
+
+def _sub(config: Config, lr: Optional[float], seed: int) -> Config:
   sub = config_lib.copy(config)
-  sub.optimizer.learning_rate = lr
+  if lr is not None:
+    sub.optimizer.learning_rate = lr
   sub.optimizer.lr_grid = ()
+  sub.seed, sub.seeds = seed, ()
   return sub
 
 
+def _layout(config: Config, workdir: pathlib.Path
+            ) -> list[tuple[Optional[float], list[tuple[Config, pathlib.Path]]]]:
+  """Per rate (None: the config's): the (config, workdir) of each seed."""
+  seeds = _seeds(config)
+  rates = config.optimizer.lr_grid or (None,)
+  out = []
+  for lr in rates:
+    folder = workdir / f'lr_{lr:g}' if lr is not None else workdir
+    runs = [(_sub(config, lr, s),
+             folder / f'seed_{s}' if config.seeds else folder)
+            for s in seeds]
+    out.append((lr, runs))
+  return out
+
+
 def _grid_identity(config: Config) -> dict[str, Any]:
-  identity = loop.run_identity(_sub_config(config, 1.0))
+  identity = config_lib.run_identity(_sub(config, 1.0, config.seed))
   identity['optimizer'].pop('learning_rate')
+  identity.pop('seed')
+  identity['seeds'] = list(_seeds(config))
   return identity
 
 
 def check(config: Config, workdir: pathlib.Path, overwrite: bool) -> None:
-  """Refuses ``workdir`` if it holds results of a different config."""
+  """Refuses ``workdir`` (or a run under it) holding another config."""
   if config.optimizer.lr_grid:
-    loop.check_workdir(workdir, _grid_identity(config), overwrite,
-                       kind=loop.GRID_FILE)
-  else:
-    loop.check_workdir(workdir, loop.run_identity(config), overwrite)
+    workdir_lib.check(workdir, _grid_identity(config), overwrite, 'grid')
+  for _, runs in _layout(config, workdir):
+    for sub, path in runs:
+      workdir_lib.check(path, config_lib.run_identity(sub), overwrite)
 
 
 def _single(config: Config, workdir: pathlib.Path, overwrite: bool,
-            dataset, verbose: bool) -> loop.RunResult:
+            data: Any, verbose: bool) -> RunResult:
   try:
-    return loop.train_and_evaluate(config, workdir, overwrite=overwrite,
-                                   dataset=dataset, verbose=verbose)
-  except loop.NonFiniteLossError as err:
-    print(f'{workdir}: {err}', flush=True)
-    return loop.RunResult('diverged', workdir,
-                          config_lib.learning_rate(config),
-                          loop.read_metrics(workdir), str(err))
+    return experiment.train_and_evaluate(
+        config, workdir, overwrite=overwrite, data=data, verbose=verbose)
+  except experiment.NonFiniteLossError as err:
+    if verbose:
+      print(f'{workdir}: {err}', flush=True)
+    return RunResult('diverged', workdir,
+                     optimizers.learning_rate(config.optimizer),
+                     workdir_lib.read_metrics(workdir), str(err))
 
 
-def _score(result: loop.RunResult, select: str) -> Optional[float]:
-  if result.status != 'finished' or not result.rows:
+def _score(runs: Sequence[RunResult], select: str) -> Optional[float]:
+  values = [r.rows[-1][select] for r in runs
+            if r.status == 'finished' and r.rows]
+  if len(values) < len(runs):
     return None
-  value = result.rows[-1][select]
-  return value if select == 'full_loss' else -value
+  return statistics.median(values)
 
 
 def run(config: Config, workdir: str | pathlib.Path, *,
-        overwrite: bool = False,
-        dataset: Optional[data_lib.Dataset] = None,
+        overwrite: bool = False, data: Any = None,
         verbose: bool = True) -> SweepResult:
-  """One run, or one run per rate of ``config.optimizer.lr_grid``.
+  """One optimizer: one run, or one per seed, per rate of its grid.
 
   A non-finite loss does not raise here: the run comes back with status
   ``'diverged'``.
@@ -89,84 +120,91 @@ def run(config: Config, workdir: str | pathlib.Path, *,
   config = config_lib.validate(config)
   workdir = pathlib.Path(workdir)
   check(config, workdir, overwrite)
-  dataset = dataset or data_lib.load_dataset(config.data)
-  if not config.optimizer.lr_grid:
-    result = _single(config, workdir, overwrite, dataset, verbose)
-    return SweepResult(result, [result])
+  task = tasks.get_task(config.task)
+  data = task.load_data(config) if data is None else data
+  grid = config.optimizer.lr_grid
+  if grid:
+    if overwrite:
+      workdir_lib.clear(workdir)
+    workdir_lib.make(workdir)
+    workdir_lib.start(workdir, 'grid', _grid_identity(config), {})
+  results = [[_single(sub, path, overwrite, data, verbose)
+              for sub, path in runs] for _, runs in _layout(config, workdir)]
+  scored = [(s, i) for i, runs in enumerate(results)
+            if (s := _score(runs, config.lr_select)) is not None]
+  kept = results[min(scored)[1]] if scored else results[0]
+  if grid:
+    _write_grid(config, task, workdir, results, kept, verbose)
+  return SweepResult(kept[0], kept, results)
 
-  if overwrite:
-    loop.clear_run_files(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  identity = _grid_identity(config)
-  grid_file = workdir / loop.GRID_FILE
-  if not grid_file.exists():
-    _write(grid_file, {'config': identity})
-  results = [
-      _single(_sub_config(config, lr), workdir / _lr_dir(lr), overwrite,
-              dataset, verbose)
-      for lr in config.optimizer.lr_grid]
-  scored = [(s, i) for i, r in enumerate(results)
-            if (s := _score(r, config.lr_select)) is not None]
-  if scored:
-    best = results[min(scored)[1]]
-  else:
-    best = loop.RunResult(
-        'diverged', workdir, float('nan'), [],
-        f'every rate of the grid {config.optimizer.lr_grid} diverged.')
-  _write(grid_file, {
-      'config': identity, 'lr_select': config.lr_select,
-      'best_learning_rate': best.learning_rate,
-      'runs': [{'learning_rate': r.learning_rate, 'status': r.status,
-                'full_loss': report.final(r.rows, 'full_loss'),
-                'test_accuracy': report.final(r.rows, 'test_accuracy')}
-               for r in results]})
+
+def _write_grid(config: Config, task: tasks.Task, workdir: pathlib.Path,
+                results: list[list[RunResult]], kept: list[RunResult],
+                verbose: bool) -> None:
+  """grid.json with every rate's results, and the grid's figures."""
+  stored = workdir_lib.read_json(workdir / workdir_lib.GRID_FILE)
+  stored.update({
+      'lr_select': config.lr_select,
+      'best_learning_rate': kept[0].learning_rate,
+      'runs': [{'learning_rate': runs[0].learning_rate,
+                'status': [r.status for r in runs],
+                'full_loss': [report.final(r.rows, 'full_loss')
+                              for r in runs],
+                'val_loss': [report.final(r.rows, 'val_loss') for r in runs]}
+               for runs in results]})
+  workdir_lib.write_json(workdir / workdir_lib.GRID_FILE, stored)
+  curves = {f'{config.optimizer.name} (lr {runs[0].learning_rate:g})':
+            runs[0].rows for runs in results if runs[0].rows}
+  if curves:
+    x = 'epoch' if any('epoch' in r[0] for r in curves.values()) else 'step'
+    plots.write_figures(curves, workdir, config.optimizer.name, task.panels,
+                        x)
   if verbose:
-    print(grid_table(config.optimizer.name, results, best), flush=True)
-  return SweepResult(best, results)
+    print(grid_table(config.optimizer.name, results, kept), flush=True)
 
 
-def _write(path: pathlib.Path, value: Any) -> None:
-  path.write_text(json.dumps(value, indent=1, sort_keys=True) + '\n')
-
-
-def grid_table(name: str, results: Sequence[loop.RunResult],
-               best: loop.RunResult) -> str:
-  rows = [[name, r.learning_rate, r.status,
-           report.final(r.rows, 'full_loss'),
-           report.final(r.rows, 'test_accuracy'),
-           '*' if r is best else '']
-          for r in results]
+def grid_table(name: str, results: Sequence[Sequence[RunResult]],
+               kept: Sequence[RunResult]) -> str:
+  """One row per rate of a grid: its final losses over the seeds."""
+  rows = [[name, report.number(runs[0].learning_rate),
+           ', '.join(sorted({r.status for r in runs})),
+           report.spread([report.final(r.rows, 'full_loss') for r in runs]),
+           report.spread([report.final(r.rows, 'val_loss') for r in runs]),
+           '*' if runs is kept else ''] for runs in results]
   return report.table(
-      ['optimizer', 'lr', 'status', 'final f(θ)', 'final test top-1',
-       'best'], rows)
+      ['optimizer', 'lr', 'status', 'final f(θ)', 'final held-out loss',
+       'kept'], rows)
 
 
-def comparison_table(results: dict[str, SweepResult]) -> str:
-  """One row per optimizer: its kept run's final numbers."""
+def comparison_table(results: dict[str, SweepResult],
+                     configs: dict[str, Config],
+                     extra: Sequence[tuple[str, str]] = ()) -> str:
+  """One row per optimizer: the final numbers of its kept rate (median
+  [min, max] over the seeds), its peak learning rate and weight decay."""
+  keys = [('train_loss', 'train loss'), ('full_loss', 'final f(θ)'),
+          ('val_loss', 'held-out loss'), *extra,
+          ('grad_norm_ratio_over_sqrt_d', 'r/√d'),
+          ('box_linf_scaled', 'λ‖θ‖∞'), ('wall_time', 'time s')]
   rows = []
   for name, sweep in results.items():
-    r = sweep.best
-    accs = [row['test_accuracy'] for row in r.rows]
+    runs = sweep.seeds
+    first = runs[0]
+    steps = first.rows[-1]['step'] if first.rows else 0
     rows.append([
-        name, r.learning_rate, len(r.rows), r.status,
-        report.final(r.rows, 'train_loss'),
-        report.final(r.rows, 'full_loss'),
-        report.final(r.rows, 'test_accuracy'),
-        max(accs) if accs else float('nan'),
-        report.final(r.rows, 'grad_norm_ratio_over_sqrt_d'),
-        report.final(r.rows, 'box_linf_scaled'),
-        report.final(r.rows, 'wall_time')])
+        name, report.number(first.learning_rate),
+        report.number(optimizers.weight_decay(configs[name].optimizer)),
+        str(steps), str(len(runs)),
+        ', '.join(sorted({r.status for r in runs})),
+        *[report.spread([report.final(r.rows, k) for r in runs], k)
+          for k, _ in keys]])
   return report.table(
-      ['optimizer', 'lr', 'epochs', 'status', 'train loss', 'final f(θ)',
-       'final test top-1', 'best test top-1', 'r/√d', 'λ‖θ‖∞',
-       'time s'],
-      rows)
+      ['optimizer', 'peak lr', 'weight decay', 'steps', 'seeds', 'status',
+       *[h for _, h in keys]], rows)
 
 
 def compare(config: Config, workdir: str | pathlib.Path,
             optimizer_names: Optional[Sequence[str]] = None, *,
-            overwrite: bool = False,
-            dataset: Optional[data_lib.Dataset] = None,
+            overwrite: bool = False, data: Any = None,
             verbose: bool = True) -> dict[str, SweepResult]:
   """Runs each optimizer (default ``config.compare_optimizers``) on
   ``config`` in ``workdir/<name>``, then writes the figures and summary.
@@ -184,29 +222,49 @@ def compare(config: Config, workdir: str | pathlib.Path,
           f'--optimizers {",".join(names)}: {name!r} is not one of '
           f'{tuple(sorted(optimizers.OPTIMIZERS))}.')
   workdir = pathlib.Path(workdir)
+  workdir_lib.check(workdir, None, overwrite, 'comparison')
   configs = {}
   for name in names:
     sub = config_lib.copy(config)
     sub.optimizer.name = name
     configs[name] = config_lib.validate(sub)
     check(configs[name], workdir / name, overwrite)  # all before any run
-  dataset = dataset or data_lib.load_dataset(config.data)
-  results = {name: run(configs[name], workdir / name, overwrite=overwrite,
-                       dataset=dataset, verbose=verbose)
-             for name in names}
+  if overwrite and workdir.exists():
+    workdir_lib.clear(workdir)
+  workdir_lib.make(workdir)
+  workdir_lib.write_json(workdir / workdir_lib.COMPARISON_FILE, {
+      'optimizers': list(names), 'seeds': list(_seeds(config))})
+  task = tasks.get_task(config.task)
+  data = task.load_data(config) if data is None else data
+  results = {}
+  for name in names:
+    results[name] = run(configs[name], workdir / name, overwrite=overwrite,
+                        data=data, verbose=verbose)
+    _write_summary(config, configs, task, workdir, results, verbose=False)
+  _write_summary(config, configs, task, workdir, results, verbose)
+  return results
+
+
+def _write_summary(config: Config, configs: dict[str, Config],
+                   task: tasks.Task, workdir: pathlib.Path,
+                   results: dict[str, SweepResult], verbose: bool) -> None:
+  """The combined figures (first seed of each) and summary.md."""
   curves = {f'{name} (lr {s.best.learning_rate:g})': s.best.rows
             for name, s in results.items() if s.best.rows}
-  title = (f'{config.model.name} on {config.data.name}, '
-           f'weight decay {config.optimizer.weight_decay:g}')
-  paths = plots.write_figures(curves, workdir, title) if curves else []
-  text = comparison_table(results)
-  grids = [grid_table(n, s.grid, s.best) for n, s in results.items()
+  x = 'epoch' if any('epoch' in r[0] for r in curves.values()) else 'step'
+  title = f'{config.model.name} on {config.data.name}'
+  paths = (plots.write_figures(curves, workdir, title, task.panels, x)
+           if curves else [])
+  text = comparison_table(results, configs, task.summary)
+  grids = [grid_table(n, s.grid, s.seeds) for n, s in results.items()
            if config.optimizer.lr_grid]
-  (workdir / 'summary.md').write_text(
-      f'# {title}\n\n{text}\n' + ''.join(f'\n{g}\n' for g in grids))
+  seeds = _seeds(config)
+  note = (f'\nMedian [min, max] over the seeds {list(seeds)}.\n'
+          if len(seeds) > 1 else '')
+  summary = workdir / 'summary.md'
+  summary.write_text(f'# {title}\n\n{text}\n{note}' +
+                     ''.join(f'\n{g}\n' for g in grids))
   if verbose:
-    print(f'\n{title}\n{text}', flush=True)
-    for path in paths:
+    print(f'\n{title}\n{text}{note}', flush=True)
+    for path in paths + [summary]:
       print(f'wrote {path}')
-    print(f"wrote {workdir / 'summary.md'}", flush=True)
-  return results

@@ -17,7 +17,7 @@ def tiny_config(**changes) -> Config:
   config.num_epochs = 1
   config.batch_size = 16
   config.eval_batch_size = 32
-  config.checkpoint_every_epochs = 1
+  config.checkpoint_every_evals = 1
   config.progress = False
   config.data.name = 'synthetic'
   config.data.num_train = 64

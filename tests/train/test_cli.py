@@ -125,3 +125,70 @@ def test_console_script_prints_no_traceback(tmp_path):
       "('adamw', 'cautious_lion', 'distributed_lion', 'lion', 'lion_huber', "
       "'lion_lp', "
       "'lion_sparse_sign', 'lion_tanh', 'lion_topk_sign', 'sgd')."]
+
+
+def test_dry_run_prints_d_and_a_batch_and_writes_nothing(tiny_file, tmp_path,
+                                                         capsys):
+  workdir = tmp_path / 'w'
+  code = cli.train_main(['--config', str(tiny_file), '--workdir',
+                         str(workdir), '--dry-run'])
+  out = capsys.readouterr().out
+  assert code == 0
+  # cnn width 4 with BatchNorm on 8x8x3, 4 classes (tiny_config).
+  d = (27 * 4 + 2 * 4) + (36 * 8 + 2 * 8) + (4 * 4 * 8 * 16 + 16) + (
+      16 * 4 + 4)
+  assert f'd = {d:,} parameters' in out
+  assert 'training batch: image (16, 8, 8, 3) float32' in out
+  assert 'held-out batch: image (24, 8, 8, 3)' in out
+  assert not workdir.exists()
+
+
+def test_dry_run_without_the_data_prints_d_then_the_error(tmp_path, capsys):
+  code = cli.train_main([
+      '--config', f"{ROOT / 'configs' / 'cifar.py'}:cifar100,resnet18",
+      '--workdir', str(tmp_path / 'w'), '--dry-run',
+      f'data.data_dir={tmp_path}'])
+  out = capsys.readouterr()
+  assert code == 2
+  assert 'resnet18: d = 11,220,132 parameters, sqrt(d) = 3349.6' in out.out
+  lines = out.err.strip().splitlines()
+  assert len(lines) == 1 and 'cifar-100-python.tar.gz' in lines[0]
+  assert not (tmp_path / 'w').exists()
+
+
+def test_flax_flag_syntax_and_a_line_per_evaluation(tiny_file, tmp_path,
+                                                    capsys):
+  workdir = tmp_path / 'run'
+  code = cli.train_main(['--config', str(tiny_file), '--workdir',
+                         str(workdir), '--config.optimizer.learning_rate=1e-2',
+                         '--config.num_epochs', '2', '--no-progress'])
+  assert code == 0
+  out = capsys.readouterr().out
+  assert 'epoch 1, step 4/8: train ' in out
+  assert 'epoch 2, step 8/8: train ' in out
+  stored = json.loads((workdir / 'config.json').read_text())['config']
+  assert stored['optimizer']['learning_rate'] == 1e-2
+  assert stored['num_epochs'] == 2
+
+
+def test_compare_with_seeds_reports_median_and_range(tiny_file, tmp_path,
+                                                     capsys):
+  code = cli.compare_main(['--config', str(tiny_file), '--workdir',
+                           str(tmp_path), '--optimizers', 'lion,sgd',
+                           '--seeds', '1,2,3'])
+  assert code == 0
+  for name in ('lion', 'sgd'):
+    for seed in (1, 2, 3):
+      rows = (tmp_path / name / f'seed_{seed}' / 'metrics.jsonl')
+      assert rows.exists()
+  summary = (tmp_path / 'summary.md').read_text()
+  assert 'Median [min, max] over the seeds [1, 2, 3].' in summary
+  lion = [line for line in summary.splitlines() if line.startswith('| lion')]
+  finals = sorted(json.loads((tmp_path / 'lion' / f'seed_{s}' /
+                              'metrics.jsonl').read_text().splitlines()[-1]
+                             )['full_loss'] for s in (1, 2, 3))
+  # median [min, max] of the three final f(θ), as the table prints them.
+  from lionx.train import report
+  assert report.spread(finals) in lion[0]
+  assert finals[0] < finals[2]  # the seeds differ
+  capsys.readouterr()

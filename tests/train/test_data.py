@@ -5,8 +5,8 @@ import pickle
 import numpy as np
 import pytest
 
-from lionx.train import data
-from lionx.train.config import DataConfig
+from lionx.train.data import images as data
+from lionx.train.data.images import ImageDataConfig as DataConfig
 from tests.train.helpers import (
     ARCHIVES, cifar_batches, write_cifar_archive, write_cifar_folder)
 
@@ -145,6 +145,23 @@ def test_unknown_dataset_and_register():
     data.register_dataset('x', 3)
   with pytest.raises(ValueError, match='non-empty string'):
     data.register_dataset('', lambda c: None)
+  with pytest.raises(TypeError, match='spec=3: expected a callable'):
+    data.register_dataset('x', lambda c: None, spec=3)
+  data.register_dataset('bad', lambda c: 'not a dataset')
+  try:
+    with pytest.raises(data.DataError, match='returned str'):
+      data.load_dataset(DataConfig(name='bad'))
+    assert data.input_spec(DataConfig(name='bad')) is None
+  finally:
+    data.DATASETS.pop('bad')
+
+
+def test_input_specs_match_the_loaded_data(cifar10_dir):
+  for config in (DataConfig(name='digits'),
+                 DataConfig(name='cifar10', data_dir=str(cifar10_dir)),
+                 DataConfig(name='synthetic', image_size=5, channels=2,
+                            num_classes=3, num_train=8, num_test=4)):
+    assert data.input_spec(config) == data.load_dataset(config).spec
 
 
 def test_permutation_is_a_function_of_seed_and_epoch():
@@ -173,22 +190,35 @@ def test_augment_is_a_padded_crop_and_maybe_a_flip():
   assert 5 < flips < 35  # about half are flipped
 
 
+def _epoch(ds, seed, epoch, augment):
+  steps = data.steps_per_epoch(ds, 16)
+  return [data.train_batch(ds, epoch * steps + k, seed=seed, batch_size=16,
+                           augment_images=augment) for k in range(steps)]
+
+
 def test_train_batches_deterministic_and_cover_the_epoch():
   config = DataConfig(name='synthetic', num_train=50, num_test=4)
   ds = data.synthetic(config)
-  first = list(data.train_batches(ds, 16, seed=1, epoch=2,
-                                  augment_images=True))
-  again = list(data.train_batches(ds, 16, seed=1, epoch=2,
-                                  augment_images=True))
+  first = _epoch(ds, 1, 2, True)
+  again = _epoch(data.synthetic(config), 1, 2, True)  # nothing cached
   assert len(first) == 3 == data.steps_per_epoch(ds, 16)
   for a, b in zip(first, again):
     np.testing.assert_array_equal(a['image'], b['image'])
-  plain = list(data.train_batches(ds, 16, 1, 2, augment_images=False))
+  plain = _epoch(ds, 1, 2, False)
   order = data.epoch_permutation(1, 2, 50)[:48]
   np.testing.assert_array_equal(
       np.concatenate([b['label'] for b in plain]), ds.train_labels[order])
   np.testing.assert_allclose(plain[0]['image'],
                              ds.normalize(ds.train_images[order[:16]]))
+  # Augmentation: batch k of an epoch is the crop/flip of (seed, epoch, k).
+  for k, batch in enumerate(first):
+    want = data.augment(ds.train_images[order[16 * k:16 * (k + 1)]],
+                        np.random.default_rng([1, 2, 1, k]))
+    np.testing.assert_allclose(batch['image'], ds.normalize(want))
+  # Random access: any step alone gives the same batch.
+  alone = data.train_batch(ds, 2 * 3 + 1, seed=1, batch_size=16,
+                           augment_images=True)
+  np.testing.assert_array_equal(alone['image'], first[1]['image'])
   with pytest.raises(data.DataError, match='batch_size=64 is larger'):
     data.steps_per_epoch(ds, 64)
 

@@ -9,9 +9,11 @@ import optax
 import pytest
 from flax import nnx
 
-from lionx.train import data, loop
-from lionx.train.config import ModelConfig
-from lionx.train.models import create_model, num_params
+from lionx.train import parallel, steps, tasks
+from lionx.train.data import images as data
+from lionx.train.models.vision import VisionModelConfig as ModelConfig
+from lionx.train.models.vision import create_model
+from lionx.train.steps import count_params as num_params
 from tests.train.helpers import tiny_config
 
 
@@ -123,11 +125,30 @@ def test_model_errors():
     create_model(ModelConfig(name='cnn'), 10, (8, 8))
 
 
+TASK = tasks.get_task('classification')
+
+
 def _bn_model():
   config = tiny_config(model__batch_norm=True)
   ds = data.load_dataset(config.data)
-  state = loop.create_train_state(config, ds.num_classes, ds.image_shape, 4)
+  state = steps.create_train_state(config, TASK, ds.spec, 4, 4)
   return config, ds, state
+
+
+def _train_step(state):
+  mesh = parallel.make_mesh(1)
+  parallel.shard_train_state(state.model, state.optimizer, mesh)
+  return steps.make_train_step(TASK, mesh, state)
+
+
+def _first_batch(ds):
+  return data.train_batch(ds, 0, seed=0, batch_size=16,
+                          augment_images=False)
+
+
+def _logging(view, ds, batch_size, max_batches=0):
+  return steps.logging_pass(
+      TASK, view, data.eval_batches(ds, 'train', batch_size, max_batches))
 
 
 def _stats(model):
@@ -138,13 +159,12 @@ def _stats(model):
 def test_batchnorm_train_updates_eval_and_logging_do_not():
   config, ds, state = _bn_model()
   before = _stats(state.model)
-  batch = next(data.train_batches(ds, 16, 0, 0, False))
-  loop.make_train_step()(state.model, state.optimizer, batch)
+  _train_step(state)(state.model, state.optimizer, _first_batch(ds))
   after_train = _stats(state.model)
   assert any(not np.array_equal(a, b) for a, b in zip(before, after_train))
-  view = loop.eval_view(state.model)
-  loop.full_loss_and_grad(view, ds, 32)
-  loop.evaluate(view, ds, 32)
+  view = steps.eval_view(state.model)
+  _logging(view, ds, 32)
+  steps.evaluate(TASK, view, data.eval_batches(ds, 'test', 32))
   for a, b in zip(after_train, _stats(state.model)):
     np.testing.assert_array_equal(a, b)
   assert state.model.bn1.use_running_average is False  # still train mode
@@ -152,10 +172,11 @@ def test_batchnorm_train_updates_eval_and_logging_do_not():
 
 def test_logging_epoch_is_the_exact_full_gradient():
   config, ds, state = _bn_model()
-  batch = next(data.train_batches(ds, 16, 0, 0, False))
-  loop.make_train_step()(state.model, state.optimizer, batch)
-  view = loop.eval_view(state.model)
-  loss, acc, grads = loop.full_loss_and_grad(view, ds, 7)  # uneven batches
+  _train_step(state)(state.model, state.optimizer, _first_batch(ds))
+  view = steps.eval_view(state.model)
+  logged = _logging(view, ds, 7)  # uneven batches
+  loss, acc, grads = (logged.loss, logged.metrics['train_accuracy'],
+                      logged.grads)
   # Reference: one eval-mode pass over all images at once.
   images = jnp.asarray(ds.normalize(ds.train_images))
   labels = jnp.asarray(ds.train_labels)
@@ -165,14 +186,14 @@ def test_logging_epoch_is_the_exact_full_gradient():
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
         logits, labels)), logits
   (ref_loss, logits), ref_grads = nnx.value_and_grad(f, has_aux=True)(
-      loop.eval_view(state.model))
+      steps.eval_view(state.model))
   assert loss == pytest.approx(float(ref_loss), rel=1e-5)
   assert acc == pytest.approx(float(jnp.mean(
       jnp.argmax(logits, -1) == labels)))
   for a, b in zip(jax.tree.leaves(grads),
                   jax.tree.leaves(nnx.as_pure(ref_grads))):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
-  capped, _, _ = loop.full_loss_and_grad(view, ds, 16, max_batches=1)
+  capped = _logging(view, ds, 16, max_batches=1).loss
   first = slice(0, 16)
   ref_capped = optax.softmax_cross_entropy_with_integer_labels(
       logits[first], labels[first]).mean()

@@ -10,7 +10,7 @@ import pytest
 
 import lionx
 from lionx.train import optimizers
-from lionx.train.config import OptimizerConfig
+from lionx.train.optimizers import OptimizerConfig
 from lionx.train.schedules import make_schedule
 
 PARAMS = {'w': jnp.array([[0.5, -1.0], [2.0, 0.0]]), 'b': jnp.array([0.3])}
@@ -31,9 +31,11 @@ def test_every_name_is_registered_and_steps():
               | {f'lion_{k}' for k in lionx.RESHAPERS if k != 'sign'})
   assert set(optimizers.OPTIMIZERS) == expected
   # distributed_lion steps inside shard_map: tests/train/test_parallel.py.
-  for name in expected - set(optimizers.PER_DEVICE):
-    tx = optimizers.make_optimizer(
-        OptimizerConfig(name=name, topk_fraction=0.5), lambda s: 1e-2)
+  per_device = {n for n, s in optimizers.OPTIMIZERS.items() if s.per_device}
+  assert per_device == {'distributed_lion'}
+  for name in expected - per_device:
+    tx = optimizers.make_optimizer(OptimizerConfig(name=name),
+                                   lambda s: 1e-2)
     params, state = _run(tx)
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
     c = optimizers.direction(OptimizerConfig(name=name), state, GRADS[0])
@@ -69,7 +71,7 @@ def test_mu_dtype_sets_the_lion_momentum(name, mu_dtype, leaf_dtypes):
   config = OptimizerConfig(name=name, mu_dtype=mu_dtype)
   tx = optimizers.make_optimizer(config, lambda s: 1e-2)
   params, state = _run(tx)
-  node = optimizers._find(state, (lionx.ScaleByLionState,
+  node = optimizers.find(state, (lionx.ScaleByLionState,
                                   lionx.ScaleByLion8bitState))
   arrays = [x for x in jax.tree.leaves(node) if x.ndim]
   assert {x.dtype for x in arrays} == {jnp.dtype(d) for d in leaf_dtypes}
@@ -87,17 +89,18 @@ def test_mu_dtype_for_adamw_and_sgd():
   adamw = optimizers.make_optimizer(
       OptimizerConfig(name='adamw', mu_dtype='bfloat16'), lambda s: 1e-2)
   state = adamw.init(PARAMS)
-  assert optimizers._find(state, optax.ScaleByAdamState).mu[
+  assert optimizers.find(state, optax.ScaleByAdamState).mu[
       'w'].dtype == jnp.bfloat16
   sgd = optimizers.make_optimizer(
       OptimizerConfig(name='sgd', mu_dtype='bfloat16'), lambda s: 1e-2)
-  trace = optimizers._find(sgd.init(PARAMS), optax.TraceState).trace
+  trace = optimizers.find(sgd.init(PARAMS), optax.TraceState).trace
   assert trace['w'].dtype == jnp.bfloat16
 
 
 def test_sgd_is_pytorch_sgd_with_weight_decay():
   lr, wd, mu = 0.1, 0.2, 0.9
-  config = OptimizerConfig(name='sgd', weight_decay=wd, momentum=mu)
+  config = OptimizerConfig(name='sgd', weight_decay=wd)
+  config.sgd.momentum = mu
   params, state = _run(optimizers.make_optimizer(config, lambda s: lr))
   theta = {k: np.asarray(v) for k, v in PARAMS.items()}
   buf = {k: np.zeros_like(v) for k, v in theta.items()}
@@ -112,7 +115,8 @@ def test_sgd_is_pytorch_sgd_with_weight_decay():
   for k in theta:
     np.testing.assert_allclose(
         c[k], mu * buf[k] + np.asarray(GRADS[0][k]), rtol=1e-6)
-  plain = OptimizerConfig(name='sgd', momentum=0.0)
+  plain = OptimizerConfig(name='sgd')
+  plain.sgd.momentum = 0.0
   _, state = _run(optimizers.make_optimizer(plain, lambda s: lr))
   assert optimizers.direction(plain, state, GRADS[0]) is GRADS[0]
 
@@ -128,7 +132,8 @@ def test_adamw_direction_has_the_sign_of_its_step():
 
 
 def test_lion_k_and_cautious_use_their_reshapers():
-  config = OptimizerConfig(name='lion_lp', lp_p=3.0, weight_decay=0.0)
+  config = OptimizerConfig(name='lion_lp', weight_decay=0.0)
+  config.lion_lp.p = 3.0
   ours, _ = _run(optimizers.make_optimizer(config, lambda s: 0.1))
   ref, _ = _run(lionx.lion_k(0.1, lionx.lp_reshaper(3.0), weight_decay=0.0))
   for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
@@ -140,7 +145,78 @@ def test_lion_k_and_cautious_use_their_reshapers():
   ref, _ = _run(lionx.cautious_lion(0.1, weight_decay=0.1))
   for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
     np.testing.assert_array_equal(a, b)
-  assert optimizers.betas(cautious, 'cautious_lion') == (0.95, 0.98)
+  s = optimizers.settings(cautious, lambda step: 0.1)
+  assert (s.b1, s.b2) == (0.95, 0.98)
+
+
+def test_weight_decay_per_optimizer_and_rates():
+  config = OptimizerConfig(name='sgd', weight_decay=0.1,
+                           weight_decays={'sgd': 5e-4},
+                           learning_rates={'sgd': 0.3, 'lion': 1e-3})
+  assert optimizers.weight_decay(config) == 5e-4
+  assert optimizers.learning_rate(config) == 0.3
+  config.name = 'lion'
+  assert optimizers.weight_decay(config) == 0.1
+  assert optimizers.learning_rate(config) == 1e-3
+  config.learning_rate = 0.5  # one rate for every optimizer
+  assert optimizers.learning_rate(config) == 0.5
+  # The decay reaches the transform: SGD's L2 term with 5e-4.
+  sgd = OptimizerConfig(name='sgd', weight_decays={'sgd': 0.5})
+  sgd.sgd.momentum = 0.0
+  params, _ = _run(optimizers.make_optimizer(sgd, lambda s: 0.1), steps=1)
+  np.testing.assert_allclose(
+      params['b'], PARAMS['b'] - 0.1 * (GRADS[0]['b'] + 0.5 * PARAMS['b']),
+      rtol=1e-6)
+
+
+def test_a_new_optimizer_is_one_row():
+  import dataclasses
+
+  @dataclasses.dataclass
+  class Hparams:
+    scale: float = 2.0
+
+  def build(s):
+    return optax.chain(optax.scale(s.hparams.scale),
+                       optax.scale_by_learning_rate(s.schedule))
+
+  optimizers.register('scaled_sgd', optimizers.OptimizerSpec(
+      build, lambda s, state, grads: grads, Hparams))
+  try:
+    config = OptimizerConfig(name='scaled_sgd', learning_rate=0.1)
+    config.scaled_sgd.scale = 3.0
+    optimizers.validate(config)
+    params, _ = _run(optimizers.make_optimizer(config, lambda s: 0.1),
+                     steps=1)
+    np.testing.assert_allclose(params['b'], PARAMS['b'] - 0.3 * GRADS[0]['b'],
+                               rtol=1e-6)
+  finally:
+    optimizers.OPTIMIZERS.pop('scaled_sgd')
+
+
+@pytest.mark.parametrize('change,match', [
+    ({'weight_decays': {'lamb': 0.1}}, "weight_decays key='lamb'"),
+    ({'weight_decays': {'sgd': -1.0}}, 'weight_decays.sgd=-1.0'),
+    ({'b1': 1.5}, 'optimizer.b1=1.5'),
+    ({'mu_dtype': 'int8', 'name': 'sgd'}, "8-bit momentum is for"),
+])
+def test_bad_optimizer_sections(change, match):
+  config = OptimizerConfig(learning_rate=1e-3, **change)
+  with pytest.raises(optimizers.fields.ConfigError, match=match):
+    optimizers.validate(config)
+
+
+def test_bad_hyperparameters():
+  config = OptimizerConfig(learning_rate=1e-3)
+  config.lion_lp.p = 0.5
+  with pytest.raises(ValueError, match=r'optimizer.lion_lp.p=0.5'):
+    optimizers.validate(config)
+  config = OptimizerConfig(learning_rate=1e-3)
+  config.distributed_lion.aggregation = 'mean'
+  with pytest.raises(ValueError, match="aggregation='mean' is not one of"):
+    optimizers.validate(config)
+  with pytest.raises(AttributeError, match="no field or optimizer section"):
+    OptimizerConfig().lamb  # pylint: disable=expression-not-assigned
 
 
 def test_unknown_optimizer():

@@ -14,16 +14,21 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 import lionx
-from lionx.train import cli, data, loop, parallel
+from lionx.train import cli, experiment, optimizers, parallel, steps, tasks
 from lionx.train import config as config_lib
+from lionx.train import workdir as workdir_lib
 from lionx.train.checkpoint import Checkpointer
-from lionx.train.config import ConfigError, ModelConfig
-from lionx.train.models import create_model
+from lionx.train.config import ConfigError
+from lionx.train.data import images as data
+from lionx.train.models.vision import VisionModelConfig as ModelConfig
+from lionx.train.models.vision import create_model
 from tests.train.helpers import tiny_config
+
+TASK = tasks.get_task('classification')
 
 N = 8
 # Compared per epoch between runs on 1 and on 8 devices.
-CURVE = ('train_loss', 'full_loss', 'test_loss', 'test_accuracy',
+CURVE = ('train_loss', 'full_loss', 'val_loss', 'test_accuracy',
          'train_accuracy', 'grad_l1', 'grad_l2', 'kkt_residual',
          'sign_agreement', 'box_linf_scaled')
 
@@ -41,7 +46,8 @@ def _config(**changes):
 
 
 def _run(workdir, **changes):
-  return loop.train_and_evaluate(_config(**changes), workdir, verbose=False)
+  return experiment.train_and_evaluate(_config(**changes), workdir,
+                                       verbose=False)
 
 
 @pytest.fixture(scope='module')
@@ -60,12 +66,11 @@ def lion_eight(tmp_path_factory):
 def _restore(workdir, config, mesh):
   """The newest checkpoint of ``workdir``, restored onto ``mesh``."""
   ds = data.load_dataset(config.data)
-  state = loop.create_train_state(
-      config, ds.num_classes, ds.image_shape,
-      data.steps_per_epoch(ds, config.batch_size), mesh)
-  ckpt = Checkpointer(workdir / loop.CHECKPOINT_DIR)
-  ckpt.restore(ckpt.latest_epoch(), state.model, state.optimizer)
-  ckpt.close()
+  per_epoch = data.steps_per_epoch(ds, config.batch_size)
+  state = steps.create_train_state(
+      config, TASK, ds.spec, config.num_epochs * per_epoch, per_epoch, mesh)
+  with Checkpointer(workdir / workdir_lib.CHECKPOINT_DIR) as ckpt:
+    ckpt.restore(ckpt.latest_step(), state.model, state.optimizer)
   return state
 
 
@@ -177,7 +182,7 @@ def test_eight_devices_give_the_loss_curve_of_one(mode, one_device,
   gaps = _max_gap(one_device.rows, eight.rows)
   # BatchNorm (2 images a device) takes the statistics of the global batch
   # of 16: per-device statistics would move the loss by ~1e-2.
-  for key in ('train_loss', 'full_loss', 'test_loss'):
+  for key in ('train_loss', 'full_loss', 'val_loss'):
     assert gaps[key] < 1e-5, gaps
   assert gaps['test_accuracy'] == 0 and gaps['train_accuracy'] == 0
   for key in ('grad_l1', 'grad_l2', 'kkt_residual', 'box_linf_scaled'):
@@ -193,21 +198,31 @@ def test_eight_devices_give_the_loss_curve_of_one(mode, one_device,
   assert len(kernel.sharding.device_set) == N
 
 
+def _loss(model, batch):
+  return TASK.loss(model, batch).loss
+
+
 def test_one_device_mesh_is_the_plain_jit_step():
-  """The harness's mesh path on one device is bit-identical to the plain
-  ``nnx.jit`` step of ``loop.make_train_step``."""
+  """The harness's mesh path on one device is bit-identical to a plain
+  ``nnx.jit`` step."""
   config = _config()
   ds = data.load_dataset(config.data)
-  steps = data.steps_per_epoch(ds, config.batch_size)
+  per_epoch = data.steps_per_epoch(ds, config.batch_size)
   mesh = parallel.make_mesh(1)
-  plain = loop.create_train_state(config, ds.num_classes, ds.image_shape,
-                                  steps)
-  placed = loop.create_train_state(config, ds.num_classes, ds.image_shape,
-                                   steps, mesh)
-  on_mesh = parallel.make_train_step(mesh, placed.model, placed.optimizer,
-                                     loop._loss)
-  step = loop.make_train_step(donate=False)
-  for batch in data.train_batches(ds, config.batch_size, 0, 0, False):
+  plain = steps.create_train_state(config, TASK, ds.spec, per_epoch,
+                                   per_epoch)
+  placed = steps.create_train_state(config, TASK, ds.spec, per_epoch,
+                                    per_epoch, mesh)
+  on_mesh = steps.make_train_step(TASK, mesh, placed)
+
+  @nnx.jit
+  def step(model, optimizer, batch):
+    loss, grads = nnx.value_and_grad(_loss)(model, batch)
+    optimizer.update(model, grads)
+    return loss
+  for k in range(per_epoch):
+    batch = data.train_batch(ds, k, seed=0, batch_size=config.batch_size,
+                             augment_images=False)
     a = step(plain.model, plain.optimizer, batch)
     b = on_mesh(placed.model, placed.optimizer, batch)
     assert float(a) == float(b)
@@ -239,7 +254,7 @@ def test_distributed_lion_trains_like_lion_on_eight_devices(
     aggregation, lion_eight, tmp_path):
   out = _run(tmp_path, parallel__num_devices=N,
              optimizer__name='distributed_lion',
-             optimizer__aggregation=aggregation)
+             optimizer__distributed_lion__aggregation=aggregation)
   assert out.status == 'finished'
   lion, ours = _curve(lion_eight.rows), _curve(out.rows)
   # It learns: the loss falls below that of a uniform guess (ln 4) ...
@@ -250,7 +265,7 @@ def test_distributed_lion_trains_like_lion_on_eight_devices(
   # Every device keeps its own momentum (local gradients, no all-reduce);
   # the parameters are replicated.
   config = _config(optimizer__name='distributed_lion',
-                   optimizer__aggregation=aggregation)
+                   optimizer__distributed_lion__aggregation=aggregation)
   state = _restore(out.workdir, config, parallel.make_mesh(N))
   mu = state.optimizer.opt_state.mu['fc2']['kernel']
   assert mu.shape[0] == N and mu.sharding.spec == P('data')
@@ -266,10 +281,10 @@ def test_distributed_lion_resumes_bit_identically_on_eight_devices(
     tmp_path):
   changes = {'parallel__num_devices': N,
              'optimizer__name': 'distributed_lion',
-             'checkpoint_every_epochs': 1}
+             'checkpoint_every_evals': 1}
   straight = _run(tmp_path / 'a', **changes)
-  first = _config(max_epochs_this_run=1, **changes)
-  out = loop.train_and_evaluate(first, tmp_path / 'b', verbose=False)
+  first = _config(max_evals_this_run=1, **changes)
+  out = experiment.train_and_evaluate(first, tmp_path / 'b', verbose=False)
   assert out.status == 'interrupted'
   resumed = _run(tmp_path / 'b', **changes)
   assert resumed.status == 'finished'
@@ -309,7 +324,7 @@ def test_distributed_lion_running_statistics_are_averaged():
       images, kernel, (1, 1), 'SAME',
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   shard_means = np.asarray(conv).reshape(N, -1, 2).mean(1)
-  step = parallel.make_train_step(mesh, model, optimizer, loop._loss,
+  step = parallel.make_train_step(mesh, model, optimizer, _loss,
                                   per_device=True)
   step(model, optimizer, batch)
   expected = 0.1 * shard_means.mean(0)  # momentum 0.9, running mean 0
@@ -319,9 +334,7 @@ def test_distributed_lion_running_statistics_are_averaged():
 
 
 def test_distributed_lion_direction_is_the_mean_vote():
-  from lionx.train import optimizers
-  from lionx.train.config import OptimizerConfig
-  config = OptimizerConfig(name='distributed_lion', b1=0.5)
+  config = optimizers.OptimizerConfig(name='distributed_lion', b1=0.5)
   mu = {'w': jnp.array([[1.0, -3.0, 0.0], [1.0, 1.0, -1.0]])}  # 2 workers
   state = lionx.DistributedLionState(jnp.zeros([], jnp.int32), mu)
   c = optimizers.direction(config, state, {'w': jnp.array([1.0, 1.0, 0.0])})
@@ -337,8 +350,10 @@ def test_distributed_lion_direction_is_the_mean_vote():
     ('parallel.num_devices=-1', 'parallel.num_devices=-1: expected'),
     ('parallel.num_devices=9', 'parallel.num_devices=9: only 8 cpu'),
     ('batch_size=12', 'batch_size=12 is not a multiple of the 8 devices'),
-    ('optimizer.aggregation=median',
-     "optimizer.aggregation='median' is not one of"),
+    ('optimizer.name=distributed_lion',
+     None),
+    ('optimizer.distributed_lion.aggregation=median',
+     "optimizer.distributed_lion.aggregation='median' is not one of"),
 ])
 def test_bad_parallel_config_is_one_line(override, match, tmp_path, capsys):
   config = tmp_path / 'tiny.py'
@@ -347,9 +362,12 @@ def test_bad_parallel_config_is_one_line(override, match, tmp_path, capsys):
                     '  return tiny_config()\n')
   code = cli.train_main(['--config', str(config), '--workdir',
                          str(tmp_path / 'w'), 'parallel.num_devices=8',
-                         override])
+                         override, '--dry-run'])
   err = capsys.readouterr().err.strip().splitlines()
-  assert code == 2 and len(err) == 1 and match in err[0], err
+  if match is None:
+    assert code == 0 and not err
+  else:
+    assert code == 2 and len(err) == 1 and match in err[0], err
   assert not (tmp_path / 'w').exists()
 
 
@@ -359,21 +377,24 @@ def test_distributed_lion_refuses_fsdp():
     config_lib.validate(config)
 
 
-def test_runs_recorded_before_the_parallel_fields_are_recognised(
-    one_device, tmp_path):
-  workdir = tmp_path / 'old'
-  path = one_device.workdir
-  stored = json.loads((path / loop.CONFIG_FILE).read_text())
-  del stored['config']['parallel']
-  del stored['config']['optimizer']['aggregation']
-  workdir.mkdir()
-  (workdir / loop.CONFIG_FILE).write_text(json.dumps(stored))
-  for name in (loop.METRICS_FILE, loop.RESULT_FILE):
-    (workdir / name).write_text((path / name).read_text())
-  again = _run(workdir, parallel__num_devices=1)  # reported, not refused
+def test_a_new_optimizer_row_keeps_recorded_runs(one_device, tmp_path):
+  """A run's identity holds only its own optimizer's section, so adding a
+  row (with its own hyperparameters) does not orphan recorded runs."""
+  import dataclasses
+
+  @dataclasses.dataclass
+  class Extra:
+    knob: float = 1.0
+
+  optimizers.register('extra', optimizers.OptimizerSpec(
+      lambda s: None, lambda s, state, grads: grads, Extra))
+  try:
+    again = _run(one_device.workdir, parallel__num_devices=1)
+  finally:
+    optimizers.OPTIMIZERS.pop('extra')
   assert again.status == 'finished' and again.rows == one_device.rows
   with pytest.raises(ConfigError, match=r'parallel.num_devices: 1 -> 8'):
-    _run(workdir, parallel__num_devices=N)
+    _run(one_device.workdir, parallel__num_devices=N)
 
 
 class _Calls(list):

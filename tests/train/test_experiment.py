@@ -9,33 +9,36 @@ import pytest
 from flax import nnx
 
 from lionx.train import config as config_lib
-from lionx.train import data, loop, sweep
+from lionx.train import experiment, steps, sweep, tasks
+from lionx.train import workdir as workdir_lib
 from lionx.train.checkpoint import Checkpointer
+from lionx.train.data import images as data
 from tests.train.helpers import tiny_config
 
-# The fields the issue asks of every metrics.jsonl line.
-REQUIRED = ('epoch', 'step', 'lr', 'train_loss', 'full_loss', 'test_loss',
-            'test_accuracy', 'grad_l1', 'grad_l2', 'grad_norm_ratio',
-            'sqrt_d', 'box_linf_scaled', 'box_fraction_at_bound',
-            'kkt_residual', 'grad_l1_running_mean', 'sign_agreement',
-            'wall_time')
+# The fields the issues ask of every metrics.jsonl line (the image task
+# adds epoch, train_accuracy and test_accuracy).
+REQUIRED = ('epoch', 'step', 'lr', 'train_loss', 'full_loss', 'val_loss',
+            'test_accuracy', 'train_accuracy', 'grad_l1', 'grad_l2',
+            'grad_norm_ratio', 'sqrt_d', 'box_linf_scaled',
+            'box_fraction_at_bound', 'kkt_residual', 'grad_l1_running_mean',
+            'sign_agreement', 'wall_time')
+TASK = tasks.get_task('classification')
 
 
 def _final_state(config, workdir, ds):
   """The model and optimizer of the newest checkpoint in workdir."""
-  state = loop.create_train_state(
-      config, ds.num_classes, ds.image_shape,
-      data.steps_per_epoch(ds, config.batch_size))
-  ckpt = Checkpointer(workdir / loop.CHECKPOINT_DIR)
-  meta = ckpt.restore(ckpt.latest_epoch(), state.model, state.optimizer)
-  ckpt.close()
+  per_epoch = data.steps_per_epoch(ds, config.batch_size)
+  state = steps.create_train_state(
+      config, TASK, ds.spec, config.num_epochs * per_epoch, per_epoch)
+  with Checkpointer(workdir / workdir_lib.CHECKPOINT_DIR) as ckpt:
+    meta = ckpt.restore(ckpt.latest_step(), state.model, state.optimizer)
   return state, meta
 
 
 def test_one_epoch_synthetic_and_metrics_schema(tmp_path):
   config = tiny_config(num_epochs=2)
   ds = data.load_dataset(config.data)
-  result = loop.train_and_evaluate(config, tmp_path, verbose=False)
+  result = experiment.train_and_evaluate(config, tmp_path, verbose=False)
   assert result.status == 'finished'
   lines = (tmp_path / 'metrics.jsonl').read_text().splitlines()
   assert len(lines) == 2
@@ -62,8 +65,10 @@ def test_one_epoch_synthetic_and_metrics_schema(tmp_path):
       (rows[0]['grad_l1'] + rows[1]['grad_l1']) / 2)
   assert 0 <= row['sign_agreement'] <= 1
   # f(θ) and ∇f(θ) by hand from the checkpointed model, one pass.
-  view = loop.eval_view(state.model)
-  loss, _, grads = loop.full_loss_and_grad(view, ds, 1000)
+  view = steps.eval_view(state.model)
+  logged = steps.logging_pass(TASK, view,
+                              data.eval_batches(ds, 'train', 1000))
+  loss, grads = logged.loss, logged.grads
   assert row['full_loss'] == pytest.approx(loss, rel=1e-5)
   g = [np.asarray(x, np.float64) for x in jax.tree.leaves(grads)]
   kkt = 0.1 * sum(np.sum(a * b) for a, b in zip(g, leaves)) + sum(
@@ -74,7 +79,7 @@ def test_one_epoch_synthetic_and_metrics_schema(tmp_path):
   # The lr of the epoch's last step, cosine over 8 steps.
   assert row['lr'] == pytest.approx(
       3e-3 * 0.5 * (1 + math.cos(math.pi * 7 / 8)), rel=1e-5)
-  assert meta['epoch'] == 2 and meta['step'] == 8
+  assert meta['evals'] == 2 and meta['step'] == 8
   stored = json.loads((tmp_path / 'config.json').read_text())['config']
   assert stored['optimizer']['learning_rate'] == 3e-3
 
@@ -83,7 +88,7 @@ def test_one_epoch_through_the_cifar_loader(cifar10_dir, tmp_path):
   config = tiny_config(data__name='cifar10', data__data_dir=str(cifar10_dir),
                        data__augment=True, batch_size=10, model__width=2,
                        model__batch_norm=False)
-  result = loop.train_and_evaluate(config, tmp_path / 'run', verbose=False)
+  result = experiment.train_and_evaluate(config, tmp_path / 'run', verbose=False)
   assert result.status == 'finished'
   (row,) = result.rows
   assert row['step'] == 3  # 30 fixture images, batches of 10
@@ -100,32 +105,32 @@ def _leaves(workdir, config, ds):
 
 
 def test_resume_is_bit_identical(tmp_path, monkeypatch):
-  config = tiny_config(num_epochs=4, checkpoint_every_epochs=2,
+  config = tiny_config(num_epochs=4, checkpoint_every_evals=2,
                        data__augment=True)
   ds = data.load_dataset(config.data)
-  straight = loop.train_and_evaluate(config, tmp_path / 'a', dataset=ds,
+  straight = experiment.train_and_evaluate(config, tmp_path / 'a', data=ds,
                                      verbose=False)
   # Killed (after its checkpoint) at the end of epoch 1.
   first = config_lib.copy(config)
-  first.max_epochs_this_run = 1
-  out = loop.train_and_evaluate(first, tmp_path / 'b', dataset=ds,
+  first.max_evals_this_run = 1
+  out = experiment.train_and_evaluate(first, tmp_path / 'b', data=ds,
                                 verbose=False)
   assert out.status == 'interrupted' and len(out.rows) == 1
   # Resumed, then killed hard inside epoch 4: epochs 2 and 3 are logged
   # but the last checkpoint is epoch 2's.
-  real = data.train_batches
+  real = data.train_batch
 
-  def dies_in_epoch_4(dataset, batch_size, seed, epoch, augment_images):
-    if epoch == 3:
+  def dies_in_epoch_4(dataset, step, **kwargs):
+    if step == 12:  # 4 steps an epoch: the first step of epoch 4
       raise KeyboardInterrupt('killed')
-    return real(dataset, batch_size, seed, epoch, augment_images)
-  monkeypatch.setattr(data, 'train_batches', dies_in_epoch_4)
+    return real(dataset, step, **kwargs)
+  monkeypatch.setattr(data, 'train_batch', dies_in_epoch_4)
   with pytest.raises(KeyboardInterrupt):
-    loop.train_and_evaluate(config, tmp_path / 'b', dataset=ds,
-                            verbose=False)
-  assert len(loop.read_metrics(tmp_path / 'b')) == 3
-  monkeypatch.setattr(data, 'train_batches', real)
-  resumed = loop.train_and_evaluate(config, tmp_path / 'b', dataset=ds,
+    experiment.train_and_evaluate(config, tmp_path / 'b', data=ds,
+                                  verbose=False)
+  assert len(workdir_lib.read_metrics(tmp_path / 'b')) == 3
+  monkeypatch.setattr(data, 'train_batch', real)
+  resumed = experiment.train_and_evaluate(config, tmp_path / 'b', data=ds,
                                     verbose=False)
   assert resumed.status == 'finished'
   a_model, a_opt = _leaves(tmp_path / 'a', config, ds)
@@ -144,12 +149,12 @@ def test_resume_is_bit_identical(tmp_path, monkeypatch):
 def test_resume_with_8bit_momentum_is_bit_identical(tmp_path):
   config = tiny_config(num_epochs=2, optimizer__mu_dtype='int8')
   ds = data.load_dataset(config.data)
-  straight = loop.train_and_evaluate(config, tmp_path / 'a', dataset=ds,
+  straight = experiment.train_and_evaluate(config, tmp_path / 'a', data=ds,
                                      verbose=False)
   first = config_lib.copy(config)
-  first.max_epochs_this_run = 1
-  loop.train_and_evaluate(first, tmp_path / 'b', dataset=ds, verbose=False)
-  resumed = loop.train_and_evaluate(config, tmp_path / 'b', dataset=ds,
+  first.max_evals_this_run = 1
+  experiment.train_and_evaluate(first, tmp_path / 'b', data=ds, verbose=False)
+  resumed = experiment.train_and_evaluate(config, tmp_path / 'b', data=ds,
                                     verbose=False)
   a_model, a_opt = _leaves(tmp_path / 'a', config, ds)
   b_model, b_opt = _leaves(tmp_path / 'b', config, ds)
@@ -163,52 +168,53 @@ def test_resume_with_8bit_momentum_is_bit_identical(tmp_path):
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(
     tmp_path, monkeypatch):
   config = tiny_config(num_epochs=3)
-  real = data.train_batches
+  real = data.train_batch
 
-  def poisoned(dataset, batch_size, seed, epoch, augment_images):
-    for batch in real(dataset, batch_size, seed, epoch, augment_images):
-      if epoch == 1:
-        batch = dict(batch, image=batch['image'] * np.nan)
-      yield batch
-  monkeypatch.setattr(data, 'train_batches', poisoned)
-  with pytest.raises(loop.NonFiniteLossError) as err:
-    loop.train_and_evaluate(config, tmp_path, verbose=False)
+  def poisoned(dataset, step, **kwargs):
+    batch = real(dataset, step, **kwargs)
+    if step >= 4:  # from the first step of epoch 2
+      batch = dict(batch, image=batch['image'] * np.nan)
+    return batch
+  monkeypatch.setattr(data, 'train_batch', poisoned)
+  with pytest.raises(experiment.NonFiniteLossError) as err:
+    experiment.train_and_evaluate(config, tmp_path, verbose=False)
   message = str(err.value)
   assert 'non-finite training loss nan at epoch 2, step 5' in message
-  assert 'last good checkpoint (epoch 1)' in message
-  assert Checkpointer(tmp_path / 'checkpoints').latest_epoch() == 1
+  assert 'last good checkpoint (epoch 1, step 4)' in message
+  with Checkpointer(tmp_path / 'checkpoints') as ckpt:
+    assert ckpt.latest_step() == 4
   ds = data.load_dataset(config.data)
   model, opt = _leaves(tmp_path, config, ds)
   assert all(np.all(np.isfinite(np.asarray(x))) for x in model + opt)
-  assert len(loop.read_metrics(tmp_path)) == 1
+  assert len(workdir_lib.read_metrics(tmp_path)) == 1
   result = json.loads((tmp_path / 'result.json').read_text())
   assert result['status'] == 'diverged'
   # Rerunning the same config reports the divergence again.
-  monkeypatch.setattr(data, 'train_batches', real)
-  with pytest.raises(loop.NonFiniteLossError, match='epoch 2, step 5'):
-    loop.train_and_evaluate(config, tmp_path, verbose=False)
+  monkeypatch.setattr(data, 'train_batch', real)
+  with pytest.raises(experiment.NonFiniteLossError, match='epoch 2, step 5'):
+    experiment.train_and_evaluate(config, tmp_path, verbose=False)
 
 
 def test_workdir_of_another_config_is_refused(tmp_path, monkeypatch):
   config = tiny_config()
-  loop.train_and_evaluate(config, tmp_path, verbose=False)
-  rows = loop.read_metrics(tmp_path)
+  experiment.train_and_evaluate(config, tmp_path, verbose=False)
+  rows = workdir_lib.read_metrics(tmp_path)
   # Same config: reported again, nothing trained.
-  monkeypatch.setattr(loop, 'create_train_state', None)
-  again = loop.train_and_evaluate(config, tmp_path, verbose=False)
+  monkeypatch.setattr(steps, 'create_train_state', None)
+  again = experiment.train_and_evaluate(config, tmp_path, verbose=False)
   assert again.status == 'finished' and again.rows == rows
   # Runtime fields may change; the result-deciding ones may not.
   config.progress = True
-  config.max_epochs_this_run = 3
-  loop.train_and_evaluate(config, tmp_path, verbose=False)
+  config.max_evals_this_run = 3
+  experiment.train_and_evaluate(config, tmp_path, verbose=False)
   other = tiny_config(optimizer__learning_rate=1e-2)
   with pytest.raises(config_lib.ConfigError) as err:
-    loop.train_and_evaluate(other, tmp_path, verbose=False)
+    experiment.train_and_evaluate(other, tmp_path, verbose=False)
   message = str(err.value)
   assert 'different config' in message and '--overwrite' in message
   assert 'optimizer.learning_rate: 0.003 -> 0.01' in message
   monkeypatch.undo()
-  out = loop.train_and_evaluate(other, tmp_path, overwrite=True,
+  out = experiment.train_and_evaluate(other, tmp_path, overwrite=True,
                                 verbose=False)
   assert out.status == 'finished' and out.rows != rows
   stored = json.loads((tmp_path / 'config.json').read_text())['config']
@@ -219,11 +225,12 @@ def test_grid_keeps_the_best_rate(tmp_path):
   config = tiny_config(optimizer__lr_grid=(1e-1, 3e-3))
   result = sweep.run(config, tmp_path, verbose=False)
   grid = json.loads((tmp_path / 'grid.json').read_text())
-  losses = {r['learning_rate']: r['full_loss'] for r in grid['runs']}
+  losses = {r['learning_rate']: r['full_loss'][0] for r in grid['runs']}
   assert set(losses) == {1e-1, 3e-3}
   best = min(losses, key=losses.get)
   assert grid['best_learning_rate'] == best == result.best.learning_rate
-  assert result.best.rows == loop.read_metrics(tmp_path / f'lr_{best:g}')
+  assert result.best.rows == workdir_lib.read_metrics(
+      tmp_path / f'lr_{best:g}')
   assert len(result.grid) == 2
   # A single run may not land in a grid's folder, nor a grid in a run's.
   with pytest.raises(config_lib.ConfigError, match='learning-rate grid'):
@@ -240,6 +247,7 @@ def test_compare_writes_figures_and_summary(tmp_path):
     assert (tmp_path / f'{png}.png').read_bytes()[:4] == b'\x89PNG'
   summary = (tmp_path / 'summary.md').read_text()
   assert '| lion ' in summary and '| sgd ' in summary
-  assert results['sgd'].best.rows == loop.read_metrics(tmp_path / 'sgd')
+  assert results['sgd'].best.rows == workdir_lib.read_metrics(
+      tmp_path / 'sgd')
   with pytest.raises(config_lib.ConfigError, match='a name repeats'):
     sweep.compare(tiny_config(), tmp_path, ['lion', 'lion'])

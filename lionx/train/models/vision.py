@@ -17,10 +17,14 @@ BatchNorm scale and bias are parameters (``nnx.Param``); the running
 statistics are ``nnx.BatchStat`` and are not counted in d. BatchNorm uses
 batch statistics in train mode and the running ones in eval mode
 (``nnx.view(model, use_running_average=True)``).
+
+The ``model`` config section of the image tasks (:class:`VisionModelConfig`)
+lives here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable, Optional, Sequence
 
@@ -28,8 +32,25 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lionx import metrics
-from lionx.train.config import ModelConfig
+from lionx.train import fields
+
+
+@dataclasses.dataclass(slots=True)
+class VisionModelConfig:
+  """The network (``model.*``); ``None`` takes the architecture's value."""
+
+  name: str = 'cnn'  # cnn | mlp | resnet18 | resnet50 | vit | vit_s | vit_tiny
+  width: Optional[int] = None  # base channels (ResNet 64, CNN 32, MLP 256)
+  stem: str = 'cifar'  # ResNet: cifar (3x3 conv) | imagenet (7x7 + pool)
+  batch_norm: bool = False  # cnn: BatchNorm after each convolution
+  # ViT only.
+  patch_size: Optional[int] = None
+  image_size: Optional[int] = None  # resize inputs to this size first
+  hidden_size: Optional[int] = None
+  depth: Optional[int] = None
+  num_heads: Optional[int] = None
+  mlp_dim: Optional[int] = None
+
 
 STEMS = ('cifar', 'imagenet')
 _BN = {'momentum': 0.9, 'epsilon': 1e-5}  # PyTorch's BatchNorm defaults
@@ -243,14 +264,14 @@ def _or(value: Optional[int], default: Any) -> Any:
 
 
 def _resnet(block, stages):
-  def build(cfg: ModelConfig, num_classes, shape, rngs):
+  def build(cfg: VisionModelConfig, num_classes, shape, rngs):
     return ResNet(block, stages, num_classes, shape[2], _or(cfg.width, 64),
                   cfg.stem, rngs=rngs)
   return build
 
 
 def _vit(preset: str):
-  def build(cfg: ModelConfig, num_classes, shape, rngs):
+  def build(cfg: VisionModelConfig, num_classes, shape, rngs):
     patch, image, dim, depth, heads, mlp = VIT_PRESETS[preset]
     return ViT(num_classes, shape[2], _or(cfg.image_size, image or shape[0]),
                _or(cfg.patch_size, patch), _or(cfg.hidden_size, dim),
@@ -273,15 +294,23 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
 }
 
 
-def create_model(config: ModelConfig, num_classes: int,
+def validate(config: VisionModelConfig) -> None:
+  """Checks the names and sizes of a :class:`VisionModelConfig`."""
+  fields.one_of('model.name', config.name, MODELS)
+  fields.one_of('model.stem', config.stem, STEMS)
+  fields.positive_ints(config, 'model')
+
+
+def create_model(config: VisionModelConfig, num_classes: int,
                  image_shape: Sequence[int], seed: int = 0) -> nnx.Module:
   """The model named ``config.name`` for images of ``image_shape`` (H, W, C).
 
   Example:
-    >>> from lionx.train.config import ModelConfig
-    >>> from lionx.train.models import create_model, num_params
-    >>> model = create_model(ModelConfig(name='mlp', width=8), 10, (8, 8, 1))
-    >>> num_params(model)  # (64 + 1) 8 + (8 + 1) 8 + (8 + 1) 10
+    >>> from flax import nnx
+    >>> from lionx.train.models import vision
+    >>> model = vision.create_model(
+    ...     vision.VisionModelConfig(name='mlp', width=8), 10, (8, 8, 1))
+    >>> sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
     682
   """
   if config.name not in MODELS:
@@ -293,8 +322,3 @@ def create_model(config: ModelConfig, num_classes: int,
         'channels).')
   return MODELS[config.name](config, num_classes, tuple(image_shape),
                              nnx.Rngs(params=seed))
-
-
-def num_params(model: nnx.Module) -> int:
-  """d: the number of trainable parameters (``nnx.Param``) of ``model``."""
-  return metrics.tree_size(nnx.state(model, nnx.Param))

@@ -1,4 +1,4 @@
-"""Data sets held in host memory, batched and augmented with NumPy.
+"""Image classification sets held in host memory, batched with NumPy.
 
 * ``cifar10`` / ``cifar100``: the python-pickle archives
   ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` (or the folders
@@ -11,10 +11,15 @@
 
 Other sets (ImageNet, ...) plug in with :func:`register_dataset`.
 
-The order of epoch ``e`` is a pure function of ``(seed, e)``, and so are its
-augmentations; a resumed run sees exactly the batches of an uninterrupted
-one. Images are normalised per channel with the training set's mean and
-standard deviation.
+Training batch ``k`` of a run is a pure function of ``(seed, k)``
+(:meth:`Dataset.train_batch`): the order of epoch ``e`` comes from
+``(seed, e)`` and the augmentation of each batch from ``(seed, e, k)``, so
+a resumed run sees exactly the batches of an uninterrupted one. Images are
+normalised per channel with the training set's mean and standard
+deviation.
+
+The ``data`` config section of the image tasks (:class:`ImageDataConfig`)
+lives here.
 """
 
 from __future__ import annotations
@@ -24,15 +29,41 @@ import pathlib
 import pickle
 import tarfile
 import zlib
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, NamedTuple, Optional
 
 import numpy as np
 
-from lionx.train.config import DataConfig
+from lionx.train import fields
+
+# How training batches are drawn (recorded in every checkpoint).
+DATA_ORDER = ('numpy default_rng([seed, epoch, 0]).permutation; augmentation '
+              'default_rng([seed, epoch, 1, batch]); epoch 0-based')
 
 
 class DataError(ValueError):
   """A data set that is missing or not in the expected format."""
+
+
+@dataclasses.dataclass(slots=True)
+class ImageDataConfig:
+  """Which image set, where it lives and how it is augmented (``data.*``)."""
+
+  name: str = 'digits'  # digits | cifar10 | cifar100 | synthetic | registered
+  data_dir: str = ''  # CIFAR: the folder with the python archives
+  augment: bool = False  # random crop (4 px padding) + horizontal flip
+  # Synthetic data only (the shapes of the generated images).
+  num_train: int = 256
+  num_test: int = 128
+  image_size: int = 8
+  channels: int = 3
+  num_classes: int = 10
+
+
+class InputSpec(NamedTuple):
+  """What a model needs to know of the data: image shape and classes."""
+
+  image_shape: tuple[int, int, int]  # (height, width, channels)
+  num_classes: int
 
 
 @dataclasses.dataclass
@@ -48,6 +79,9 @@ class Dataset:
   scale: float = 255.0  # raw value of full intensity
   mean: Optional[np.ndarray] = None  # (C,), of train_images / scale
   std: Optional[np.ndarray] = None
+  # The permutation of the epoch in progress: ((seed, epoch, n), order).
+  _order: Optional[tuple] = dataclasses.field(
+      default=None, init=False, repr=False, compare=False)
 
   def __post_init__(self):
     if self.mean is None or self.std is None:
@@ -56,6 +90,10 @@ class Dataset:
   @property
   def image_shape(self) -> tuple[int, int, int]:
     return tuple(self.train_images.shape[1:])
+
+  @property
+  def spec(self) -> InputSpec:
+    return InputSpec(self.image_shape, self.num_classes)
 
   def normalize(self, images: np.ndarray) -> np.ndarray:
     """``(images / scale - mean) / std`` as float32."""
@@ -206,7 +244,7 @@ def load_digits() -> Dataset:
                  scale=16.0)
 
 
-def synthetic(config: DataConfig) -> Dataset:
+def synthetic(config: ImageDataConfig) -> Dataset:
   """Class prototypes plus Gaussian noise (a fixed seed, values in [0, 1])."""
   rng = np.random.default_rng(1234)
   shape = (config.image_size, config.image_size, config.channels)
@@ -223,46 +261,81 @@ def synthetic(config: DataConfig) -> Dataset:
                  num_classes=config.num_classes, scale=1.0)
 
 
-DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
-    'digits': lambda config: load_digits(),
-    'cifar10': lambda config: load_cifar(config.data_dir, 'cifar10'),
-    'cifar100': lambda config: load_cifar(config.data_dir, 'cifar100'),
-    'synthetic': synthetic,
+Loader = Callable[[ImageDataConfig], Dataset]
+Spec = Callable[[ImageDataConfig], InputSpec]
+
+
+class _Entry(NamedTuple):
+  loader: Loader
+  spec: Optional[Spec]  # the input spec from the config alone
+
+
+DATASETS: dict[str, _Entry] = {
+    'digits': _Entry(lambda config: load_digits(),
+                     lambda config: InputSpec((8, 8, 1), 10)),
+    'cifar10': _Entry(lambda config: load_cifar(config.data_dir, 'cifar10'),
+                      lambda config: InputSpec((32, 32, 3), 10)),
+    'cifar100': _Entry(
+        lambda config: load_cifar(config.data_dir, 'cifar100'),
+        lambda config: InputSpec((32, 32, 3), 100)),
+    'synthetic': _Entry(synthetic, lambda config: InputSpec(
+        (config.image_size, config.image_size, config.channels),
+        config.num_classes)),
 }
 
 
-def register_dataset(name: str,
-                     loader: Callable[[DataConfig], Dataset]) -> None:
+def register_dataset(name: str, loader: Loader, *,
+                     spec: Optional[Spec] = None) -> None:
   """Makes ``data.name=name`` load with ``loader(data_config)``.
 
   The loader returns a :class:`Dataset`; its arrays may be ``np.memmap``
-  for sets larger than memory.
+  for sets larger than memory. ``spec(data_config)`` gives the
+  :class:`InputSpec` without loading (``--dry-run`` then builds the model
+  before it opens the data).
   """
   if not isinstance(name, str) or not name:
     raise ValueError(f'name={name!r}: expected a non-empty string.')
   if not callable(loader):
     raise TypeError(f'loader={loader!r}: expected a callable.')
-  DATASETS[name] = loader
+  if spec is not None and not callable(spec):
+    raise TypeError(f'spec={spec!r}: expected a callable or None.')
+  DATASETS[name] = _Entry(loader, spec)
 
 
-def dataset_names() -> tuple[str, ...]:
-  return tuple(DATASETS)
+def validate(config: ImageDataConfig) -> None:
+  """Checks the names and sizes of an :class:`ImageDataConfig`."""
+  fields.one_of('data.name', config.name, DATASETS,
+                ' Other sets need a loader: see '
+                'lionx.train.data.images.register_dataset.')
+  fields.positive_ints(config, 'data')
 
 
-def load_dataset(config: DataConfig) -> Dataset:
+def input_spec(config: ImageDataConfig) -> Optional[InputSpec]:
+  """The :class:`InputSpec` of ``config``'s set without loading it."""
+  entry = DATASETS[config.name]
+  return None if entry.spec is None else entry.spec(config)
+
+
+def load_dataset(config: ImageDataConfig) -> Dataset:
   """The data set named ``config.name``."""
   if config.name not in DATASETS:
     raise DataError(
-        f'data.name={config.name!r} is not one of {dataset_names()}; '
+        f'data.name={config.name!r} is not one of {tuple(DATASETS)}; '
         'other sets need a loader, see register_dataset.')
-  return DATASETS[config.name](config)
+  dataset = DATASETS[config.name].loader(config)
+  if not isinstance(dataset, Dataset):
+    raise DataError(
+        f'data.name={config.name!r}: its loader returned '
+        f'{type(dataset).__name__}; expected a lionx.train.data.images.'
+        'Dataset.')
+  return dataset
 
 
 # --- batches ----------------------------------------------------------------
 
 
-def _rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
-  return np.random.default_rng([seed, epoch, stream])
+def _rng(*key: int) -> np.random.Generator:
+  return np.random.default_rng(list(key))
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -295,18 +368,35 @@ def steps_per_epoch(dataset: Dataset, batch_size: int) -> int:
   return steps
 
 
-def train_batches(dataset: Dataset, batch_size: int, seed: int, epoch: int,
-                  augment_images: bool) -> Iterator[dict[str, np.ndarray]]:
-  """The shuffled (and augmented) batches of epoch ``epoch``."""
-  order = epoch_permutation(seed, epoch, len(dataset.train_labels))
-  rng = _rng(seed, epoch, 1)
-  for step in range(steps_per_epoch(dataset, batch_size)):
-    idx = order[step * batch_size:(step + 1) * batch_size]
-    images = dataset.train_images[idx]
-    if augment_images:
-      images = augment(images, rng)
-    yield {'image': dataset.normalize(images),
-           'label': dataset.train_labels[idx]}
+def train_batch(dataset: Dataset, step: int, *, seed: int, batch_size: int,
+                augment_images: bool) -> dict[str, np.ndarray]:
+  """Training batch ``step`` (0-based, over all epochs) of a run.
+
+  Example:
+    >>> from lionx.train.data import images
+    >>> ds = images.load_dataset(images.ImageDataConfig(name='digits'))
+    >>> batch = images.train_batch(ds, 0, seed=0, batch_size=4,
+    ...                            augment_images=False)
+    >>> batch['image'].shape, batch['label'].dtype
+    ((4, 8, 8, 1), dtype('int32'))
+  """
+  per_epoch = steps_per_epoch(dataset, batch_size)
+  epoch, index = divmod(step, per_epoch)
+  order = _permutation(dataset, seed, epoch)
+  idx = order[index * batch_size:(index + 1) * batch_size]
+  images = dataset.train_images[idx]
+  if augment_images:
+    images = augment(images, _rng(seed, epoch, 1, index))
+  return {'image': dataset.normalize(images),
+          'label': dataset.train_labels[idx]}
+
+
+def _permutation(dataset: Dataset, seed: int, epoch: int) -> np.ndarray:
+  """:func:`epoch_permutation`, remembered for the epoch in progress."""
+  key = (seed, epoch, len(dataset.train_labels))
+  if dataset._order is None or dataset._order[0] != key:  # pylint: disable=protected-access
+    dataset._order = (key, epoch_permutation(seed, epoch, key[2]))  # pylint: disable=protected-access
+  return dataset._order[1]  # pylint: disable=protected-access
 
 
 def eval_batches(dataset: Dataset, split: str, batch_size: int,

@@ -1,0 +1,8 @@
+"""Data sets of the harness's tasks, one module per kind of data.
+
+* :mod:`lionx.train.data.images`: image classification sets (digits,
+  CIFAR, synthetic, and loaders registered by the user).
+
+Nothing is downloaded: data come from a local path, from a package that
+ships them, or are generated.
+"""

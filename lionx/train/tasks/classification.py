@@ -1,0 +1,111 @@
+r"""Image classification: the papers' CIFAR and ImageNet experiments.
+
+The data are :mod:`lionx.train.data.images` sets, the models
+:mod:`lionx.train.models.vision` networks. The loss is the mean
+cross-entropy over a batch's real images (padding has ``mask`` 0). The
+logging pass runs over the training set (or its first
+``logging_max_batches`` batches of ``eval_batch_size``) with BatchNorm on
+its running statistics, so that :math:`f(\theta)` depends on
+:math:`\theta` alone; it also reports ``train_accuracy``. The held-out
+split is the test set (CIFAR and digits have no separate validation set):
+``val_loss`` is the test loss, beside ``test_accuracy`` (top-1).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from lionx.train.data import images
+from lionx.train.models import vision
+from lionx.train.tasks import base
+
+
+def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), labels)
+
+
+def _masked(batch: base.Batch) -> jax.Array:
+  return batch.get('mask', jnp.ones(batch['label'].shape, jnp.float32))
+
+
+class ImageClassification(base.Task):
+  """Images to classes, with cross-entropy and top-1 accuracy."""
+
+  name = 'classification'
+  data_config = images.ImageDataConfig
+  model_config = vision.VisionModelConfig
+  panels = (('test_accuracy', 'test top-1 accuracy (%)'),)
+  summary = (('test_accuracy', 'test top-1'),)
+  held_out = 'test'
+
+  def validate(self, config: Any) -> None:
+    images.validate(config.data)
+    vision.validate(config.model)
+
+  def input_spec(self, config: Any) -> Optional[images.InputSpec]:
+    return images.input_spec(config.data)
+
+  def load_data(self, config: Any) -> images.Dataset:
+    return images.load_dataset(config.data)
+
+  def data_spec(self, data: images.Dataset) -> images.InputSpec:
+    return data.spec
+
+  def create_model(self, config: Any, spec: images.InputSpec,
+                   seed: int) -> nnx.Module:
+    return vision.create_model(config.model, spec.num_classes,
+                               spec.image_shape, seed=seed)
+
+  def describe(self, config: Any, data: images.Dataset) -> str:
+    return (f'{config.model.name} on {data.name} '
+            f'({len(data.train_labels)} train / {len(data.test_labels)} '
+            f'test, {data.num_classes} classes)')
+
+  def steps_per_epoch(self, config: Any, data: images.Dataset) -> int:
+    return images.steps_per_epoch(data, config.batch_size)
+
+  def train_batch(self, config: Any, data: images.Dataset,
+                  step: int) -> base.Batch:
+    return images.train_batch(data, step, seed=config.seed,
+                              batch_size=config.batch_size,
+                              augment_images=config.data.augment)
+
+  def logging_batches(self, config: Any,
+                      data: images.Dataset) -> Iterator[base.Batch]:
+    return images.eval_batches(data, 'train', config.eval_batch_size,
+                               config.logging_max_batches)
+
+  def held_out_batches(self, config: Any,
+                       data: images.Dataset) -> Iterator[base.Batch]:
+    return images.eval_batches(data, 'test', config.eval_batch_size)
+
+  def loss(self, model: nnx.Module, batch: base.Batch) -> base.LossOutput:
+    logits = model(batch['image'])
+    mask = _masked(batch)
+    count = jnp.sum(mask)
+    losses = _cross_entropy(logits, batch['label']) * mask
+    hits = (jnp.argmax(logits, -1) == batch['label']) * mask
+    return base.LossOutput(
+        loss=jnp.sum(losses) / jnp.maximum(count, 1.0), weight=count,
+        metrics={'train_accuracy': (jnp.sum(hits), count)})
+
+  def evaluate(self, model: nnx.Module, batch: base.Batch) -> base.Metrics:
+    logits = model(batch['image'])
+    mask = _masked(batch)
+    count = jnp.sum(mask)
+    losses = _cross_entropy(logits, batch['label']) * mask
+    hits = (jnp.argmax(logits, -1) == batch['label']) * mask
+    return {'val_loss': (jnp.sum(losses), count),
+            'test_accuracy': (jnp.sum(hits), count)}
+
+  def data_order(self) -> str:
+    return images.DATA_ORDER
+
+
+base.register_task(ImageClassification())
