@@ -43,6 +43,7 @@ def interpolate(
     w: chex.Numeric,
     *,
     m_error: Optional[chex.Numeric] = None,
+    m_error_linear: Optional[tuple[float, float, float]] = None,
 ) -> jax.Array:
   r"""``w m + (1 - w) g``: NaN where not finite, 0 within its error bound.
 
@@ -68,6 +69,11 @@ def interpolate(
     w: the weight of ``m``.
     m_error: a bound (scalar or array like ``m``, :math:`\ge 0`) on
       :math:`|m - m^*|`; ``None`` means ``m`` is exact.
+    m_error_linear: ``(a, b, e)``, Python numbers, for the bound
+      :math:`|m - m^*| \le a|m| + b|g| + e` (added to ``m_error``); with a
+      Python ``w`` it folds into the coefficients of the bound, so that the
+      compiled step computes one bound :math:`\alpha|m| + \beta|g| +
+      \gamma`.
 
   Returns:
     :math:`c`, in the dtype of ``m`` and ``g``.
@@ -84,13 +90,50 @@ def interpolate(
     aw, a1w = abs(static), abs(1.0 - static)
   else:
     aw, a1w = jnp.abs(w), jnp.abs(1.0 - w)
-  bound = (3.0 * u * aw) * jnp.abs(m) + (3.0 * u * a1w) * jnp.abs(g)
-  bound = bound + 4.0 * tiny * (1.0 + aw)
+  alpha, beta, gamma = 3.0 * u * aw, 3.0 * u * a1w, 4.0 * tiny * (1.0 + aw)
+  if m_error_linear is not None:
+    em, eg, e0 = m_error_linear
+    alpha, beta, gamma = alpha + aw * em, beta + aw * eg, gamma + aw * e0
+  bound = alpha * jnp.abs(m) + beta * jnp.abs(g) + gamma
   if m_error is not None:
     bound = bound + aw * m_error
   # NaN first: an inf makes the bound inf, and must not become a 0.
   c = jnp.where(jnp.isfinite(c), c, jnp.nan)
   return jnp.where(jnp.abs(c) <= bound, jnp.zeros_like(c), c)
+
+
+def momentum_error_linear(
+    b2: float,
+    compute_dtype: Any,
+    storage_dtype: Any,
+) -> tuple[float, float, float]:
+  r"""``(a, b, e)``: the error of a stored :math:`m_k` is :math:`\le a|m_k|
+  + b|g_k| + e`, from :math:`m_k` itself.
+
+  :math:`m_k = \beta_2 m_{k-1} + (1 - \beta_2) g_k` computed in
+  ``compute_dtype`` (unit roundoff :math:`u`) and stored in
+  ``storage_dtype`` (:math:`u_s`, 0 if it is the compute dtype) differs
+  from the exact value by at most
+  :math:`3u(\beta_2|m_{k-1}| + (1-\beta_2)|g_k|) + u_s|m_k|` plus
+  underflow. Since :math:`\beta_2|m_{k-1}| \le |m_k| + (1-\beta_2)|g_k|`
+  up to that error, without reading :math:`m_{k-1}`:
+
+  .. math::
+
+    a = 4u + 1.01\,u_s, \quad b = 7u(1 - \beta_2), \quad e = 2t + s_s,
+
+  :math:`t` the compute dtype's smallest normal and :math:`s_s` half the
+  storage dtype's smallest subnormal spacing.
+  """
+  dtype = jnp.dtype(compute_dtype)
+  u, tiny = unit_roundoff(dtype), float(jnp.finfo(dtype).tiny)
+  storage = jnp.dtype(storage_dtype)
+  if storage == dtype:
+    u_s, sub = 0.0, 0.0
+  else:
+    u_s = unit_roundoff(storage)
+    sub = float(jnp.finfo(storage).smallest_subnormal) / 2.0
+  return 4.0 * u + 1.01 * u_s, 7.0 * u * (1.0 - b2), 2.0 * tiny + sub
 
 
 def momentum_error(
@@ -99,42 +142,13 @@ def momentum_error(
     b2: float,
     storage_dtype: Any,
 ) -> jax.Array:
-  r"""A bound on the error of a stored :math:`m_k`, from :math:`m_k` itself.
+  """:func:`momentum_error_linear` evaluated: a bound array like ``m_new``.
 
-  :math:`m_k = \beta_2 m_{k-1} + (1 - \beta_2) g_k` computed in the dtype
-  of ``m_new`` and ``g`` (unit roundoff :math:`u`) and stored in
-  ``storage_dtype`` (:math:`u_s`, 0 if it is the compute dtype) differs
-  from the exact value by at most
-  :math:`3u(\beta_2|m_{k-1}| + (1-\beta_2)|g_k|) + u_s|m_k|` plus
-  underflow. Since :math:`\beta_2|m_{k-1}| \le |m_k| + (1-\beta_2)|g_k|`
-  up to that error, this returns, without reading :math:`m_{k-1}`,
-
-  .. math::
-
-    e = (4u + 1.01\,u_s)|m_k| + 7u(1 - \beta_2)|g_k| + 2t + s_s,
-
-  :math:`t` the compute dtype's smallest normal and :math:`s_s` half the
-  storage dtype's smallest subnormal spacing.
-
-  Args:
-    m_new: the stored :math:`m_k`, cast to the compute dtype.
-    g: :math:`g_k` in the compute dtype.
-    b2: :math:`\beta_2`, a Python number.
-    storage_dtype: the dtype :math:`m_k` is stored in.
-
-  Returns:
-    An array like ``m_new``.
+  ``m_new`` (the stored :math:`m_k`) and ``g`` are in the compute dtype.
   """
-  dtype = jnp.result_type(m_new, g)
-  u, tiny = unit_roundoff(dtype), float(jnp.finfo(dtype).tiny)
-  storage = jnp.dtype(storage_dtype)
-  if storage == jnp.dtype(dtype):
-    u_s, sub = 0.0, 0.0
-  else:
-    u_s = unit_roundoff(storage)
-    sub = float(jnp.finfo(storage).smallest_subnormal) / 2.0
-  return ((4.0 * u + 1.01 * u_s) * jnp.abs(m_new)
-          + (7.0 * u * (1.0 - b2)) * jnp.abs(g) + (2.0 * tiny + sub))
+  a, b, e = momentum_error_linear(
+      b2, jnp.result_type(m_new, g), storage_dtype)
+  return a * jnp.abs(m_new) + b * jnp.abs(g) + e
 
 
 def c_from_new_coefficient(b1, b2) -> Optional[float]:

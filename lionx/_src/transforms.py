@@ -14,7 +14,7 @@ from lionx._src import checks
 from lionx._src import quantized
 from lionx._src.interpolation import c_from_new_coefficient
 from lionx._src.interpolation import interpolate
-from lionx._src.interpolation import momentum_error
+from lionx._src.interpolation import momentum_error_linear
 from lionx._src.norms import compute_dtype
 from lionx._src.realview import on_real_view
 from lionx._src.realview import real_dtype
@@ -189,9 +189,8 @@ def scale_by_lion(
       # c from the stored m_k: the old momentum is read once, so XLA
       # updates it in place with no copy (see the docstring). The error
       # bound of m_k is what lets interpolate zero c at rounding level.
-      m_k = m_new.astype(dtype)
-      c = interpolate(m_k, g32, from_new,
-                      m_error=momentum_error(m_k, g32, b2, m.dtype))
+      c = interpolate(m_new.astype(dtype), g32, from_new,
+                      m_error_linear=momentum_error_linear(b2, dtype, m.dtype))
     else:
       c = interpolate(m32, g32, b1)
     return c.astype(g.dtype), m_new
