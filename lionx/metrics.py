@@ -2,7 +2,10 @@
 
 Every function is jit-compatible, accumulates in float32 (even for bfloat16
 leaves) and ignores ``None`` leaves. Empty trees give 0, NaN inputs give NaN,
-and an all-zero gradient has the norm ratio 0; see each docstring.
+and an all-zero gradient has the norm ratio 0; see each docstring. A complex
+entry counts as two real coordinates. For a weight-decay convention other
+than ``'paper'``, pass ``lionx.effective_weight_decay(...)`` as
+``weight_decay``.
 """
 
 from lionx._src.metrics import BoxFeasibility

@@ -1,5 +1,6 @@
 """Every public factory rejects bad input with a message naming it."""
 
+import jax
 import jax.numpy as jnp
 import optax
 import pytest
@@ -44,6 +45,22 @@ BAD = [
      'learning_rate=None'),
     (lambda: lionx.add_decoupled_weight_decay(0.1, implicit='yes'), TypeError,
      "implicit='yes'"),
+    (lambda: lionx.add_decoupled_weight_decay(0.1, mask='w'), TypeError,
+     "mask='w'"),
+    (lambda: lionx.effective_weight_decay(-0.1), ValueError,
+     'weight_decay=-0.1'),
+    (lambda: lionx.effective_weight_decay(0.1, weight_decay_convention=1),
+     ValueError, 'weight_decay_convention=1'),
+    (lambda: lionx.effective_weight_decay(0.1, learning_rate='x'), TypeError,
+     "learning_rate='x'"),
+    (lambda: lionx.lion(1e-3, weight_decay_convention='paper',
+                        peak_learning_rate=1e-3), ValueError,
+     'peak_learning_rate=0.001'),
+    (lambda: lionx.lp_reshaper(True), TypeError, 'p=True'),
+    (lambda: lionx.huber_reshaper('1'), TypeError, "e='1'"),
+    (lambda: lionx.cautious('sign'), TypeError, "inner='sign'"),
+    (lambda: lionx.scale_by_lion(mu_dtype='float128x'), TypeError,
+     "mu_dtype='float128x'"),
 ]
 
 
@@ -65,6 +82,17 @@ def test_mask_non_bool_leaves():
   opt = lionx.lion(0.1, mask={'w': 1})
   with pytest.raises(TypeError, match='mask has a leaf 1'):
     opt.init(params)
+
+
+def test_traced_mask_leaf_is_refused():
+  params = {'w': jnp.ones(2)}
+
+  @jax.jit
+  def init(flag):
+    return lionx.lion(0.1, mask={'w': flag}).init(params)
+
+  with pytest.raises(TypeError, match='mask has a traced leaf'):
+    init(jnp.array(True))
 
 
 def test_update_structure_mismatch_never_broadcasts():

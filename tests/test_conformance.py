@@ -741,3 +741,24 @@ def test_metrics_count_real_and_imaginary_parts():
                    learning_rate=0.1, b1=0.9, b2=0.99),
         m.lyapunov(1.0, r, r, reshaper=reshaper, weight_decay=0.2,
                    learning_rate=0.1, b1=0.9, b2=0.99))
+
+
+def test_complex_parabola_converges_with_conjugated_gradients():
+  """JAX's grad of a real loss is the conjugate of the real view's gradient:
+  conjugate it first, as optax's tests do for complex params."""
+  target = jnp.array([1 + 2j, -0.5 - 1j], jnp.complex64)
+  f = lambda z: jnp.sum(jnp.abs(z - target) ** 2)
+  opt = lionx.lion(optax.exponential_decay(0.05, 200, 0.3), weight_decay=0.1)
+  z = jnp.zeros(2, jnp.complex64)
+  state = opt.init(z)
+
+  @jax.jit
+  def step(z, state):
+    grads = optax.tree.conj(jax.grad(f)(z))
+    updates, state = opt.update(grads, state, z)
+    return optax.apply_updates(z, updates), state
+
+  for _ in range(1000):
+    z, state = step(z, state)
+  assert z.dtype == jnp.complex64
+  np.testing.assert_allclose(z, target, atol=0.05)

@@ -199,7 +199,10 @@ def lion(
 
   A complex leaf is optimized as two real coordinates: its update is, bit
   for bit, the update of its real view ``stack([z.real, z.imag], -1)``, and
-  it stays complex. Integer and bool leaves are refused.
+  it stays complex (its momentum is stored as the real view). As for every
+  optax optimizer, pass the conjugate of JAX's gradient of a real loss,
+  ``optax.tree.conj(jax.grad(loss)(params))``: that is the real view's
+  gradient. Integer and bool leaves are refused.
 
   Args:
     learning_rate: :math:`\eta \ge 0`, a scalar or a schedule.

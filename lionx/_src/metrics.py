@@ -7,7 +7,15 @@ same everywhere:
 
 * an empty tree has :math:`d = 0`; norms, residuals and fractions are 0;
 * a NaN anywhere in an input makes the result NaN (never a silent number);
-* an all-zero gradient has the norm ratio 0 (see :func:`grad_norm_ratio`).
+* an all-zero gradient has the norm ratio 0 (see :func:`grad_norm_ratio`);
+* a complex entry counts as two real coordinates (its real and imaginary
+  parts), as in the optimizers: :func:`tree_size` counts 2, ``tree_l1`` of
+  ``3 - 4j`` is 7;
+* norms are exact up to the float32 maximum (see :mod:`lionx._src.norms`).
+
+Under a weight-decay convention other than the default ``'paper'``, pass
+the effective :math:`\lambda'` (:func:`lionx.effective_weight_decay`) as
+``weight_decay``, so that the box is the convention's.
 
 Sources: Dong, Li, Lin, *Convergence Rate Analysis of LION* ("000"), and
 Chen, Liu, Liang, Liu, *Lion Secretly Solves Constrained Optimization, as
@@ -195,7 +203,12 @@ def box_feasibility(
 
   Args:
     params: the parameters :math:`\theta`.
-    weight_decay: :math:`\lambda \ge 0` (may be traced).
+    weight_decay: :math:`\lambda \ge 0` (may be traced): the effective
+      :math:`\lambda'` of the weight-decay convention in use,
+      ``lionx.effective_weight_decay(...)``, which is :math:`\lambda`
+      itself under the default ``'paper'`` convention (box
+      :math:`\eta_{\text{peak}}/\lambda` under ``'independent'``, for
+      instance).
     tol: relative tolerance in :math:`[0, 1)` for "at the bound".
     reshaper: a :class:`lionx.Reshaper` whose ``constraint`` replaces
       :math:`\lambda\|\theta\|_\infty`; ``None`` means the box (plain Lion).
@@ -255,7 +268,9 @@ def kkt_residual(params: PyTree, grads: PyTree, weight_decay: Any) -> Scalar:
     params: :math:`\theta`.
     grads: :math:`\nabla f(\theta)` (exact, or a full-batch estimate), with
       the structure and shapes of ``params``.
-    weight_decay: :math:`\lambda \ge 0` (may be traced).
+    weight_decay: :math:`\lambda \ge 0` (may be traced); under another
+      weight-decay convention than ``'paper'``, its effective
+      :math:`\lambda'` (``lionx.effective_weight_decay``).
 
   Returns:
     A float32 scalar.
