@@ -1,4 +1,6 @@
-"""The import graph of lionx has no cycles (function-level imports count)."""
+"""The import graph of lionx: no cycles (function-level imports count),
+the harness's layers import downwards only, and train/ and experiments/
+use lionx's public API only."""
 
 import ast
 import pathlib
@@ -36,7 +38,7 @@ def _imports(path: pathlib.Path, modules: set[str]) -> set[str]:
 
 
 def _graph() -> dict[str, set[str]]:
-  paths = [p for p in ROOT.rglob('*.py') if 'train' not in p.parts]
+  paths = list(ROOT.rglob('*.py'))
   modules = {_module(p) for p in paths}
   return {_module(p): _imports(p, modules) - {_module(p)} for p in paths}
 
@@ -77,6 +79,64 @@ def test_the_graph_sees_function_level_imports():
 def test_lionx_src_has_no_import_cycle():
   graph = {k: v for k, v in _graph().items() if k.startswith('lionx._src')}
   assert _cycle(graph) == []
+
+
+def test_lionx_has_no_import_cycle():
+  graph = _graph()
+  assert 'lionx.train.experiment' in graph  # the harness is in the graph
+  assert _cycle(graph) == []
+
+
+# The harness's layers, top to bottom (lionx/train/__init__.py): a module
+# may import only modules of lower layers (and its own package's base).
+LAYERS = (
+    ('cli',),
+    ('sweep',),
+    ('experiment',),
+    ('steps', 'diagnostics', 'writers'),
+    ('workdir', 'checkpoint', 'plots', 'report'),
+    ('config',),
+    ('tasks',),
+    ('data', 'models', 'optimizers', 'schedules', 'parallel'),
+    ('fields',),
+)
+
+
+def _layer(module: str):
+  """The layer index of a lionx.train module (by its first component)."""
+  name = module.removeprefix('lionx.train').lstrip('.').split('.')[0]
+  for i, names in enumerate(LAYERS):
+    if name in names:
+      return i
+  return None
+
+
+def test_harness_layers_import_downwards():
+  graph = _graph()
+  train = {m for m in graph if m.startswith('lionx.train.')}
+  assert {_layer(m) for m in train} >= set(range(len(LAYERS)))
+  unplaced = sorted(m for m in train if _layer(m) is None)
+  assert not unplaced, f'modules outside LAYERS: {unplaced}'
+  upward = []
+  for module in sorted(train):
+    for target in graph[module]:
+      if not target.startswith('lionx.train.'):
+        continue
+      same_package = target.rpartition('.')[0] == module.rpartition('.')[0]
+      if _layer(target) < _layer(module) or (
+          _layer(target) == _layer(module) and not same_package
+          and target.split('.')[2] != module.split('.')[2]):
+        upward.append(f'{module} -> {target}')
+  assert not upward, upward
+
+
+def test_train_and_experiments_use_only_the_public_api():
+  graph = _graph()
+  private = sorted(
+      f'{m} -> {t}' for m, targets in graph.items()
+      if m.startswith(('lionx.train', 'lionx.experiments'))
+      for t in targets if t.startswith('lionx._src'))
+  assert not private, private
 
 
 def test_cycle_finder_finds_a_cycle():

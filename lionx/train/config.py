@@ -188,8 +188,9 @@ def run_identity(config: Config) -> dict[str, Any]:
   opt = config.optimizer
   s = optimizers.settings(opt, lambda step: 0.0)
   kept = {'name': opt.name, 'learning_rate': optimizers.learning_rate(opt),
-          'weight_decay': s.weight_decay, 'b1': s.b1, 'b2': s.b2,
-          'mu_dtype': opt.mu_dtype}
+          'weight_decay': s.weight_decay,
+          'weight_decay_convention': opt.weight_decay_convention,
+          'b1': s.b1, 'b2': s.b2, 'mu_dtype': opt.mu_dtype}
   if opt.name in opt.hparams:
     kept[opt.name] = out['optimizer'][opt.name]
   out['optimizer'] = kept

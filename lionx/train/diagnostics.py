@@ -7,12 +7,18 @@ jitted function returning the fields below (float32 scalars):
 * ``grad_l1``, ``grad_l2``, ``grad_norm_ratio`` :math:`r =
   \|\nabla f\|_1/\|\nabla f\|_2`, ``grad_norm_ratio_over_sqrt_d`` and
   ``sqrt_d`` (Dong, Li, Lin (8));
-* ``box_linf_scaled`` :math:`\lambda\|\theta\|_\infty`,
+* ``box_linf_scaled`` :math:`\lambda'\|\theta\|_\infty`,
   ``box_max_violation`` and ``box_fraction_at_bound`` (the box of Theorem
-  2), with the run's weight decay :math:`\lambda` for every optimizer;
-* ``constraint``: the reshaper's own constraint (:math:`\|\lambda\theta\|_q`
-  for Lion-:math:`\ell_p`; the box for sign), for the Lion-K family;
-* ``kkt_residual`` :math:`\lambda\langle\nabla f,\theta\rangle +
+  2), where ``box_weight_decay`` :math:`\lambda'` is the run's weight decay
+  under its convention at this step (:func:`lionx.effective_weight_decay`:
+  :math:`\lambda` for ``paper``, :math:`\lambda/\eta_{\text{peak}}` for
+  ``independent``, :math:`\lambda\eta_t/\eta_{\text{peak}}` for
+  ``corrected``), and :math:`\lambda` for the optimizers outside the Lion
+  family;
+* ``constraint``: the reshaper's own constraint
+  (:math:`\|\lambda'\theta\|_q` for Lion-:math:`\ell_p`; the box for
+  sign), for the Lion-K family;
+* ``kkt_residual`` :math:`\lambda'\langle\nabla f,\theta\rangle +
   \|\nabla f\|_1` (Lemma 1);
 * ``sign_agreement`` and ``zero_sign_fraction`` of the optimizer's
   direction for :math:`\nabla f` (:func:`lionx.train.optimizers.direction`)
@@ -30,29 +36,33 @@ from lionx import metrics
 from lionx.train import fields
 from lionx.train import optimizers
 
-Diagnostics = Callable[[Any, Any, Any], dict[str, jax.Array]]
+Diagnostics = Callable[[Any, Any, Any, Any], dict[str, jax.Array]]
 
 _CACHE: dict[str, Diagnostics] = {}
 
 
-def make_diagnostics(config: optimizers.OptimizerConfig) -> Diagnostics:
-  """A jitted ``(params, grads, opt_state) -> dict`` (see the module doc).
+def make_diagnostics(config: optimizers.OptimizerConfig,
+                     schedule: Callable[[Any], Any]) -> Diagnostics:
+  """A jitted ``(params, grads, opt_state, step) -> dict`` (module doc);
+  ``step`` is the number of updates made so far.
 
-  Equal optimizer settings share one compiled function.
+  Equal optimizer settings (and schedule) share one compiled function.
   """
   key = json.dumps({'row': id(optimizers.spec(config.name)),
+                    'schedule': id(schedule),
                     'optimizer': fields.to_dict(config)}, sort_keys=True)
   if key not in _CACHE:
-    _CACHE[key] = _build(config)
+    _CACHE[key] = _build(config, schedule)
   return _CACHE[key]
 
 
-def _build(config: optimizers.OptimizerConfig) -> Diagnostics:
-  weight_decay = optimizers.weight_decay(config)
+def _build(config: optimizers.OptimizerConfig,
+           schedule: Callable[[Any], Any]) -> Diagnostics:
   reshaper = optimizers.reshaper(config)
 
   @jax.jit
-  def diagnostics(params, grads, opt_state):
+  def diagnostics(params, grads, opt_state, step):
+    weight_decay = optimizers.box_weight_decay(config, schedule, step)
     ratio = metrics.grad_norm_ratio(grads)
     box = metrics.box_feasibility(params, weight_decay)
     if reshaper is None or reshaper.name == 'sign':
@@ -68,6 +78,7 @@ def _build(config: optimizers.OptimizerConfig) -> Diagnostics:
         'grad_norm_ratio': ratio.ratio,
         'grad_norm_ratio_over_sqrt_d': ratio.ratio_over_sqrt_d,
         'sqrt_d': ratio.sqrt_d,
+        'box_weight_decay': weight_decay,
         'box_linf_scaled': box.linf_scaled,
         'box_max_violation': box.max_violation,
         'box_fraction_at_bound': box.fraction_at_bound,

@@ -55,7 +55,7 @@ from lionx.train.config import Config, ConfigError
 METRICS_FIELDS = (
     'step', 'optimizer', 'lr', 'train_loss', 'full_loss', 'val_loss',
     'grad_l1', 'grad_l2', 'grad_norm_ratio', 'grad_norm_ratio_over_sqrt_d',
-    'sqrt_d', 'box_linf_scaled', 'box_max_violation',
+    'sqrt_d', 'box_weight_decay', 'box_linf_scaled', 'box_max_violation',
     'box_fraction_at_bound', 'constraint', 'kkt_residual',
     'kkt_residual_running_mean', 'grad_l1_running_mean', 'sign_agreement',
     'zero_sign_fraction', 'wall_time')
@@ -246,7 +246,8 @@ def _loop(run: _Run, state: steps.TrainState, ckpt: Checkpointer,
   train_step = steps.make_train_step(
       run.task, run.mesh, state,
       per_device=optimizers.spec(run.name).per_device)
-  diagnostics = diagnostics_lib.make_diagnostics(config.optimizer)
+  diagnostics = diagnostics_lib.make_diagnostics(config.optimizer,
+                                                 state.schedule)
   stop = run.total_steps
   if config.max_evals_this_run:
     stop = min(stop, progress.step + config.max_evals_this_run * run.every)
@@ -331,7 +332,8 @@ def _evaluate(run: _Run, state: steps.TrainState, diagnostics,
       task, view, task.held_out_batches(config, run.data), run.mesh)
   params = nnx.as_pure(nnx.state(state.model, nnx.Param))
   values = {k: float(v) for k, v in diagnostics(
-      params, logged.grads, nnx.as_pure(state.optimizer.opt_state)).items()}
+      params, logged.grads, nnx.as_pure(state.optimizer.opt_state),
+      progress.step).items()}
   progress.grad_l1_sum += values['grad_l1']
   progress.kkt_sum += values['kkt_residual']
   row = {'step': progress.step}

@@ -21,9 +21,11 @@ name                   transform
 A row (:class:`OptimizerSpec`) holds everything about one optimizer: its
 factory, the dataclass of its own hyperparameters (``optimizer.<name>.*``,
 e.g. ``optimizer.lion_lp.p=1.5``), its default betas, whether it keeps
-state per device, whether it takes 8-bit momentum, how to read its
-direction and which Lion-K reshaper (if any) defines its constraint. A new
-optimizer is one call to :func:`register`.
+state per device, whether it takes 8-bit momentum and the weight-decay
+conventions (``optimizer.weight_decay_convention``: ``paper``,
+``independent`` or ``corrected``; see :func:`lionx.effective_weight_decay`),
+how to read its direction and which Lion-K reshaper (if any) defines its
+constraint. A new optimizer is one call to :func:`register`.
 
 The ``optimizer`` config section (:class:`OptimizerConfig`) lives here.
 The learning rate of a run is ``learning_rate`` when it is set, else
@@ -56,6 +58,7 @@ Schedule = Callable[[Any], Any]
 
 MU_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16,
              'int8': jnp.int8}
+CONVENTIONS = ('paper', 'independent', 'corrected')
 
 
 class Settings(NamedTuple):
@@ -68,6 +71,8 @@ class Settings(NamedTuple):
   b2: Optional[float]
   mu_dtype: Optional[jnp.dtype]
   hparams: Any  # the row's hyperparameter dataclass, or None
+  convention: str  # weight_decay_convention (rows that take it)
+  peak_learning_rate: Optional[float]  # the configured rate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +87,7 @@ class OptimizerSpec:
       lambda s: None)
   per_device: bool = False  # steps in shard_map on local gradients
   int8_momentum: bool = False  # takes optimizer.mu_dtype='int8'
+  conventions: bool = False  # takes optimizer.weight_decay_convention
 
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {}
@@ -114,6 +120,9 @@ class OptimizerConfig:
   learning_rates: dict[str, float] = dataclasses.field(default_factory=dict)
   weight_decay: float = 0.1  # unless weight_decays has the optimizer
   weight_decays: dict[str, float] = dataclasses.field(default_factory=dict)
+  # paper | independent | corrected (lionx.effective_weight_decay); the
+  # Lion family only.
+  weight_decay_convention: str = 'paper'
   b1: Optional[float] = None  # None: the optimizer's default
   b2: Optional[float] = None
   # Storage of the first moment (Lion's m, AdamW's mu, SGD's trace):
@@ -179,6 +188,14 @@ def validate(config: OptimizerConfig, *, need_rate: bool = True) -> None:
     value = getattr(config, beta)
     if value is not None:
       fields.fraction(f'optimizer.{beta}', value)
+  fields.one_of('optimizer.weight_decay_convention',
+                config.weight_decay_convention, CONVENTIONS)
+  if config.weight_decay_convention != 'paper' and not row.conventions:
+    takes = tuple(n for n, s in OPTIMIZERS.items() if s.conventions)
+    raise fields.ConfigError(
+        f'optimizer.weight_decay_convention='
+        f'{config.weight_decay_convention!r} with optimizer.name='
+        f'{config.name!r}: the conventions are for {takes}.')
   if config.mu_dtype is not None:
     fields.one_of('optimizer.mu_dtype', config.mu_dtype, MU_DTYPES)
   if config.mu_dtype == 'int8' and not row.int8_momentum:
@@ -201,8 +218,31 @@ def settings(config: OptimizerConfig, schedule: Schedule) -> Settings:
     b1 = row.betas[0] if config.b1 is None else config.b1
     b2 = row.betas[1] if config.b2 is None else config.b2
   mu_dtype = None if config.mu_dtype is None else MU_DTYPES[config.mu_dtype]
+  peak = (config.learning_rate if config.learning_rate is not None
+          else config.learning_rates.get(config.name))
   return Settings(config.name, schedule, weight_decay(config), b1, b2,
-                  mu_dtype, config.hparams.get(config.name))
+                  mu_dtype, config.hparams.get(config.name),
+                  config.weight_decay_convention, peak)
+
+
+def _decay(s: Settings) -> dict[str, Any]:
+  """The weight-decay keywords of the Lion family's factories."""
+  out = {'weight_decay': s.weight_decay,
+         'weight_decay_convention': s.convention}
+  if s.convention != 'paper':
+    out['peak_learning_rate'] = s.peak_learning_rate
+  return out
+
+
+def box_weight_decay(config: OptimizerConfig, schedule: Schedule,
+                     step: Any) -> jax.Array:
+  """The λ' of the box λ'‖θ‖∞ ≤ 1 after ``step`` updates: the run's weight
+  decay under its convention (:func:`lionx.effective_weight_decay`)."""
+  s = settings(config, schedule)
+  if not spec(config.name).conventions:
+    return jnp.asarray(s.weight_decay, jnp.float32)
+  return lionx.effective_weight_decay(
+      count=step, learning_rate=schedule, **_decay(s))
 
 
 def make_optimizer(config: OptimizerConfig,
@@ -280,13 +320,12 @@ def _sign(s: Settings) -> lionx.Reshaper:
 
 def _lion(s: Settings) -> optax.GradientTransformation:
   return lionx.lion(s.schedule, b1=s.b1, b2=s.b2, mu_dtype=s.mu_dtype,
-                    weight_decay=s.weight_decay)
+                    **_decay(s))
 
 
 def _cautious_lion(s: Settings) -> optax.GradientTransformation:
   return lionx.cautious_lion(s.schedule, b1=s.b1, b2=s.b2,
-                             mu_dtype=s.mu_dtype,
-                             weight_decay=s.weight_decay)
+                             mu_dtype=s.mu_dtype, **_decay(s))
 
 
 @dataclasses.dataclass(slots=True)
@@ -352,9 +391,9 @@ def _lion_k(make: Callable[[Any], lionx.Reshaper], hparams: type
 
   def build(s: Settings) -> optax.GradientTransformation:
     return lionx.lion_k(s.schedule, reshaper(s), b1=s.b1, b2=s.b2,
-                        mu_dtype=s.mu_dtype, weight_decay=s.weight_decay)
+                        mu_dtype=s.mu_dtype, **_decay(s))
   return OptimizerSpec(build, lion_direction, hparams, (0.9, 0.99),
-                       reshaper, int8_momentum=True)
+                       reshaper, int8_momentum=True, conventions=True)
 
 
 @dataclasses.dataclass(slots=True)
@@ -420,7 +459,7 @@ class DistributedLionHparams:
 def _distributed_lion(s: Settings) -> optax.GradientTransformation:
   return lionx.distributed_lion(
       s.schedule, b1=s.b1, b2=s.b2, mu_dtype=s.mu_dtype,
-      weight_decay=s.weight_decay, aggregation=s.hparams.aggregation)
+      aggregation=s.hparams.aggregation, **_decay(s))
 
 
 def _distributed_direction(s: Settings, state: PyTree,
@@ -432,7 +471,7 @@ def _distributed_direction(s: Settings, state: PyTree,
 
 
 register('lion', OptimizerSpec(_lion, lion_direction, None, (0.9, 0.99),
-                               _sign, int8_momentum=True))
+                               _sign, int8_momentum=True, conventions=True))
 register('lion_lp', _lion_k(
     lambda h: lionx.lp_reshaper(h.p, h.scope), LpHparams))
 register('lion_sparse_sign', _lion_k(
@@ -446,10 +485,10 @@ register('lion_tanh', _lion_k(
     lambda h: lionx.tanh_reshaper(h.beta), TanhHparams))
 register('cautious_lion', OptimizerSpec(
     _cautious_lion, lion_direction, None, (0.95, 0.98), _sign,
-    int8_momentum=True))
+    int8_momentum=True, conventions=True))
 register('sgd', OptimizerSpec(_sgd, _sgd_direction, SgdHparams))
 register('adamw', OptimizerSpec(_adamw, _adam_direction, AdamwHparams,
                                 (0.9, 0.999)))
 register('distributed_lion', OptimizerSpec(
     _distributed_lion, _distributed_direction, DistributedLionHparams,
-    (0.9, 0.99), _sign, per_device=True))
+    (0.9, 0.99), _sign, per_device=True, conventions=True))

@@ -251,3 +251,44 @@ def test_compare_writes_figures_and_summary(tmp_path):
       tmp_path / 'sgd')
   with pytest.raises(config_lib.ConfigError, match='a name repeats'):
     sweep.compare(tiny_config(), tmp_path, ['lion', 'lion'])
+
+
+@pytest.mark.parametrize('convention', ['independent', 'corrected'])
+def test_box_column_follows_the_weight_decay_convention(tmp_path, convention):
+  lr, wd = 3e-3, 1e-4
+  config = tiny_config(num_epochs=2, optimizer__weight_decay=wd,
+                       optimizer__weight_decay_convention=convention)
+  ds = data.load_dataset(config.data)
+  result = experiment.train_and_evaluate(config, tmp_path, verbose=False)
+  row = result.rows[-1]
+  # The box the run keeps, from the convention's definition: the decay step
+  # is eta_t * lambda' * theta with lambda' = lambda / eta_peak
+  # (independent) or lambda * eta_t / eta_peak (corrected), at the step
+  # the next update would take (8 updates made; cosine over 8 steps).
+  eta_t = lr * 0.5 * (1 + math.cos(math.pi * 8 / 8))
+  expected = wd / lr if convention == 'independent' else wd * eta_t / lr
+  assert row['box_weight_decay'] == pytest.approx(expected, rel=1e-5,
+                                                  abs=1e-12)
+  state, _ = _final_state(config, tmp_path, ds)
+  leaves = [np.asarray(x) for x in jax.tree.leaves(
+      nnx.state(state.model, nnx.Param))]
+  assert row['box_linf_scaled'] == pytest.approx(
+      expected * max(np.abs(x).max() for x in leaves), rel=1e-5, abs=1e-12)
+  # The optimizer itself decays with the convention: compare with paper.
+  paper = tiny_config(num_epochs=2, optimizer__weight_decay=wd)
+  other = experiment.train_and_evaluate(paper, tmp_path / 'paper',
+                                        verbose=False)
+  assert other.rows[-1]['box_weight_decay'] == pytest.approx(wd)
+  assert other.rows[-1]['full_loss'] != row['full_loss']
+
+
+def test_conventions_are_for_the_lion_family():
+  config = tiny_config(optimizer__name='sgd',
+                       optimizer__weight_decay_convention='independent')
+  with pytest.raises(config_lib.ConfigError,
+                     match="weight_decay_convention='independent' with "
+                     "optimizer.name='sgd'"):
+    config_lib.validate(config)
+  config.optimizer.weight_decay_convention = 'decoupled'
+  with pytest.raises(config_lib.ConfigError, match="'decoupled' is not one"):
+    config_lib.validate(config)
