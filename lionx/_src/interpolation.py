@@ -11,7 +11,9 @@ Algorithm 1's :math:`c_k` is exactly 0 there must be no step. So
 :func:`interpolate` takes a bound on the error of the momentum it is given,
 adds the rounding of its own arithmetic, and returns 0 wherever
 :math:`|c|` is within that bound: an exact 0 can only come out as 0, and a
-:math:`c` that is not zeroed has the sign of the exact one.
+:math:`c` that is not zeroed has the sign of the exact one. The bounds
+count every rounding of the arithmetic as written; a fused multiply-add
+(which XLA may form) only removes roundings, so they hold either way.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from typing import Any, Optional
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from lionx._src import checks
 

@@ -196,8 +196,14 @@ def lp_reshaper(p: float, scope: str = 'global') -> Reshaper:
   :math:`\max_l \|\lambda\theta_l\|_q \le 1`; each leaf then gets a step of
   unit :math:`\ell_q`-dual size whatever the size of the model.
 
+  A NaN or ``inf`` anywhere in a scope makes that whole scope NaN: the norm
+  that scales every other coordinate is meaningless then. The norm is
+  taken after an exact power-of-two scaling, so :math:`\nabla K` is right
+  for entries up to the float32 maximum.
+
   Args:
-    p: the norm's exponent, a finite real :math:`\ge 1`.
+    p: the norm's exponent, a finite real :math:`\ge 1`, a Python or NumPy
+      number.
     scope: ``'global'`` or ``'leaf'``.
 
   Example:

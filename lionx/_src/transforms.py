@@ -59,7 +59,7 @@ def scale_by_lion(
     b2: float = 0.99,
     mu_dtype: Optional[jnp.dtype] = None,
 ) -> optax.GradientTransformation:
-  r"""Lion's momentum; emits :math:`c_k`, **not** :math:`\operatorname{sign}(c_k)`.
+  r"""Lion's momentum; emits :math:`c_k` itself, **not** its sign.
 
   Unlike ``optax.scale_by_lion``, which emits :math:`\operatorname{sign}
   (c_k)`, this emits the interpolation :math:`c_k` itself: lines 4 and 6
@@ -305,9 +305,10 @@ def effective_weight_decay(
     learning_rate: Optional[optax.ScalarOrSchedule] = None,
     peak_learning_rate: Optional[float] = None,
 ) -> jax.Array:
-  r"""The :math:`\lambda'` whose box :math:`\lambda'\|\theta\|_\infty \le 1`
-  a weight-decay convention keeps, at one step.
+  r"""The effective weight decay :math:`\lambda'` of a convention at a step.
 
+  It is the :math:`\lambda'` of the box
+  :math:`\lambda'\|\theta\|_\infty \le 1` that the convention keeps:
   Lion's decoupled weight decay with step :math:`\eta_t\lambda'\theta` keeps
   the box :math:`\|\theta\|_\infty \le 1/\lambda'` (Theorem 2(i) of Dong et
   al., for :math:`\eta_t\lambda' \le 1`). Each convention has its own
@@ -389,17 +390,14 @@ def add_decoupled_weight_decay(
   ports exactly from other libraries; :math:`\eta_{\text{peak}}` is the
   learning rate when it is a number, else ``peak_learning_rate``:
 
-  =================  ===========================  ==========================
-  convention         decay step                   :math:`\lambda'` (box
-                                                  :math:`1/\lambda'`)
-  =================  ===========================  ==========================
-  ``'paper'``        :math:`\eta_t\lambda\theta`  :math:`\lambda`
-  ``'independent'``  :math:`\lambda\frac{\eta_t}  :math:`\lambda/
-                     {\eta_{\text{peak}}}\theta`  \eta_{\text{peak}}`
-  ``'corrected'``    :math:`\lambda\frac{\eta_t   :math:`\lambda\eta_t/
-                     ^2}{\eta_{\text{peak}}}      \eta_{\text{peak}}`
-                     \theta`
-  =================  ===========================  ==========================
+  * ``'paper'`` (default): the decay step is :math:`\eta_t\lambda\theta`,
+    :math:`\lambda' = \lambda`;
+  * ``'independent'``: :math:`\lambda(\eta_t/\eta_{\text{peak}})\theta`,
+    :math:`\lambda' = \lambda/\eta_{\text{peak}}`;
+  * ``'corrected'``: :math:`\lambda\eta_t^2/\eta_{\text{peak}}\,\theta`,
+    :math:`\lambda' = \lambda\eta_t/\eta_{\text{peak}}`;
+
+  and the box is :math:`\|\theta\|_\infty \le 1/\lambda'`.
 
   ``'paper'`` is optax's, PyTorch's, google/automl's and bitsandbytes';
   ``'independent'`` is big_vision's and lucidrains' lion-pytorch with
