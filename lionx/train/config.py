@@ -42,7 +42,8 @@ PAPER_LR_GRID = (3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
 
 # Fields that change how a run executes but not its result; they may differ
 # between a run and its resumption.
-RUNTIME_FIELDS = ('max_evals_this_run', 'checkpoint_every_evals', 'progress')
+RUNTIME_FIELDS = ('max_evals_this_run', 'checkpoint_every_evals', 'progress',
+                  'tensorboard')
 # Fields of comparisons and grids (lionx.train.sweep), not of one run.
 SWEEP_FIELDS = ('compare_optimizers', 'lr_select', 'seeds')
 LR_SELECT = ('full_loss', 'val_loss')
@@ -75,6 +76,8 @@ class Config:
   # later invocation resumes. Used to simulate preemption.
   max_evals_this_run: int = 0
   progress: bool = True
+  # TensorBoard event files beside metrics.jsonl (lionx.train.writers).
+  tensorboard: bool = True
   # lionx-compare: the optimizers, the seeds (empty: just `seed`) and how
   # a learning-rate grid picks its rate.
   compare_optimizers: tuple[str, ...] = ('lion', 'sgd', 'adamw')

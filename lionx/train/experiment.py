@@ -14,7 +14,7 @@ when that is 0), each followed by an evaluation (REFERENCE §6):
 
 Each evaluation is one row (:data:`METRICS_FIELDS` plus the task's own
 fields) for the writers (:mod:`lionx.train.writers`): metrics.jsonl, a line
-on stdout, the figures. Checkpoints are written every
+on stdout, the figures, TensorBoard. Checkpoints are written every
 ``checkpoint_every_evals`` evaluations and at the end; rerunning with the
 same workdir resumes from the newest one and ends with the same bits as an
 uninterrupted run. ``wall_time`` is the training time of the run's own
@@ -195,7 +195,8 @@ def _train(run: _Run, identity: dict[str, Any]) -> RunResult:
     writers = writers_lib.run_writers(
         run.path, run.echo, run.total_steps, f'{run.name} (lr {run.lr:g})',
         _title(run), task, _x_axis(run),
-        rows=workdir_lib.read_metrics(run.path))
+        rows=workdir_lib.read_metrics(run.path),
+        tensorboard=config.tensorboard, start_step=progress.step)
     status = 'diverged'
     try:
       status = _loop(run, state, ckpt, progress, writers)

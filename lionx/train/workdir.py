@@ -7,6 +7,7 @@ Layout of a run's workdir::
   result.json      written when the run finished or diverged
   checkpoints/     orbax checkpoints (lionx.train.checkpoint)
   *.png            figures
+  events.out.tfevents.*  TensorBoard (lionx.train.writers)
 
 A learning-rate grid marks its folder with ``grid.json`` and a comparison
 with ``comparison.json``; a folder of one kind is never used as another.
@@ -128,8 +129,9 @@ def clear(path: pathlib.Path) -> None:
         shutil.rmtree(target)
       elif target.exists():
         target.unlink()
-    for png in path.glob('*.png'):
-      png.unlink()
+    for name in ('*.png', 'events.out.tfevents.*'):
+      for found in path.glob(name):
+        found.unlink()
   except OSError as err:
     raise os_error(path, err, 'clear earlier results') from None
 

@@ -7,18 +7,24 @@ closed at the end of the run. :func:`run_writers` gives a run's writers:
 * :class:`Console`: a line on stdout per evaluation;
 * :class:`Figures`: the PNG figures, redrawn during the run (so that a
   killed run has them) at most every ``min_interval`` seconds and at least
-  20 times as long as the last drawing took, and at the end.
+  20 times as long as the last drawing took, and at the end;
+* :class:`TensorBoard`: TensorBoard event files beside ``metrics.jsonl``,
+  every numeric field of a row as a scalar at the row's ``step``, and the
+  figures as images at the end of each invocation (``config.tensorboard``
+  turns it off). It uses tensorboardX, which needs no TensorFlow.
 
 Only process 0 of a multi-host run writes files.
 """
 
 from __future__ import annotations
 
+import numbers
 import pathlib
 import time
 from typing import Any, Callable, Optional, Sequence
 
 import jax
+import numpy as np
 
 from lionx.train import plots
 from lionx.train import report
@@ -68,13 +74,14 @@ class Figures(Writer):
     self.panels, self.x = panels, x
     self.rows = list(rows)
     self.min_interval = min_interval
+    self.paths: list[pathlib.Path] = []  # the PNGs of the last drawing
     self._last = time.perf_counter()
     self._cost = 0.0
 
   def draw(self) -> None:
     began = time.perf_counter()
-    plots.write_figures({self.label: self.rows}, self.path, self.title,
-                        self.panels, self.x)
+    self.paths = plots.write_figures({self.label: self.rows}, self.path,
+                                     self.title, self.panels, self.x)
     self._last = time.perf_counter()
     self._cost = self._last - began
 
@@ -90,14 +97,78 @@ class Figures(Writer):
       self.draw()
 
 
+class TensorBoard(Writer):
+  """Writes rows as TensorBoard scalars and the figures as images.
+
+  The event files go to ``path`` itself (``tensorboard --logdir`` on a
+  comparison's folder shows each run under its own name). Every field of a
+  row that is a real number (not a bool), except ``step``, becomes the
+  scalar of that name at the row's ``step``. At :meth:`close` the PNGs of
+  ``figures``' last drawing are added as images ``figures/<name>`` at the
+  last step written.
+
+  A resumed run starts a new event file that first records a restart at
+  ``start_step + 1``: TensorBoard then hides what an earlier invocation
+  wrote from that step on (rows that metrics.jsonl dropped too, since they
+  came after the last checkpoint), so each step shows once.
+  """
+
+  def __init__(self, path: pathlib.Path, start_step: int = 0,
+               figures: Optional[Figures] = None):
+    from tensorboardX import SummaryWriter  # the train extra
+    # The suffix keeps two invocations that start in the same second from
+    # sharing a file name (a later one never starts from an earlier step).
+    self._writer = SummaryWriter(
+        logdir=str(path), purge_step=start_step + 1, flush_secs=30,
+        filename_suffix=f'.from_step_{start_step:012d}')
+    self.figures = figures
+    self.last_step: Optional[int] = None
+
+  def write(self, row: Row) -> None:
+    step = int(row['step'])
+    for key, value in row.items():
+      if (key != 'step' and isinstance(value, numbers.Real)
+          and not isinstance(value, bool)):
+        self._writer.add_scalar(key, float(value), step)
+    self._writer.flush()
+    self.last_step = step
+
+  def close(self, finished: bool) -> None:
+    del finished
+    try:
+      if self.figures is not None and self.last_step is not None:
+        for png in self.figures.paths:
+          self._writer.add_image(f'figures/{png.stem}', _read_png(png),
+                                 self.last_step, dataformats='HWC')
+    finally:
+      self._writer.close()
+
+
+def _read_png(path: pathlib.Path) -> np.ndarray:
+  """The RGB pixels (H, W, 3) uint8 of a PNG."""
+  from PIL import Image  # pillow comes with matplotlib
+  with Image.open(path) as image:
+    return np.asarray(image.convert('RGB'))
+
+
 def run_writers(path: pathlib.Path, echo: Optional[Callable[[str], None]],
                 total_steps: int, label: str, title: str, task: Any,
-                x: str, rows: Sequence[Row] = ()) -> list[Writer]:
-  """The writers of one run of ``task`` (files only on process 0)."""
+                x: str, rows: Sequence[Row] = (), *,
+                tensorboard: bool = True,
+                start_step: int = 0) -> list[Writer]:
+  """The writers of one run of ``task`` (files only on process 0).
+
+  ``rows`` are the run's rows so far and ``start_step`` the step it
+  resumes after (0 for a fresh run); ``tensorboard`` adds
+  :class:`TensorBoard`.
+  """
   out: list[Writer] = []
   if jax.process_index() == 0:
-    out += [MetricsFile(path),
-            Figures(path, label, title, task.panels, x, rows)]
+    figures = Figures(path, label, title, task.panels, x, rows)
+    out += [MetricsFile(path), figures]
+    if tensorboard:
+      # After `figures`: it closes after the last drawing.
+      out.append(TensorBoard(path, start_step, figures))
   if echo is not None:
     out.append(Console(echo, total_steps, task.summary))
   return out
