@@ -18,7 +18,14 @@ of one round trip is bounded entry by entry:
 
 .. math::
 
-  |\hat m_i - m_i| \le \frac{\sqrt{s\,|m_i|}}{127} + \frac{s}{254^2}.
+  |\hat m_i - m_i| \le \frac{\sqrt{s\,|m_i|}}{127} + \frac{s}{254^2}
+  + 2^{-126}.
+
+The last term is the smallest normal float32: XLA:CPU flushes subnormal
+results to zero, so values below it cannot be told from 0. The bound holds
+for every finite input up to the float32 maximum: :math:`|m|/s` is formed
+with per-block powers of two that neither overflow nor flush, and
+:math:`\hat m` as :math:`s` times a factor in :math:`[0, 1]`.
 
 State bytes per parameter: :math:`1 + 4/\text{block\_size}` plus the
 padding of the last block of each leaf (1.016 for the default 256).
@@ -27,7 +34,7 @@ padding of the last block of each leaf (1.016 for the default 256).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -35,11 +42,18 @@ import jax.numpy as jnp
 import optax
 
 from lionx._src import checks
-from lionx._src import interpolation as transforms
-from lionx._src.norms import compute_dtype
+from lionx._src import interpolation
+from lionx._src.realview import tree_view_as_complex
+from lionx._src.realview import tree_view_as_real
+from lionx._src.realview import view_as_real
 
 _LEVELS = 127  # int8 codes run over [-127, 127].
+_INV_LEVELS2 = 1.0 / _LEVELS ** 2
+_U = 2.0 ** -24  # float32 unit roundoff.
+_TINY = 2.0 ** -126  # smallest normal float32.
 DEFAULT_BLOCK_SIZE = 256
+# Entries per pass of the chunked step: 1 MiB of float32 per temporary.
+CHUNK = 1 << 18
 
 
 class QuantizedArray(NamedTuple):
@@ -54,7 +68,8 @@ class ScaleByLion8bitState(NamedTuple):
 
   ``codes`` and ``scales`` each have the structure of the params, so that
   frameworks that rebuild the state tree (e.g. ``flax.nnx.Optimizer``) keep
-  it as it is; leaf by leaf they are a :class:`QuantizedArray`.
+  it as it is; leaf by leaf they are a :class:`QuantizedArray` (of the
+  real view, shape ``s + (2,)``, of a complex leaf of shape ``s``).
   """
 
   count: chex.Array  # shape=(), dtype=jnp.int32.
@@ -67,6 +82,10 @@ def _check_block_size(block_size: int) -> None:
     raise TypeError(f'block_size={block_size!r}: expected an int.')
   if block_size < 1:
     raise ValueError(f'block_size={block_size!r}: expected an int >= 1.')
+
+
+def _num_blocks(size: int, block_size: int) -> int:
+  return -(-size // block_size)
 
 
 def _blocks(x: jax.Array, block_size: int) -> jax.Array:
@@ -89,10 +108,11 @@ def quantize(x: jax.Array, block_size: int = DEFAULT_BLOCK_SIZE
           \sqrt{|x_i|/s})
 
   A block whose maximum is not finite gets a NaN scale, so that it
-  dequantizes to NaN rather than to a finite value.
+  dequantizes to NaN rather than to a finite value. Any finite input, up
+  to the float32 maximum, keeps the error bound of :mod:`quantized`.
 
   Args:
-    x: a float array of any shape.
+    x: a real float array of any shape.
     block_size: entries per block (one float32 scale each).
 
   Returns:
@@ -109,16 +129,28 @@ def quantize(x: jax.Array, block_size: int = DEFAULT_BLOCK_SIZE
     Array([1., 4.], dtype=float32)
   """
   _check_block_size(block_size)
-  return _encode(_blocks(jnp.asarray(x).astype(jnp.float32), block_size))
+  x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise TypeError(
+        f'x has dtype {x.dtype}; expected a real float array (pass the real '
+        'view stack([z.real, z.imag], -1) of a complex one).')
+  return _encode(_blocks(x.astype(jnp.float32), block_size))
 
 
-def _encode(blocks: jax.Array) -> QuantizedArray:
+def _encode(m: jax.Array) -> QuantizedArray:
   """:func:`quantize` of an array already cut into (num_blocks, size)."""
-  scales = jnp.max(jnp.abs(blocks), axis=1)
+  scales = jnp.max(jnp.abs(m), axis=1)
   scales = jnp.where(jnp.isfinite(scales), scales, jnp.nan)
-  safe = jnp.where(scales > 0, scales, 1.0)[:, None]
-  t = jnp.sqrt(jnp.abs(blocks) / safe)
-  codes = jnp.round(_LEVELS * jnp.sign(blocks) * t)
+  # |m| / s as (|m| a) b with per-block powers of two, so that neither
+  # factor overflows or flushes to zero for any finite s (a reciprocal
+  # 1/s is subnormal, hence 0 on XLA:CPU, once s >= 2^126).
+  big = scales >= 1.0
+  safe = jnp.where(scales > 0, scales, 1.0)
+  a = jnp.where(big, 2.0 ** -64, 1.0)[:, None]
+  b = jnp.where(big, 2.0 ** 64 / safe, 1.0 / safe)[:, None]
+  t = jnp.sqrt((jnp.abs(m) * a) * b)
+  codes = jnp.round(_LEVELS * t)
+  codes = jnp.where(m < 0, -codes, codes)
   codes = jnp.where(jnp.isfinite(codes), codes, 0.0)
   return QuantizedArray(codes.astype(jnp.int8), scales)
 
@@ -126,7 +158,9 @@ def _encode(blocks: jax.Array) -> QuantizedArray:
 def _decode(codes: jax.Array, scales: jax.Array) -> jax.Array:
   """:func:`dequantize` without the final reshape: (num_blocks, size)."""
   k = codes.astype(jnp.float32)
-  return scales[:, None] * (k * jnp.abs(k)) * (1.0 / _LEVELS ** 2)
+  # s times a factor in [0, 1]: it cannot overflow for any finite s.
+  w = jnp.minimum((k * jnp.abs(k)) * _INV_LEVELS2, 1.0)
+  return scales[:, None] * w
 
 
 def dequantize(q: QuantizedArray, shape, dtype=jnp.float32) -> jax.Array:
@@ -152,59 +186,101 @@ def dequantize(q: QuantizedArray, shape, dtype=jnp.float32) -> jax.Array:
   return x.reshape(-1)[:size].reshape(shape).astype(dtype)
 
 
-# Entries per pass of :func:`requantize`: 1 MiB of float32 temporaries.
-CHUNK = 1 << 18
+def _load(codes, scales, flat, lo, per, valid):
+  """The old momentum and the gradient of blocks [lo, lo + per), float32.
+
+  Both come out of a ``lax.cond`` (whose two branches are the same), so
+  that XLA materialises them once, in a chunk-sized buffer: every later
+  reader of the chunk reads these, and the in-place writes of the new codes
+  and of :math:`c` into the buffers they were read from need no copy. (A
+  plain slice would be fused, and recomputed, into each reader, and XLA
+  would then copy the whole buffer to keep the old values alive.)
+  """
+  block_size = codes.shape[1]
+  ck = jax.lax.dynamic_slice_in_dim(codes, lo, per)
+  sk = jax.lax.dynamic_slice_in_dim(scales, lo, per)
+  gk = jax.lax.dynamic_slice_in_dim(flat, lo * block_size, valid)
+
+  def load(ck, sk, gk):
+    g = gk.astype(jnp.float32)
+    if valid < per * block_size:
+      g = jnp.pad(g, (0, per * block_size - valid))
+    return _decode(ck, sk), g.reshape(per, block_size)
+
+  return jax.lax.cond(sk[0] == sk[0], load, load, ck, sk, gk)
 
 
-def requantize(q: QuantizedArray, g: jax.Array, b2: float,
-               chunk: int = CHUNK) -> QuantizedArray:
-  r"""``quantize(b2 * dequantize(q) + (1 - b2) * g)``, chunk by chunk.
+def _chunk(codes, scales, flat, lo, per, valid, b1, b2):
+  """One pass over blocks [lo, lo + per): c into ``flat``, m_k into codes."""
+  m_old, g = _load(codes, scales, flat, lo, per, valid)
+  # Line 4 of Algorithm 1 from the old momentum; the decode's two roundings
+  # are its error, so that c at rounding level comes out as 0.
+  c = interpolation.interpolate(
+      m_old, g, b1, m_error=(2.0 * _U) * jnp.abs(m_old) + _TINY)
+  new = _encode(b2 * m_old + (1.0 - b2) * g)
+  codes = jax.lax.dynamic_update_slice_in_dim(codes, new.codes, lo, 0)
+  c = c.reshape(-1)
+  if valid < c.size:
+    c = c[:valid]
+  flat = jax.lax.dynamic_update_slice_in_dim(
+      flat, c.astype(flat.dtype), lo * codes.shape[1], 0)
+  return codes, flat, new.scales
 
-  Equal to the one-shot expression up to float32 rounding (the compiler
-  may contract its multiply-adds differently). A leaf of more than ``chunk``
-  entries is done in a ``lax.scan`` over chunks of whole blocks that
-  writes the codes in place, so that the float32 momentum is never
-  materialised: XLA:CPU computes a block's maximum from a materialised
-  input, and a fresh float32 temporary of the leaf's size costs a page
-  fault per 4 KiB on every step.
+
+def lion_8bit_leaf(q: QuantizedArray, g: jax.Array, b1: chex.Numeric,
+                   b2: chex.Numeric, chunk: int = CHUNK
+                   ) -> tuple[jax.Array, QuantizedArray]:
+  r""":math:`(c_k, m_k)` of one real leaf, in one pass over its memory.
+
+  .. math::
+
+    c_k = \beta_1 \hat m_{k-1} + (1 - \beta_1) g_k, \qquad
+    \hat m_k = \operatorname{dequantize}(\operatorname{quantize}(
+      \beta_2 \hat m_{k-1} + (1 - \beta_2) g_k))
+
+  The leaf is walked in chunks of whole blocks (at most ``chunk`` entries,
+  at least one block; a ``lax.scan`` when there is more than one). Each
+  chunk reads its old codes and its gradient once, writes :math:`c_k` over
+  its gradient (the gradient's buffer, in the gradient's dtype) and its new
+  codes over the old ones: no copy of the codes and no float32 temporary
+  of the leaf's size, and :math:`c_k` carries no quantization error of
+  :math:`m_k`. :math:`c_k` is 0 wherever it is within float32 rounding
+  (the decode's and its own) of 0, and NaN wherever it is not finite.
 
   Args:
     q: the momentum's codes and scales.
-    g: the gradient (any shape with ``q``'s number of entries or fewer).
-    b2: the momentum's decay rate.
-    chunk: entries per pass (rounded down to whole blocks, at least one).
+    g: the gradient, a real float array with ``q``'s number of blocks.
+    b1: :math:`\beta_1` (a number or a traced scalar).
+    b2: :math:`\beta_2` (a number or a traced scalar).
+    chunk: entries per pass.
 
   Returns:
-    The new momentum's :class:`QuantizedArray`.
+    :math:`c_k` (shape and dtype of ``g``) and the new
+    :class:`QuantizedArray`.
   """
-  num_blocks, block_size = q.codes.shape
-  flat = jnp.ravel(g).astype(jnp.float32)
-
-  def new(codes, scales, g_blocks):
-    m = b2 * _decode(codes, scales) + (1.0 - b2) * g_blocks
-    return _encode(m)
-
-  per = max(1, chunk // block_size)
-  loops = (flat.size // block_size) // per if num_blocks > per else 0
-  done = loops * per
   codes, scales = q.codes, q.scales
+  num_blocks, block_size = codes.shape
+  shape, n = g.shape, g.size
+  flat = jnp.ravel(g)
+  per = max(1, chunk // block_size)
+  loops = (n // block_size) // per if num_blocks > per else 0
+  done = loops * per
+  new_scales = []
   if loops:
-    def body(codes, i):
-      lo = i * per
-      g_blocks = jax.lax.dynamic_slice_in_dim(
-          flat, lo * block_size, per * block_size).reshape(per, block_size)
-      out = new(jax.lax.dynamic_slice_in_dim(codes, lo, per),
-                jax.lax.dynamic_slice_in_dim(q.scales, lo, per), g_blocks)
-      return jax.lax.dynamic_update_slice_in_dim(codes, out.codes, lo, 0), (
-          out.scales)
-    codes, head = jax.lax.scan(body, codes, jnp.arange(loops))
-    scales = head.reshape(-1)
+    def body(carry, i):
+      codes, flat = carry
+      codes, flat, s = _chunk(codes, scales, flat, i * per, per,
+                              per * block_size, b1, b2)
+      return (codes, flat), s
+    (codes, flat), s = jax.lax.scan(body, (codes, flat), jnp.arange(loops))
+    new_scales.append(s.reshape(-1))
   if done < num_blocks:
-    tail = new(codes[done:], q.scales[done:],
-               _blocks(flat[done * block_size:], block_size))
-    codes = codes.at[done:].set(tail.codes) if done else tail.codes
-    scales = jnp.concatenate([scales, tail.scales]) if done else tail.scales
-  return QuantizedArray(codes, scales)
+    codes, flat, s = _chunk(codes, scales, flat, done, num_blocks - done,
+                            n - done * block_size, b1, b2)
+    new_scales.append(s)
+  scales = (new_scales[0] if len(new_scales) == 1
+            else jnp.concatenate(new_scales))
+  return flat.reshape(shape), QuantizedArray(codes, scales)
 
 
 def scale_by_lion_8bit(
@@ -219,33 +295,31 @@ def scale_by_lion_8bit(
 
   .. math::
 
+    c_k &= \beta_1 \hat m_{k-1} + (1 - \beta_1) g_k \\
     \hat m_k &= \operatorname{dequantize}(\operatorname{quantize}(
-                \beta_2 \hat m_{k-1} + (1 - \beta_2) g_k)) \\
-    c_k &= \tfrac{\beta_1}{\beta_2}\, \hat m_k
-           + \big(1 - \tfrac{\beta_1}{\beta_2}\big) g_k
-         = \beta_1 \hat m_{k-1} + (1 - \beta_1) g_k
-           + \tfrac{\beta_1}{\beta_2} (\hat m_k - m_k)
+                \beta_2 \hat m_{k-1} + (1 - \beta_2) g_k))
 
-  where :math:`m_k = \beta_2 \hat m_{k-1} + (1 - \beta_2) g_k` before
-  rounding. As in :func:`scale_by_lion`, :math:`c_k` is taken from the
-  *new* momentum, so that the old codes are read once and overwritten in
-  place (:func:`requantize`); the price is the last term, this step's
-  quantization error, against the one already carried by
-  :math:`\hat m_{k-1}`. Both orders disagree with float32 momentum on the
-  sign of 1.5-2% of the coordinates of random data, the new one on about
-  1% (relative) more of them (``tests/test_perf.py``). For a traced
-  :math:`\beta`, :math:`\beta_2 = 0` or :math:`\beta_1 > 2\beta_2`,
-  :math:`c_k` is the middle expression without the last term (and XLA
-  copies the codes first).
+  :math:`c_k` is computed in this (textbook) order from the *old* codes,
+  so its sign is that of Algorithm 1 on the stored momentum wherever
+  :math:`|c_k|` is above float32 rounding level, and it is 0 where that
+  :math:`c_k` is exactly 0 (e.g. :math:`\beta_1 = 1` at the first step).
+  One chunked pass per leaf reads the old codes once, writes :math:`c_k`
+  over the gradient's buffer and the new codes in place
+  (:func:`lion_8bit_leaf`): neither the codes nor a float32 momentum is
+  ever copied at the leaf's size.
 
-  The arithmetic is float32. The state is a :class:`ScaleByLion8bitState`
-  (int8 ``codes`` and float32 ``scales``, each a tree shaped like the
-  params): :math:`1 + 4/\text{block\_size}` bytes per parameter plus
-  padding, against 4 for float32 momentum. A non-finite gradient makes its
-  whole block of momentum NaN (the block's scale is NaN), and with it that
-  block of :math:`c_k`, so that it never turns into a silent
-  :math:`\pm\eta` step. ``lionx.lion(..., mu_dtype=jnp.int8)`` uses this
-  transform.
+  The arithmetic is float32, and every finite input up to the float32
+  maximum keeps the error bound of :mod:`quantized` (no overflow to NaN).
+  The state is a :class:`ScaleByLion8bitState` (int8 ``codes`` and float32
+  ``scales``, each a tree shaped like the params):
+  :math:`1 + 4/\text{block\_size}` bytes per parameter plus padding,
+  against 4 for float32 momentum. A non-finite gradient entry makes
+  :math:`c_k` NaN there, and its whole block of momentum NaN from then on
+  (the block's scale is NaN), so that it never turns into a silent
+  :math:`\pm\eta` step. A complex leaf counts as two real coordinates: its
+  codes are those of its real view ``stack([re, im], -1)``, and its
+  :math:`c_k` is, bit for bit, that of the real view, returned complex.
+  ``lionx.lion(..., mu_dtype=jnp.int8)`` uses this transform.
 
   Args:
     b1: interpolation weight :math:`\beta_1 \in [0, 1]`.
@@ -261,8 +335,8 @@ def scale_by_lion_8bit(
     >>> tx = lionx.scale_by_lion_8bit(b1=0.9, b2=0.99)
     >>> state = tx.init(jnp.zeros(3))
     >>> c, state = tx.update(jnp.array([1.0, -2.0, 0.0]), state)
-    >>> c  # 0.1 * g, plus 0.9/0.99 of m_1's quantization error
-    Array([ 0.10004002, -0.2       ,  0.        ], dtype=float32)
+    >>> c  # (1 - b1) g, as m_0 = 0
+    Array([ 0.1, -0.2,  0. ], dtype=float32)
     >>> state.codes.dtype, state.codes.shape, state.scales.shape
     (dtype('int8'), (1, 256), (1,))
 
@@ -273,11 +347,13 @@ def scale_by_lion_8bit(
   checks.in_range('b1', b1, 0.0, 1.0)
   checks.in_range('b2', b2, 0.0, 1.0)
   _check_block_size(block_size)
-  from_new = transforms.c_from_new_coefficient(b1, b2)
 
   def init_fn(params):
+    checks.inexact_leaves('params', params)
+
     def blocks(p):
-      return -(-math.prod(jnp.shape(p)) // block_size)
+      return _num_blocks(math.prod(jnp.shape(view_as_real(p))), block_size)
+
     return ScaleByLion8bitState(
         count=jnp.zeros([], jnp.int32),
         codes=jax.tree.map(
@@ -287,6 +363,7 @@ def scale_by_lion_8bit(
 
   def update_fn(updates, state, params=None):
     del params
+    checks.inexact_leaves('updates', updates)
     treedef = jax.tree.structure(updates)
     try:
       codes = treedef.flatten_up_to(state.codes)
@@ -296,25 +373,19 @@ def scale_by_lion_8bit(
           f'updates has tree structure {treedef}, which does not match the '
           f'8-bit momentum {jax.tree.structure(state.codes)}.') from None
 
-    def step(g, q):
+    def step(g: Any, q: QuantizedArray):
       if (q.codes.ndim != 2 or q.codes.shape[1] != block_size
-          or q.codes.shape[0] != -(-g.size // block_size)):
+          or q.codes.shape[0] != _num_blocks(g.size, block_size)):
         raise ValueError(
             f'updates has a leaf of shape {g.shape} that does not match '
             f'its 8-bit momentum of codes shape {q.codes.shape}.')
-      dtype = compute_dtype(g.dtype)
-      g32 = g.astype(dtype)
-      m_new = requantize(q, g32, b2)
-      if from_new is None:
-        c = transforms.interpolate(dequantize(q, g.shape, dtype), g32, b1)
-      else:
-        c = transforms.interpolate(
-            dequantize(m_new, g.shape, dtype), g32, from_new)
-      return c.astype(g.dtype), m_new
+      return lion_8bit_leaf(q, g, b1, b2)
 
-    pairs = [step(g, QuantizedArray(k, s)) for g, k, s in
-             zip(treedef.flatten_up_to(updates), codes, scales)]
-    c = treedef.unflatten([p[0] for p in pairs])
+    real = treedef.flatten_up_to(tree_view_as_real(updates))
+    pairs = [step(g, QuantizedArray(k, s))
+             for g, k, s in zip(real, codes, scales)]
+    c = tree_view_as_complex(treedef.unflatten([p[0] for p in pairs]),
+                             updates)
     return c, ScaleByLion8bitState(
         count=optax.safe_increment(state.count),
         codes=treedef.unflatten([p[1].codes for p in pairs]),
