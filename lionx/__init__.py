@@ -9,6 +9,9 @@ from lionx._src.alias import DEFAULT_WEIGHT_DECAY
 from lionx._src.alias import cautious_lion
 from lionx._src.alias import lion
 from lionx._src.alias import lion_k
+from lionx._src.compensated import CompensatedState
+from lionx._src.compensated import compensated
+from lionx._src.compensated import compensated_params
 from lionx._src.distributed import DistributedLionState
 from lionx._src.distributed import collective_bytes
 from lionx._src.distributed import distributed_lion
@@ -26,19 +29,22 @@ from lionx._src.reshapers import sign_reshaper
 from lionx._src.reshapers import sparse_sign_reshaper
 from lionx._src.reshapers import tanh_reshaper
 from lionx._src.reshapers import topk_sign_reshaper
+from lionx._src.spectral import spectral_reshaper
 from lionx._src.transforms import CautiousState
 from lionx._src.transforms import ScaleByLionState
 from lionx._src.transforms import WeightDecayState
 from lionx._src.transforms import add_decoupled_weight_decay
 from lionx._src.transforms import cautious
+from lionx._src.transforms import effective_weight_decay
 from lionx._src.transforms import scale_by_lion
 from lionx import metrics
 from lionx import theory
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 
 __all__ = (
     'DEFAULT_WEIGHT_DECAY',
+    'CompensatedState',
     'DistributedLionState',
     'QuantizedArray',
     'RESHAPERS',
@@ -51,8 +57,11 @@ __all__ = (
     'cautious',
     'cautious_lion',
     'collective_bytes',
+    'compensated',
+    'compensated_params',
     'dequantize',
     'distributed_lion',
+    'effective_weight_decay',
     'huber_reshaper',
     'lion',
     'lion_k',
@@ -65,6 +74,7 @@ __all__ = (
     'sign_reshaper',
     'sign_vote',
     'sparse_sign_reshaper',
+    'spectral_reshaper',
     'tanh_reshaper',
     'topk_sign_reshaper',
 )
