@@ -246,11 +246,14 @@ def test_inject_hyperparams_inside_and_outside():
   params, grads = _bf16_problem()
   plain, _ = _steps(lionx.compensated(_lion(learning_rate=1e-3)), params,
                     grads)
-  inside = lionx.compensated(optax.inject_hyperparams(lionx.lion)(
-      learning_rate=1e-3, weight_decay=WD))
+  # float32 hyperparameters (optax would take the bfloat16 of the grads).
+  inside = lionx.compensated(optax.inject_hyperparams(
+      lionx.lion, static_args=('b1', 'b2'), hyperparam_dtype=jnp.float32)(
+          learning_rate=1e-3, weight_decay=WD))
   outside = optax.inject_hyperparams(
       lambda learning_rate: lionx.compensated(_lion(
-          learning_rate=learning_rate)))(learning_rate=1e-3)
+          learning_rate=learning_rate)), hyperparam_dtype=jnp.float32)(
+              learning_rate=1e-3)
   for opt in (inside, outside):
     got, _ = _steps(opt, params, grads)
     _assert_trees_equal(got, plain)

@@ -52,6 +52,20 @@ def _is_low(x: Any) -> bool:
   return jnp.dtype(jnp.result_type(x)) in _LOW_PRECISION
 
 
+def _exponent(hi: jax.Array, bits: int) -> jax.Array:
+  """log2 q(hi) as an int32 (see :func:`_quantum`)."""
+  mant, emin = _LOW_PRECISION[jnp.dtype(hi.dtype)]
+  raw = jax.lax.bitcast_convert_type(hi, jnp.uint16).astype(jnp.int32)
+  exponent = ((raw >> mant) & ((1 << (15 - mant)) - 1)) - (2 ** (14 - mant)
+                                                            - 1)
+  return jnp.maximum(jnp.maximum(exponent, emin) - mant - bits, -126)
+
+
+def _power_of_two(e: jax.Array) -> jax.Array:
+  """2^e as float32 for an int32 e in [-126, 127], exactly."""
+  return jax.lax.bitcast_convert_type((e + 127) << 23, jnp.float32)
+
+
 def _quantum(hi: jax.Array, bits: int) -> jax.Array:
   r""":math:`q(\theta) = \operatorname{ulp}(\theta) 2^{-b}`, float32, exact.
 
@@ -59,13 +73,7 @@ def _quantum(hi: jax.Array, bits: int) -> jax.Array:
   normal one, and :math:`q` is never below the smallest normal float32 (so
   no arithmetic with it is flushed to zero).
   """
-  mant, emin = _LOW_PRECISION[jnp.dtype(hi.dtype)]
-  raw = jax.lax.bitcast_convert_type(hi, jnp.uint16).astype(jnp.int32)
-  exponent = ((raw >> mant) & ((1 << (15 - mant)) - 1)) - (2 ** (14 - mant)
-                                                            - 1)
-  e = jnp.maximum(exponent, emin) - mant - bits
-  e = jnp.maximum(e, -126)
-  return jax.lax.bitcast_convert_type((e + 127) << 23, jnp.float32)
+  return _power_of_two(_exponent(hi, bits))
 
 
 def _next_up(hi: jax.Array) -> jax.Array:
@@ -136,34 +144,31 @@ def split(
   rounded stochastically, to :math:`\lfloor x + u \rfloor` with ``u``
   uniform in [0, 1) (:func:`dither`): up with probability its fractional
   part, so that its expected value is exact. The update (in
-  ``update_dtype``, the gradient's) is what ``optax.apply_updates``,
-  ``(param + update).astype(param.dtype)``, turns into the new parameter;
-  the residual is taken against that very result, computed here by the
-  same expression.
+  ``update_dtype``, the gradient's) is :math:`\theta' - \theta`, exact
+  whenever it is representable (always for a float32 update; for a
+  bfloat16 one unless a parameter moves by more than about :math:`2^8` of
+  its ulps in one step), so that ``optax.apply_updates`` lands on
+  :math:`\theta'`.
   """
   dtype = param.dtype
   bits = 8 * jnp.dtype(residual_dtype).itemsize
   top = 2 ** (bits - 1)
-  p32 = param.astype(jnp.float32)
-
-  def landing(new):
-    update = (new.astype(jnp.float32) - p32).astype(update_dtype)
-    return update, jnp.asarray(param + update).astype(dtype)
-
-  update, hi = landing(target.astype(dtype))
-  q = _quantum(hi, bits)
-  x = (target - hi.astype(jnp.float32)) / q
-  r = jnp.floor(x + u)
+  hi = target.astype(dtype)
+  e = _exponent(hi, bits)
+  # (target - hi) / q, exactly: a product by the power of two 1 / q.
+  r = jnp.floor((target - hi.astype(jnp.float32)) * _power_of_two(-e) + u)
   # r = 2^(b-1) lies at the midpoint above hi: store it as the next value
-  # up with a negative residual instead (the same precise value).
+  # up with the matching negative residual (the same precise value).
   over = r >= top
-  update_up, hi_up = landing(_next_up(hi))
-  r_up = (hi.astype(jnp.float32) + top * q
-          - hi_up.astype(jnp.float32)) / _quantum(hi_up, bits)
+  hi_up = _next_up(hi)
+  e_up = _exponent(hi_up, bits)
+  r_up = (hi.astype(jnp.float32) + top * _power_of_two(e)
+          - hi_up.astype(jnp.float32)) * _power_of_two(-e_up)
   hi = jnp.where(over, hi_up, hi)
   r = jnp.where(over, r_up, r)
   r = jnp.where(jnp.isfinite(r), jnp.clip(r, -top, top - 1), 0.0)
-  update = jnp.where(over, update_up, update)
+  update = (hi.astype(jnp.float32) - param.astype(jnp.float32)).astype(
+      update_dtype)
   return update, hi, r.astype(residual_dtype)
 
 
@@ -191,9 +196,12 @@ def compensated(
 
   and the emitted update (in the gradient's dtype) is
   :math:`\theta' - \theta`, on which ``optax.apply_updates`` lands each
-  parameter exactly. The inner
-  transformation sees the precise parameters and float32 gradients, so its
-  state (e.g. Lion's momentum) is as in a float32 run. The residual is
+  parameter exactly. The inner transformation sees the precise (float32)
+  parameters and float32 gradients :math:`g_{32}`, so its state (e.g.
+  Lion's momentum) and its updates are those of a float32 run (optax
+  chains keep updates in the gradient's dtype: with bfloat16 gradients the
+  weight-decay term of a Lion step would be rounded to bfloat16). The
+  residual is
   rounded *stochastically*, without bias: a Lion step of
   :math:`\eta = 10^{-4}` on :math:`|\theta| \approx 0.05` is below half a
   bfloat16 ulp, so plain bfloat16 parameters never move, and a
