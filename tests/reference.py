@@ -58,3 +58,9 @@ def lion_step_convention(theta, m, g, lr_t, lr_peak, b1, b2, wd, convention,
   theta = theta - lr_t * grad_k(c) - decay
   m = b2 * m + (1 - b2) * g
   return theta, m
+
+
+def cautious_weight_decay_step(theta, u, lr, wd):
+  """Cautious weight decay (Chen et al. 2025, arXiv 2510.12402):
+  theta <- theta - lr (u + wd 1[u theta >= 0] theta)."""
+  return theta - lr * (u + wd * (u * theta >= 0) * theta)

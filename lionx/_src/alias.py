@@ -50,13 +50,15 @@ def _learning_rate(
 
 
 def _weight_decay(weight_decay, mask, learning_rate, *, implicit=False,
-                  weight_decay_convention='paper', peak_learning_rate=None):
+                  weight_decay_convention='paper', peak_learning_rate=None,
+                  cautious_weight_decay=False):
   needs_lr = implicit or weight_decay_convention != 'paper'
   return add_decoupled_weight_decay(
       weight_decay, mask, implicit=implicit,
       learning_rate=learning_rate if needs_lr else None,
       weight_decay_convention=weight_decay_convention,
-      peak_learning_rate=peak_learning_rate)
+      peak_learning_rate=peak_learning_rate,
+      cautious_weight_decay=cautious_weight_decay)
 
 
 def lion_k(
@@ -71,6 +73,7 @@ def lion_k(
     implicit: bool = False,
     weight_decay_convention: str = 'paper',
     peak_learning_rate: Optional[float] = None,
+    cautious_weight_decay: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Lion-K: Lion with ``sign`` replaced by a reshaper's :math:`\nabla K`.
 
@@ -102,6 +105,9 @@ def lion_k(
       ``'corrected'`` (see :func:`lion`).
     peak_learning_rate: :math:`\eta_{\text{peak}}` for the conventions
       other than ``'paper'`` when ``learning_rate`` is a schedule.
+    cautious_weight_decay: decay only the coordinates where the decay
+      agrees with the step (see :func:`add_decoupled_weight_decay`; there
+      is no box then).
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`.
@@ -128,7 +134,8 @@ def lion_k(
       reshaper,
       _weight_decay(weight_decay, mask, learning_rate, implicit=implicit,
                     weight_decay_convention=weight_decay_convention,
-                    peak_learning_rate=peak_learning_rate),
+                    peak_learning_rate=peak_learning_rate,
+                    cautious_weight_decay=cautious_weight_decay),
       _learning_rate(learning_rate),
   ))
 
@@ -143,6 +150,7 @@ def lion(
     *,
     weight_decay_convention: str = 'paper',
     peak_learning_rate: Optional[float] = None,
+    cautious_weight_decay: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""The Lion optimizer (Algorithm 1 of Dong, Li, Lin).
 
@@ -217,6 +225,10 @@ def lion(
     peak_learning_rate: :math:`\eta_{\text{peak}} > 0`, required by
       ``'independent'`` and ``'corrected'`` when ``learning_rate`` is a
       schedule.
+    cautious_weight_decay: decay only where
+      :math:`\operatorname{sign}(c_k) \odot \theta \ge 0` (Chen et al.
+      2025, see :func:`add_decoupled_weight_decay`); Lion then keeps no
+      box.
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`.
@@ -241,7 +253,8 @@ def lion(
   return lion_k(learning_rate, sign_reshaper(), b1, b2, mu_dtype,
                 weight_decay, mask,
                 weight_decay_convention=weight_decay_convention,
-                peak_learning_rate=peak_learning_rate)
+                peak_learning_rate=peak_learning_rate,
+                cautious_weight_decay=cautious_weight_decay)
 
 
 def cautious_lion(
@@ -255,6 +268,7 @@ def cautious_lion(
     reshaper: Optional[Reshaper] = None,
     weight_decay_convention: str = 'paper',
     peak_learning_rate: Optional[float] = None,
+    cautious_weight_decay: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Cautious Lion: Lion's step only where it agrees with the gradient.
 
@@ -284,6 +298,9 @@ def cautious_lion(
       ``'corrected'`` (see :func:`lion`).
     peak_learning_rate: :math:`\eta_{\text{peak}}` for the conventions
       other than ``'paper'`` when ``learning_rate`` is a schedule.
+    cautious_weight_decay: decay only the coordinates where the decay
+      agrees with the step (see :func:`add_decoupled_weight_decay`; there
+      is no box then).
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`.
@@ -313,6 +330,7 @@ def cautious_lion(
           scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype), reshaper)),
       _weight_decay(weight_decay, mask, learning_rate,
                     weight_decay_convention=weight_decay_convention,
-                    peak_learning_rate=peak_learning_rate),
+                    peak_learning_rate=peak_learning_rate,
+                    cautious_weight_decay=cautious_weight_decay),
       _learning_rate(learning_rate),
   ))

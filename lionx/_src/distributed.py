@@ -251,6 +251,7 @@ def distributed_lion(
     communication: str = 'all_to_all',
     weight_decay_convention: str = 'paper',
     peak_learning_rate: Optional[float] = None,
+    cautious_weight_decay: bool = False,
 ) -> optax.GradientTransformation:
   r"""Distributed Lion: each worker votes with the sign of its own step.
 
@@ -308,6 +309,8 @@ def distributed_lion(
       ``'corrected'`` (see :func:`lion`).
     peak_learning_rate: :math:`\eta_{\text{peak}}` for the conventions
       other than ``'paper'`` when ``learning_rate`` is a schedule.
+    cautious_weight_decay: decay only where the agreed step and
+      :math:`\theta` agree in sign (see :func:`add_decoupled_weight_decay`).
 
   Returns:
     An :class:`optax.GradientTransformation`.
@@ -357,7 +360,8 @@ def distributed_lion(
       sign_vote(axis_name, aggregation, communication=communication),
       _weight_decay(weight_decay, mask, learning_rate,
                     weight_decay_convention=weight_decay_convention,
-                    peak_learning_rate=peak_learning_rate),
+                    peak_learning_rate=peak_learning_rate,
+                    cautious_weight_decay=cautious_weight_decay),
       _learning_rate(learning_rate),
   )
 

@@ -372,6 +372,7 @@ def add_decoupled_weight_decay(
     learning_rate: Optional[optax.ScalarOrSchedule] = None,
     weight_decay_convention: str = 'paper',
     peak_learning_rate: Optional[float] = None,
+    cautious_weight_decay: bool = False,
 ) -> optax.GradientTransformation:
   r"""Adds :math:`\lambda'\theta` to the update before the learning rate.
 
@@ -404,6 +405,21 @@ def add_decoupled_weight_decay(
   ``decoupled_weight_decay=True``; ``'corrected'`` is timm's corrected
   weight decay. :func:`effective_weight_decay` gives :math:`\lambda'`.
 
+  **Cautious weight decay** (``cautious_weight_decay=True``; Chen et al.
+  2025) decays only the coordinates where the decay agrees with the
+  update :math:`u` it is added to:
+
+  .. math::
+
+    u \leftarrow u + \lambda'\,\mathbb{1}(u \odot \theta \ge 0)
+      \odot \theta .
+
+  It needs no new hyperparameter, but it changes what Lion solves: the
+  decay no longer pulls every coordinate towards 0, so the box
+  :math:`\|\theta\|_\infty \le 1/\lambda'` is no longer implied
+  (:math:`\lambda'\|\theta\|_\infty` can still be measured, but it is
+  not a constraint). It does not combine with ``implicit``.
+
   The implicit form is scheme (15) of Chen et al. 2023b,
   :math:`\theta_{t+1} = \theta_t - \eta(\nabla K - \lambda'\theta_{t+1})`
   solved for :math:`\theta_{t+1}`: the explicit step with
@@ -427,6 +443,7 @@ def add_decoupled_weight_decay(
     peak_learning_rate: :math:`\eta_{\text{peak}} > 0`, a number; only for
       ``'independent'`` and ``'corrected'``, where it is required when
       ``learning_rate`` is a schedule (default: ``learning_rate``).
+    cautious_weight_decay: decay only where :math:`u \odot \theta \ge 0`.
 
   Returns:
     An :class:`optax.GradientTransformation`.
@@ -444,6 +461,14 @@ def add_decoupled_weight_decay(
     >>> u, _ = tx.update(jnp.ones(2), tx.init(params), params)
     >>> u  # 1 + (0.5 / 0.25) theta
     Array([ 5., -7.], dtype=float32)
+    >>> tx = lionx.add_decoupled_weight_decay(0.5, cautious_weight_decay=True)
+    >>> u, _ = tx.update(jnp.ones(2), tx.init(params), params)
+    >>> u  # theta_2 < 0 disagrees with u_2 > 0: not decayed
+    Array([2., 1.], dtype=float32)
+
+  References:
+    Chen, Li, Liang, Su, Xie, Pierse, Liang, Lao, Liu, `Cautious Weight
+    Decay <https://arxiv.org/abs/2510.12402>`_, 2025.
   """
   checks.non_negative('weight_decay', weight_decay, schedule=True)
   if not isinstance(implicit, bool):
@@ -453,6 +478,14 @@ def add_decoupled_weight_decay(
   if implicit and learning_rate is None:
     raise ValueError(
         'learning_rate=None: implicit=True needs the learning rate.')
+  if not isinstance(cautious_weight_decay, bool):
+    raise TypeError(f'cautious_weight_decay={cautious_weight_decay!r}: '
+                    'expected a bool.')
+  if implicit and cautious_weight_decay:
+    raise ValueError(
+        'implicit=True with cautious_weight_decay=True: the implicit scheme '
+        'solves for the decayed parameters, which the cautious mask would '
+        'make depend on themselves; use one or the other.')
   if mask is not None and not callable(mask):
     _check_mask_type(mask)
   kappa = _convention(weight_decay_convention, learning_rate,
@@ -481,7 +514,10 @@ def add_decoupled_weight_decay(
     @on_real_view
     def decay(u, p):
       dtype = compute_dtype(u.dtype)
-      out = u.astype(dtype) + lam * p.astype(dtype)
+      u32, p32 = u.astype(dtype), p.astype(dtype)
+      if cautious_weight_decay:
+        p32 = jnp.where(u32 * p32 >= 0, p32, 0.0)
+      out = u32 + lam * p32
       if scale is not None:
         out = out * scale
       return out.astype(u.dtype)

@@ -15,14 +15,16 @@ jitted function returning the fields below (float32 scalars):
   ``independent``, :math:`\lambda\eta_t/\eta_{\text{peak}}` for
   ``corrected``), and :math:`\lambda` for the optimizers outside the Lion
   family;
-* ``constraint``: the reshaper's own constraint
+* ``constraint``: NaN for cautious weight decay, whose decay implies no
+  constraint; else the reshaper's own constraint
   (:math:`\|\lambda'\theta\|_q` for Lion-:math:`\ell_p`; the box for
   sign), for the Lion-K family;
 * ``kkt_residual`` :math:`\lambda'\langle\nabla f,\theta\rangle +
   \|\nabla f\|_1` (Lemma 1);
 * ``sign_agreement`` and ``zero_sign_fraction`` of the optimizer's
   direction for :math:`\nabla f` (:func:`lionx.train.optimizers.direction`)
-  against :math:`\nabla f`.
+  against :math:`\nabla f` (NaN for an optimizer without a sign-like
+  direction, e.g. Muon).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import json
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
 from lionx import metrics
 from lionx.train import fields
@@ -59,19 +62,26 @@ def make_diagnostics(config: optimizers.OptimizerConfig,
 def _build(config: optimizers.OptimizerConfig,
            schedule: Callable[[Any], Any]) -> Diagnostics:
   reshaper = optimizers.reshaper(config)
+  has_box = optimizers.spec(config.name).box
 
   @jax.jit
   def diagnostics(params, grads, opt_state, step):
     weight_decay = optimizers.box_weight_decay(config, schedule, step)
     ratio = metrics.grad_norm_ratio(grads)
     box = metrics.box_feasibility(params, weight_decay)
-    if reshaper is None or reshaper.name == 'sign':
+    if not has_box:
+      constraint = jnp.full([], jnp.nan)
+    elif reshaper is None or reshaper.name == 'sign':
       constraint = box.linf_scaled
     else:
       constraint = metrics.box_feasibility(
           params, weight_decay, reshaper=reshaper).linf_scaled
-    stats = metrics.update_stats(
-        optimizers.direction(config, opt_state, grads), grads)
+    direction = optimizers.direction(config, opt_state, grads)
+    if direction is None:
+      agreement = zeros = jnp.full([], jnp.nan)
+    else:
+      stats = metrics.update_stats(direction, grads)
+      agreement, zeros = stats.sign_agreement, stats.zero_sign_fraction
     return {
         'grad_l1': metrics.tree_l1(grads),
         'grad_l2': metrics.tree_l2(grads),
@@ -84,7 +94,7 @@ def _build(config: optimizers.OptimizerConfig,
         'box_fraction_at_bound': box.fraction_at_bound,
         'constraint': constraint,
         'kkt_residual': metrics.kkt_residual(params, grads, weight_decay),
-        'sign_agreement': stats.sign_agreement,
-        'zero_sign_fraction': stats.zero_sign_fraction,
+        'sign_agreement': agreement,
+        'zero_sign_fraction': zeros,
     }
   return diagnostics

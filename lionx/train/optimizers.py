@@ -8,11 +8,17 @@ name                   transform
 ``lion_<reshaper>``    :func:`lionx.lion_k` with ``lionx.RESHAPERS
                        [<reshaper>]``: ``lion_lp``, ``lion_sparse_sign``,
                        ``lion_topk_sign``, ``lion_huber``, ``lion_tanh``
+``lion_spectral``      :func:`lionx.lion_k` with
+                       :func:`lionx.spectral_reshaper` (Muon as Lion-K)
+``lion_cwd``           :func:`lionx.lion` with cautious weight decay (no
+                       box: its constraint column is NaN)
 ``cautious_lion``      :func:`lionx.cautious_lion`
 ``sgd``                ``optax.add_decayed_weights(λ)`` then ``optax.sgd``
                        (PyTorch's ``SGD(weight_decay=λ)``; momentum 0
                        gives plain SGD)
 ``adamw``              ``optax.adamw`` (decoupled weight decay)
+``muon``               ``optax.contrib.muon`` (no sign direction: its sign
+                       agreement is NaN)
 ``distributed_lion``   :func:`lionx.distributed_lion`: one momentum per
                        device, sign votes (the harness runs its step in
                        ``jax.shard_map``)
@@ -80,7 +86,8 @@ class OptimizerSpec:
   """One registry row: how to build an optimizer and read its state."""
 
   build: Callable[[Settings], optax.GradientTransformation]
-  direction: Callable[[Settings, PyTree, PyTree], PyTree]
+  # None: the optimizer has no sign-like direction (no sign agreement).
+  direction: Optional[Callable[[Settings, PyTree, PyTree], PyTree]]
   hparams: Optional[type] = None  # dataclass of optimizer.<name>.*
   betas: Optional[tuple[float, float]] = None  # default (b1, b2)
   reshaper: Callable[[Settings], Optional[lionx.Reshaper]] = (
@@ -88,6 +95,9 @@ class OptimizerSpec:
   per_device: bool = False  # steps in shard_map on local gradients
   int8_momentum: bool = False  # takes optimizer.mu_dtype='int8'
   conventions: bool = False  # takes optimizer.weight_decay_convention
+  # Whether its weight decay implies the box (or the reshaper's set); False
+  # for cautious weight decay, which has no constraint.
+  box: bool = True
 
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {}
@@ -264,10 +274,13 @@ def make_optimizer(config: OptimizerConfig,
 
 
 def direction(config: OptimizerConfig, opt_state: PyTree,
-              grads: PyTree) -> PyTree:
-  """The optimizer's direction for the gradient ``grads`` (module doc)."""
-  s = settings(config, lambda step: 0.0)
-  return spec(config.name).direction(s, opt_state, grads)
+              grads: PyTree) -> Optional[PyTree]:
+  """The optimizer's direction for the gradient ``grads`` (module doc), or
+  None for an optimizer without one."""
+  row = spec(config.name)
+  if row.direction is None:
+    return None
+  return row.direction(settings(config, lambda step: 0.0), opt_state, grads)
 
 
 def reshaper(config: OptimizerConfig) -> Optional[lionx.Reshaper]:
@@ -384,6 +397,20 @@ class TanhHparams:
     fields.positive(f'{path}.beta', self.beta)
 
 
+@dataclasses.dataclass(slots=True)
+class SpectralHparams:
+  """``optimizer.lion_spectral.*``: :func:`lionx.spectral_reshaper`."""
+
+  method: str = 'newton_schulz'  # newton_schulz | quintic
+  steps: Optional[int] = None  # None: 20 (newton_schulz) or 5 (quintic)
+
+  def validate(self, path: str) -> None:
+    fields.one_of(f'{path}.method', self.method,
+                  ('newton_schulz', 'quintic'))
+    if self.steps is not None:
+      fields.positive(f'{path}.steps', self.steps)
+
+
 def _lion_k(make: Callable[[Any], lionx.Reshaper], hparams: type
             ) -> OptimizerSpec:
   def reshaper(s: Settings) -> lionx.Reshaper:
@@ -483,12 +510,45 @@ register('lion_huber', _lion_k(
     lambda h: lionx.huber_reshaper(h.e), HuberHparams))
 register('lion_tanh', _lion_k(
     lambda h: lionx.tanh_reshaper(h.beta), TanhHparams))
+register('lion_spectral', _lion_k(
+    lambda h: lionx.spectral_reshaper(h.method, h.steps), SpectralHparams))
+
+
+def _lion_cwd(s: Settings) -> optax.GradientTransformation:
+  return lionx.lion(s.schedule, b1=s.b1, b2=s.b2, mu_dtype=s.mu_dtype,
+                    cautious_weight_decay=True, **_decay(s))
+
+
+register('lion_cwd', OptimizerSpec(
+    _lion_cwd, lion_direction, None, (0.9, 0.99), _sign,
+    int8_momentum=True, conventions=True, box=False))
 register('cautious_lion', OptimizerSpec(
     _cautious_lion, lion_direction, None, (0.95, 0.98), _sign,
     int8_momentum=True, conventions=True))
 register('sgd', OptimizerSpec(_sgd, _sgd_direction, SgdHparams))
 register('adamw', OptimizerSpec(_adamw, _adam_direction, AdamwHparams,
                                 (0.9, 0.999)))
+@dataclasses.dataclass(slots=True)
+class MuonHparams:
+  """``optimizer.muon.*``: ``optax.contrib.muon`` (matrices by Newton-Schulz,
+  the other leaves by AdamW; both decay with the run's weight decay)."""
+
+  beta: float = 0.95
+  ns_steps: int = 5
+
+  def validate(self, path: str) -> None:
+    fields.fraction(f'{path}.beta', self.beta)
+    fields.positive(f'{path}.ns_steps', self.ns_steps)
+
+
+def _muon(s: Settings) -> optax.GradientTransformation:
+  return optax.contrib.muon(
+      s.schedule, ns_steps=s.hparams.ns_steps, beta=s.hparams.beta,
+      weight_decay=s.weight_decay, adam_weight_decay=s.weight_decay,
+      mu_dtype=s.mu_dtype)
+
+
+register('muon', OptimizerSpec(_muon, None, MuonHparams))
 register('distributed_lion', OptimizerSpec(
     _distributed_lion, _distributed_direction, DistributedLionHparams,
     (0.9, 0.99), _sign, per_device=True, conventions=True))

@@ -122,9 +122,9 @@ def test_console_script_prints_no_traceback(tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines() == [
       "lionx-train: error: optimizer.name='lamb' is not one of "
-      "('adamw', 'cautious_lion', 'distributed_lion', 'lion', 'lion_huber', "
-      "'lion_lp', "
-      "'lion_sparse_sign', 'lion_tanh', 'lion_topk_sign', 'sgd')."]
+      "('adamw', 'cautious_lion', 'distributed_lion', 'lion', 'lion_cwd', "
+      "'lion_huber', 'lion_lp', 'lion_sparse_sign', 'lion_spectral', "
+      "'lion_tanh', 'lion_topk_sign', 'muon', 'sgd')."]
 
 
 def test_dry_run_prints_d_and_a_batch_and_writes_nothing(tiny_file, tmp_path,

@@ -292,3 +292,37 @@ def test_conventions_are_for_the_lion_family():
   config.optimizer.weight_decay_convention = 'decoupled'
   with pytest.raises(config_lib.ConfigError, match="'decoupled' is not one"):
     config_lib.validate(config)
+
+
+def _spectral_gauge(leaves, lam):
+  """lambda max(sigma_max of matrices (kernels as fan-in x fan-out),
+  max |x| of vectors), from NumPy's SVD."""
+  out = 0.0
+  for x in leaves:
+    if x.ndim >= 2:
+      out = max(out, np.linalg.norm(x.reshape(-1, x.shape[-1]), 2))
+    else:
+      out = max(out, np.abs(x).max())
+  return lam * out
+
+
+def test_beyond_the_seeds_rows_spectral_cwd_and_muon(tmp_path):
+  ds = data.load_dataset(tiny_config().data)
+  rows = {}
+  for name in ('lion_spectral', 'lion_cwd', 'muon'):
+    config = tiny_config(optimizer__name=name)
+    rows[name] = experiment.train_and_evaluate(
+        config, tmp_path / name, data=ds, verbose=False).rows[-1]
+  state, _ = _final_state(tiny_config(optimizer__name='lion_spectral'),
+                          tmp_path / 'lion_spectral', ds)
+  leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(
+      nnx.state(state.model, nnx.Param))]
+  assert rows['lion_spectral']['constraint'] == pytest.approx(
+      _spectral_gauge(leaves, 0.1), rel=1e-4)
+  # Cautious weight decay keeps no box: no constraint; lambda ||th|| is
+  # still measured.
+  assert math.isnan(rows['lion_cwd']['constraint'])
+  assert rows['lion_cwd']['box_linf_scaled'] > 0
+  # Muon has no sign-like direction.
+  assert math.isnan(rows['muon']['sign_agreement'])
+  assert all(math.isfinite(r['full_loss']) for r in rows.values())

@@ -27,8 +27,10 @@ def _run(tx, steps=2):
 
 
 def test_every_name_is_registered_and_steps():
-  expected = ({'lion', 'cautious_lion', 'sgd', 'adamw', 'distributed_lion'}
+  expected = ({'lion', 'cautious_lion', 'sgd', 'adamw', 'distributed_lion',
+               'lion_cwd', 'muon'}
               | {f'lion_{k}' for k in lionx.RESHAPERS if k != 'sign'})
+  assert 'lion_spectral' in expected
   assert set(optimizers.OPTIMIZERS) == expected
   # distributed_lion steps inside shard_map: tests/train/test_parallel.py.
   per_device = {n for n, s in optimizers.OPTIMIZERS.items() if s.per_device}
@@ -39,7 +41,10 @@ def test_every_name_is_registered_and_steps():
     params, state = _run(tx)
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
     c = optimizers.direction(OptimizerConfig(name=name), state, GRADS[0])
-    assert jax.tree.structure(c) == jax.tree.structure(PARAMS)
+    if name == 'muon':
+      assert c is None  # no sign-like direction
+    else:
+      assert jax.tree.structure(c) == jax.tree.structure(PARAMS)
 
 
 def test_lion_matches_algorithm_1():
