@@ -9,27 +9,22 @@ papers give no weight decay for ImageNet; 0.1 is that of their CIFAR runs
 (for SGD at lr 0.5, 1e-4 is the usual choice: optimizer.weight_decays.sgd).
 The logging pass runs over 100 batches.
 
-Data: lionx ships no ImageNet archive reader in this config yet: it needs a
-loader registered under the name 'imagenet' (lionx.train.data.images.
-register_dataset), e.g. in an override file configs/my_imagenet.py:
-
-  from configs import imagenet
-  from lionx.train.data import images
-
-  def load(data_config):   # -> images.Dataset; np.memmap arrays are fine
-    ...                    # (N, 224, 224, 3) uint8 images, int labels
-
-  images.register_dataset('imagenet', load)
-  get_config = imagenet.get_config
-
-Without one, the command below stops with a one-line error.
+Data: ImageNet in the usual folder layout, read by grain worker processes
+(data.name=imagefolder, lionx.train.data.imagefolder): data.data_dir holds
+train/<wnid>/*.JPEG (1,281,167 images) and val/<wnid>/*.JPEG (50,000, in
+class folders, e.g. by the valprep.sh script of the PyTorch ImageNet
+example); classes sorted by name. Training: random-resized crop to 224 +
+flip; evaluation: resize to 256, central 224 crop. data.workers sets the
+decoding processes (-1: one per CPU core). lionx downloads nothing.
 
 Commands (the argument is the model):
 
-  lionx-train --config configs/my_imagenet.py:resnet50 \\
-      --workdir runs/in1k_sgd optimizer.name=sgd
-  lionx-train --config configs/my_imagenet.py:vit_s \\
-      --workdir runs/in1k_lion optimizer.name=lion --lr-grid
+  lionx-train --config configs/imagenet.py:resnet50 --workdir runs/in1k \\
+      --dry-run data.data_dir=/data/imagenet
+  lionx-train --config configs/imagenet.py:resnet50 \\
+      --workdir runs/in1k_sgd optimizer.name=sgd data.data_dir=/data/imagenet
+  lionx-compare --config configs/imagenet.py:vit_s \\
+      --workdir runs/in1k_vit_s --lr-grid data.data_dir=/data/imagenet
 """
 
 from configs import default
@@ -48,8 +43,9 @@ def get_config(arg: str = 'resnet50'):
   config.checkpoint_every_evals = 1
   config.logging_max_batches = 100  # the logging pass on 100 batches
   config.compare_optimizers = ('lion', 'sgd')
-  config.data.name = 'imagenet'
+  config.data.name = 'imagefolder'
   config.data.data_dir = 'data/imagenet'
+  config.data.image_size = 224
   config.data.augment = True
   config.model.name = arg
   config.model.stem = 'imagenet'

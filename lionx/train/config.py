@@ -41,9 +41,10 @@ __all__ = ('Config', 'ConfigError', 'PAPER_LR_GRID', 'copy', 'identity',
 PAPER_LR_GRID = (3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
 
 # Fields that change how a run executes but not its result; they may differ
-# between a run and its resumption.
+# between a run and its resumption (dotted: a field of a section, if the
+# section has it).
 RUNTIME_FIELDS = ('max_evals_this_run', 'checkpoint_every_evals', 'progress',
-                  'tensorboard')
+                  'tensorboard', 'data.workers')
 # Fields of comparisons and grids (lionx.train.sweep), not of one run.
 SWEEP_FIELDS = ('compare_optimizers', 'lr_select', 'seeds')
 LR_SELECT = ('full_loss', 'val_loss')
@@ -173,7 +174,14 @@ def identity(config: Config) -> dict[str, Any]:
   """The fields that decide a result (all but the runtime fields)."""
   out = to_dict(config)
   for name in RUNTIME_FIELDS:
-    out.pop(name, None)
+    *sections, field = name.split('.')
+    where = out
+    for section in sections:
+      where = where.get(section)
+      if not isinstance(where, dict):
+        break
+    else:
+      where.pop(field, None)
   return out
 
 

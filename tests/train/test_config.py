@@ -5,7 +5,6 @@ import pytest
 from lionx.train import config as config_lib
 from lionx.train import optimizers
 from lionx.train.config import Config, ConfigError, load_config
-from lionx.train.data import images
 from tests.train.helpers import ROOT
 
 CONFIGS = sorted((ROOT / 'configs').glob('*.py'))
@@ -60,27 +59,15 @@ def test_default_and_imagenet():
   assert default.compare_optimizers == ('lion', 'sgd', 'adamw')
   grid = load_config(ROOT / 'configs' / 'default_grid.py')
   assert len(grid.optimizer.lr_grid) > 5
-  with pytest.raises(ConfigError) as err:
-    load_config(ROOT / 'configs' / 'imagenet.py')
-  assert "data.name='imagenet'" in str(err.value)
-  assert 'register_dataset' in str(err.value)
+  with pytest.raises(ConfigError, match='expected one of'):
+    load_config(ROOT / 'configs' / 'imagenet.py:resnet18')
 
 
 @pytest.mark.parametrize('model', ['resnet50', 'vit_s'])
-def test_imagenet_with_a_registered_loader(tmp_path, model):
-  folder = tmp_path / 'configs'
-  folder.mkdir()
-  for name in ('imagenet.py', 'default.py'):
-    (folder / name).write_text((ROOT / 'configs' / name).read_text())
-  (folder / 'my_imagenet.py').write_text(
-      'from configs import imagenet\n'
-      'from lionx.train.data import images\n'
-      "images.register_dataset('imagenet', lambda c: None)\n"
-      'get_config = imagenet.get_config\n')
-  try:
-    config = load_config(f"{folder / 'my_imagenet.py'}:{model}")
-  finally:
-    images.DATASETS.pop('imagenet', None)
+def test_imagenet_reads_an_image_folder(model):
+  config = load_config(f"{ROOT / 'configs' / 'imagenet.py'}:{model}")
+  assert (config.data.name, config.data.image_size) == ('imagefolder', 224)
+  assert config.data.augment
   assert (config.num_epochs, config.batch_size) == (90, 2048)
   assert config.schedule.name == 'warmup_cosine'
   assert config.schedule.warmup_epochs == 10

@@ -9,10 +9,13 @@
   8x8), split 1437 / 360, stratified, with a fixed seed.
 * ``synthetic``: class prototypes plus noise, generated from a fixed seed.
 
-Other sets (ImageNet, ...) plug in with :func:`register_dataset`.
+ImageNet-style folders (``imagefolder``) are read from disk by
+:mod:`lionx.train.data.imagefolder`; other sets plug in with
+:func:`register_dataset`. A loader returns an :class:`ImageSet`: the
+in-memory :class:`Dataset`, or any set that makes its own batches.
 
 Training batch ``k`` of a run is a pure function of ``(seed, k)``
-(:meth:`Dataset.train_batch`): the order of epoch ``e`` comes from
+(:func:`train_batch`): the order of epoch ``e`` comes from
 ``(seed, e)`` and the augmentation of each batch from ``(seed, e, k)``, so
 a resumed run sees exactly the batches of an uninterrupted one. Images are
 normalised per channel with the training set's mean and standard
@@ -24,6 +27,7 @@ lives here.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import pathlib
 import pickle
@@ -48,15 +52,23 @@ class DataError(ValueError):
 class ImageDataConfig:
   """Which image set, where it lives and how it is augmented (``data.*``)."""
 
-  name: str = 'digits'  # digits | cifar10 | cifar100 | synthetic | registered
-  data_dir: str = ''  # CIFAR: the folder with the python archives
-  augment: bool = False  # random crop (4 px padding) + horizontal flip
+  # digits | cifar10 | cifar100 | imagefolder | synthetic | registered
+  name: str = 'digits'
+  # CIFAR: the folder with the python archives; imagefolder: the folder
+  # with train/ and val/.
+  data_dir: str = ''
+  # Training only. CIFAR, digits, synthetic: random crop (4 px padding) +
+  # horizontal flip; imagefolder: random-resized crop + horizontal flip.
+  augment: bool = False
   # Synthetic data only (the shapes of the generated images).
   num_train: int = 256
   num_test: int = 128
-  image_size: int = 8
+  image_size: int = 8  # synthetic: the side; imagefolder: the crop's side
   channels: int = 3
   num_classes: int = 10
+  # imagefolder: processes that decode the JPEGs (-1: one per CPU core, 0:
+  # this process). A runtime field: it does not change the batches.
+  workers: int = -1
 
 
 class InputSpec(NamedTuple):
@@ -66,9 +78,43 @@ class InputSpec(NamedTuple):
   num_classes: int
 
 
+class ImageSet(abc.ABC):
+  """What the image task needs of a data set.
+
+  Attributes:
+    name: the set's name (for the log).
+    num_classes: the number of classes.
+    train_labels: (N,) int32, the labels of the training split.
+    test_labels: (M,) int32, the labels of the held-out split.
+  """
+
+  name: str
+  num_classes: int
+  train_labels: np.ndarray
+  test_labels: np.ndarray
+
+  @property
+  @abc.abstractmethod
+  def spec(self) -> InputSpec:
+    """The shape of the images and the number of classes."""
+
+  @abc.abstractmethod
+  def train_batch(self, step: int, *, seed: int, batch_size: int,
+                  augment: bool) -> dict[str, np.ndarray]:
+    """Training batch ``step`` (0-based, over all epochs): ``image`` and
+    ``label``, a pure function of ``(seed, step)``."""
+
+  @abc.abstractmethod
+  def eval_batches(self, split: str, batch_size: int, max_batches: int = 0
+                   ) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of ``split`` (``'train'`` or ``'test'``) in order, with
+    ``mask`` 0 on the padding of the last one; ``max_batches > 0`` stops
+    after that many."""
+
+
 @dataclasses.dataclass
-class Dataset:
-  """Images (N, H, W, C) and int labels for training and test."""
+class Dataset(ImageSet):
+  """Images (N, H, W, C) and int labels for training and test, in memory."""
 
   name: str
   train_images: np.ndarray  # (N, H, W, C), raw values in [0, scale]
@@ -99,6 +145,17 @@ class Dataset:
     """``(images / scale - mean) / std`` as float32."""
     x = images.astype(np.float32) / np.float32(self.scale)
     return (x - self.mean) / self.std
+
+  def train_batch(self, step: int, *, seed: int, batch_size: int,
+                  augment: bool) -> dict[str, np.ndarray]:
+    """:func:`train_batch` of this set."""
+    return train_batch(self, step, seed=seed, batch_size=batch_size,
+                       augment_images=augment)
+
+  def eval_batches(self, split: str, batch_size: int, max_batches: int = 0
+                   ) -> Iterator[dict[str, np.ndarray]]:
+    """:func:`eval_batches` of this set."""
+    return eval_batches(self, split, batch_size, max_batches)
 
 
 def channel_stats(images: np.ndarray, scale: float,
@@ -261,7 +318,7 @@ def synthetic(config: ImageDataConfig) -> Dataset:
                  num_classes=config.num_classes, scale=1.0)
 
 
-Loader = Callable[[ImageDataConfig], Dataset]
+Loader = Callable[[ImageDataConfig], ImageSet]
 Spec = Callable[[ImageDataConfig], InputSpec]
 
 
@@ -288,8 +345,9 @@ def register_dataset(name: str, loader: Loader, *,
                      spec: Optional[Spec] = None) -> None:
   """Makes ``data.name=name`` load with ``loader(data_config)``.
 
-  The loader returns a :class:`Dataset`; its arrays may be ``np.memmap``
-  for sets larger than memory. ``spec(data_config)`` gives the
+  The loader returns a :class:`Dataset` (whose arrays may be
+  ``np.memmap`` for sets larger than memory) or another
+  :class:`ImageSet`. ``spec(data_config)`` gives the
   :class:`InputSpec` without loading (``--dry-run`` then builds the model
   before it opens the data).
   """
@@ -307,7 +365,11 @@ def validate(config: ImageDataConfig) -> None:
   fields.one_of('data.name', config.name, DATASETS,
                 ' Other sets need a loader: see '
                 'lionx.train.data.images.register_dataset.')
-  fields.positive_ints(config, 'data')
+  fields.positive_ints(config, 'data', skip=lambda name: name == 'workers')
+  if config.workers < -1:
+    raise fields.ConfigError(
+        f'data.workers={config.workers}: expected a number of processes '
+        '>= 0, or -1 for one per CPU core.')
 
 
 def input_spec(config: ImageDataConfig) -> Optional[InputSpec]:
@@ -316,18 +378,18 @@ def input_spec(config: ImageDataConfig) -> Optional[InputSpec]:
   return None if entry.spec is None else entry.spec(config)
 
 
-def load_dataset(config: ImageDataConfig) -> Dataset:
+def load_dataset(config: ImageDataConfig) -> ImageSet:
   """The data set named ``config.name``."""
   if config.name not in DATASETS:
     raise DataError(
         f'data.name={config.name!r} is not one of {tuple(DATASETS)}; '
         'other sets need a loader, see register_dataset.')
   dataset = DATASETS[config.name].loader(config)
-  if not isinstance(dataset, Dataset):
+  if not isinstance(dataset, ImageSet):
     raise DataError(
         f'data.name={config.name!r}: its loader returned '
         f'{type(dataset).__name__}; expected a lionx.train.data.images.'
-        'Dataset.')
+        'Dataset (or another ImageSet).')
   return dataset
 
 
@@ -358,7 +420,7 @@ def augment(images: np.ndarray, rng: np.random.Generator,
                 cols[:, None, :]]
 
 
-def steps_per_epoch(dataset: Dataset, batch_size: int) -> int:
+def steps_per_epoch(dataset: ImageSet, batch_size: int) -> int:
   """Full training batches per epoch (the remainder is dropped)."""
   steps = len(dataset.train_labels) // batch_size
   if steps == 0:

@@ -1,14 +1,16 @@
 r"""Image classification: the papers' CIFAR and ImageNet experiments.
 
-The data are :mod:`lionx.train.data.images` sets, the models
+The data are :mod:`lionx.train.data.images` sets (in memory) or
+ImageNet-style folders (:mod:`lionx.train.data.imagefolder`), the models
 :mod:`lionx.train.models.vision` networks. The loss is the mean
 cross-entropy over a batch's real images (padding has ``mask`` 0). The
 logging pass runs over the training set (or its first
 ``logging_max_batches`` batches of ``eval_batch_size``) with BatchNorm on
 its running statistics, so that :math:`f(\theta)` depends on
 :math:`\theta` alone; it also reports ``train_accuracy``. The held-out
-split is the test set (CIFAR and digits have no separate validation set):
-``val_loss`` is the test loss, beside ``test_accuracy`` (top-1).
+split is the test set (CIFAR and digits have no separate validation set;
+for an image folder it is ``val/``): ``val_loss`` is the test loss, beside
+``test_accuracy`` (top-1).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from lionx.train.data import imagefolder  # registers data.name=imagefolder
 from lionx.train.data import images
 from lionx.train.models import vision
 from lionx.train.tasks import base
@@ -51,10 +54,10 @@ class ImageClassification(base.Task):
   def input_spec(self, config: Any) -> Optional[images.InputSpec]:
     return images.input_spec(config.data)
 
-  def load_data(self, config: Any) -> images.Dataset:
+  def load_data(self, config: Any) -> images.ImageSet:
     return images.load_dataset(config.data)
 
-  def data_spec(self, data: images.Dataset) -> images.InputSpec:
+  def data_spec(self, data: images.ImageSet) -> images.InputSpec:
     return data.spec
 
   def create_model(self, config: Any, spec: images.InputSpec,
@@ -62,28 +65,28 @@ class ImageClassification(base.Task):
     return vision.create_model(config.model, spec.num_classes,
                                spec.image_shape, seed=seed)
 
-  def describe(self, config: Any, data: images.Dataset) -> str:
+  def describe(self, config: Any, data: images.ImageSet) -> str:
     return (f'{config.model.name} on {data.name} '
             f'({len(data.train_labels)} train / {len(data.test_labels)} '
             f'test, {data.num_classes} classes)')
 
-  def steps_per_epoch(self, config: Any, data: images.Dataset) -> int:
+  def steps_per_epoch(self, config: Any, data: images.ImageSet) -> int:
     return images.steps_per_epoch(data, config.batch_size)
 
-  def train_batch(self, config: Any, data: images.Dataset,
+  def train_batch(self, config: Any, data: images.ImageSet,
                   step: int) -> base.Batch:
-    return images.train_batch(data, step, seed=config.seed,
-                              batch_size=config.batch_size,
-                              augment_images=config.data.augment)
+    return data.train_batch(step, seed=config.seed,
+                            batch_size=config.batch_size,
+                            augment=config.data.augment)
 
   def logging_batches(self, config: Any,
-                      data: images.Dataset) -> Iterator[base.Batch]:
-    return images.eval_batches(data, 'train', config.eval_batch_size,
-                               config.logging_max_batches)
+                      data: images.ImageSet) -> Iterator[base.Batch]:
+    return data.eval_batches('train', config.eval_batch_size,
+                             config.logging_max_batches)
 
   def held_out_batches(self, config: Any,
-                       data: images.Dataset) -> Iterator[base.Batch]:
-    return images.eval_batches(data, 'test', config.eval_batch_size)
+                       data: images.ImageSet) -> Iterator[base.Batch]:
+    return data.eval_batches('test', config.eval_batch_size)
 
   def loss(self, model: nnx.Module, batch: base.Batch) -> base.LossOutput:
     logits = model(batch['image'])
