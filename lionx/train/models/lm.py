@@ -1,0 +1,243 @@
+r"""Language models of the papers' §4, in ``flax.nnx``: GPT-2 and BERT.
+
+* **GPT-2** (:class:`GPT`): learned token and position embeddings, pre-LN
+  blocks (``x + attn(LN(x))``, ``x + mlp(LN(x))``) with causal
+  self-attention and a GELU MLP, a final LayerNorm, and the output layer
+  tied to the token embedding (logits :math:`= h W_e^\top`, no bias).
+  ``gpt2_small`` (12 layers, width 768, 12 heads, context 1024) has
+  :math:`d` = 124,439,808 parameters at GPT-2's vocabulary of 50257 and
+  ``gpt2_medium`` (24, 1024, 16) has 354,823,168.
+* **BERT** (:class:`Bert`): token, position and segment embeddings with a
+  LayerNorm, the same blocks without the causal mask, a final LayerNorm
+  (the pre-LN layout of Megatron-LM, which the papers used), an MLM head
+  (dense, GELU, LayerNorm, the decoder tied to the token embedding plus a
+  bias over the vocabulary) and a sentence-order head on the first token
+  (a tanh pooler and a 2-way linear layer). ``bert_base`` is 12 layers,
+  width 768, 12 heads, context 512; ``bert_small`` is the 4-layer, 512-wide
+  miniature (8 heads) of Turc et al. (2019), "Well-Read Students Learn
+  Better", which is what the papers' "BERT-Small" is taken to be here.
+* ``gpt_tiny`` / ``bert_tiny``: 2 layers, width 64, 4 heads, context 64,
+  for the embedded byte corpus on a CPU; ``gpt`` / ``bert`` take every size
+  from the config (defaults: the tiny ones).
+
+Every block has :math:`12w^2 + 13w` parameters for width :math:`w` and MLP
+width :math:`4w` (``model.mlp_dim`` changes it). Initialisation as GPT-2
+(and nanoGPT): weights :math:`N(0, 0.02^2)`, the projections back into the
+residual stream :math:`N(0, (0.02/\sqrt{2L})^2)`, biases 0, LayerNorm 1 and
+0. Parameters are float32. No dropout: a batch's loss is a function of the
+parameters and the batch alone.
+
+The ``model`` config sections of the language tasks
+(:class:`GPTModelConfig`, :class:`BertModelConfig`) live here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lionx.train import fields
+
+
+@dataclasses.dataclass(slots=True)
+class GPTModelConfig:
+  """The network (``model.*``); ``None`` takes the preset's value."""
+
+  name: str = 'gpt_tiny'  # gpt_tiny | gpt2_small | gpt2_medium | gpt
+  num_layers: Optional[int] = None
+  width: Optional[int] = None
+  num_heads: Optional[int] = None
+  mlp_dim: Optional[int] = None  # None: 4 * width
+  context_length: Optional[int] = None  # positions the model has
+
+
+@dataclasses.dataclass(slots=True)
+class BertModelConfig(GPTModelConfig):
+  """The BERT network (``model.*``); the fields of :class:`GPTModelConfig`."""
+
+  name: str = 'bert_tiny'  # bert_tiny | bert_small | bert_base | bert
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+  """A resolved architecture."""
+
+  num_layers: int
+  width: int
+  num_heads: int
+  mlp_dim: int
+  context_length: int
+
+
+# (layers, width, heads, context); the MLP is 4 * width.
+GPT_PRESETS = {
+    'gpt_tiny': (2, 64, 4, 64),
+    'gpt': (2, 64, 4, 64),
+    'gpt2_small': (12, 768, 12, 1024),
+    'gpt2_medium': (24, 1024, 16, 1024),
+}
+BERT_PRESETS = {
+    'bert_tiny': (2, 64, 4, 64),
+    'bert': (2, 64, 4, 64),
+    'bert_small': (4, 512, 8, 512),
+    'bert_base': (12, 768, 12, 512),
+}
+# BERT's special tokens, after the data's vocabulary V: [CLS] = V, ...
+SPECIAL_TOKENS = ('[CLS]', '[SEP]', '[MASK]')
+_STD = 0.02
+
+
+def _or(value: Optional[int], default: int) -> int:
+  return default if value is None else value
+
+
+def shape(config: GPTModelConfig) -> Shape:
+  """The architecture of ``config``: its preset with the config's sizes."""
+  presets = {**GPT_PRESETS, **BERT_PRESETS}
+  if config.name not in presets:
+    raise fields.ConfigError(
+        f'model.name={config.name!r} is not one of {tuple(sorted(presets))}.')
+  layers, width, heads, context = presets[config.name]
+  width = _or(config.width, width)
+  return Shape(_or(config.num_layers, layers), width,
+               _or(config.num_heads, heads), _or(config.mlp_dim, 4 * width),
+               _or(config.context_length, context))
+
+
+def validate(config: GPTModelConfig, names: tuple[str, ...]) -> None:
+  """Checks a model section whose name must be one of ``names``."""
+  fields.one_of('model.name', config.name, names)
+  fields.positive_ints(config, 'model')
+  s = shape(config)
+  if s.width % s.num_heads:
+    raise fields.ConfigError(
+        f'model.width={s.width} is not a multiple of model.num_heads='
+        f'{s.num_heads}.')
+
+
+def _normal(std: float) -> Callable:
+  return nnx.initializers.normal(std)
+
+
+def _linear(cin: int, cout: int, rngs: nnx.Rngs,
+            std: float = _STD) -> nnx.Linear:
+  return nnx.Linear(cin, cout, kernel_init=_normal(std),
+                    bias_init=nnx.initializers.zeros_init(), rngs=rngs)
+
+
+class SelfAttention(nnx.Module):
+  """Multi-head self-attention: one qkv projection, softmax, projection."""
+
+  def __init__(self, width: int, num_heads: int, causal: bool,
+               out_std: float, *, rngs: nnx.Rngs):
+    self.num_heads, self.causal = num_heads, causal
+    self.qkv = _linear(width, 3 * width, rngs)
+    self.out = _linear(width, width, rngs, out_std)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    batch, length, width = x.shape
+    heads = (batch, length, self.num_heads, width // self.num_heads)
+    q, k, v = (y.reshape(heads) for y in jnp.split(self.qkv(x), 3, -1))
+    y = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)
+    return self.out(y.reshape(batch, length, width))
+
+
+class Block(nnx.Module):
+  """Pre-LN transformer block: x + attn(LN(x)), then x + MLP(LN(x))."""
+
+  def __init__(self, s: Shape, causal: bool, epsilon: float, *,
+               rngs: nnx.Rngs):
+    out_std = _STD / math.sqrt(2 * s.num_layers)
+    self.ln1 = nnx.LayerNorm(s.width, epsilon=epsilon, rngs=rngs)
+    self.attn = SelfAttention(s.width, s.num_heads, causal, out_std,
+                              rngs=rngs)
+    self.ln2 = nnx.LayerNorm(s.width, epsilon=epsilon, rngs=rngs)
+    self.fc = _linear(s.width, s.mlp_dim, rngs)
+    self.proj = _linear(s.mlp_dim, s.width, rngs, out_std)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x + self.attn(self.ln1(x))
+    return x + self.proj(nnx.gelu(self.fc(self.ln2(x))))
+
+
+def _embed(num: int, width: int, rngs: nnx.Rngs) -> nnx.Embed:
+  return nnx.Embed(num, width, embedding_init=_normal(_STD), rngs=rngs)
+
+
+class GPT(nnx.Module):
+  """GPT-2: ``tokens (B, T) -> logits (B, T, vocab)``, causal."""
+
+  def __init__(self, vocab_size: int, s: Shape, *, rngs: nnx.Rngs):
+    self.wte = _embed(vocab_size, s.width, rngs)
+    self.wpe = _embed(s.context_length, s.width, rngs)
+    self.blocks = nnx.List([Block(s, True, 1e-5, rngs=rngs)
+                            for _ in range(s.num_layers)])
+    self.ln_f = nnx.LayerNorm(s.width, epsilon=1e-5, rngs=rngs)
+
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    x = self.wte(tokens) + self.wpe(jnp.arange(tokens.shape[1]))
+    for block in self.blocks:
+      x = block(x)
+    return self.wte.attend(self.ln_f(x))  # tied output layer
+
+
+class Bert(nnx.Module):
+  """BERT with its two heads (see the module doc).
+
+  ``model(tokens, segments, positions)`` with ``tokens`` and ``segments``
+  (0 or 1) of shape (B, T) and the masked ``positions`` (B, k) returns the
+  MLM logits at those positions (B, k, vocab) and the sentence-order
+  logits (B, 2).
+  """
+
+  def __init__(self, vocab_size: int, s: Shape, *, rngs: nnx.Rngs):
+    self.wte = _embed(vocab_size, s.width, rngs)
+    self.wpe = _embed(s.context_length, s.width, rngs)
+    self.segment = _embed(2, s.width, rngs)
+    self.ln_embed = nnx.LayerNorm(s.width, epsilon=1e-12, rngs=rngs)
+    self.blocks = nnx.List([Block(s, False, 1e-12, rngs=rngs)
+                            for _ in range(s.num_layers)])
+    self.ln_f = nnx.LayerNorm(s.width, epsilon=1e-12, rngs=rngs)
+    self.mlm_dense = _linear(s.width, s.width, rngs)
+    self.mlm_ln = nnx.LayerNorm(s.width, epsilon=1e-12, rngs=rngs)
+    self.mlm_bias = nnx.Param(jnp.zeros((vocab_size,), jnp.float32))
+    self.pooler = _linear(s.width, s.width, rngs)
+    self.order = _linear(s.width, 2, rngs)
+
+  def __call__(self, tokens: jax.Array, segments: jax.Array,
+               positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+    x = (self.wte(tokens) + self.wpe(jnp.arange(tokens.shape[1]))
+         + self.segment(segments))
+    x = self.ln_embed(x)
+    for block in self.blocks:
+      x = block(x)
+    x = self.ln_f(x)
+    picked = jnp.take_along_axis(x, positions[..., None], axis=1)
+    h = self.mlm_ln(nnx.gelu(self.mlm_dense(picked)))
+    mlm = self.wte.attend(h) + self.mlm_bias[...]
+    order = self.order(jnp.tanh(self.pooler(x[:, 0])))
+    return mlm, order
+
+
+def create_model(config: GPTModelConfig, vocab_size: int,
+                 seed: int = 0) -> nnx.Module:
+  """The network of ``config`` over a vocabulary of ``vocab_size`` tokens
+  (for BERT: the data's vocabulary plus :data:`SPECIAL_TOKENS`).
+
+  Example:
+    >>> from lionx.train.models import lm
+    >>> model = lm.create_model(lm.GPTModelConfig(), 256)
+    >>> model(jnp.zeros((1, 8), jnp.int32)).shape
+    (1, 8, 256)
+  """
+  s = shape(config)
+  if (not isinstance(vocab_size, int) or isinstance(vocab_size, bool)
+      or vocab_size < 1):
+    raise ValueError(f'vocab_size={vocab_size!r}: expected a positive int.')
+  cls = GPT if config.name in GPT_PRESETS else Bert
+  return cls(vocab_size, s, rngs=nnx.Rngs(params=seed))
