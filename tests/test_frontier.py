@@ -1,0 +1,54 @@
+"""The Lion-K frontier command (lionx.experiments.lion_k_frontier)."""
+
+import json
+import math
+
+import pytest
+
+from lionx.experiments import lion_k_frontier as frontier
+from tests.train.helpers import tiny_config
+
+
+@pytest.fixture(scope='module')
+def result():
+  config = tiny_config(num_epochs=2)
+  return frontier.run(config, optimizers=('lion', 'lion_spectral',
+                                          'lion_cwd', 'adamw'),
+                      grid=(3e-2, 3e-3), seeds=(0, 1),
+                      rates={'lion': 3e-3, 'lion_cwd': 3e-3, 'adamw': 3e-3},
+                      rounds=3)
+
+
+def test_grid_keeps_the_lowest_final_loss(result):
+  assert set(result.grid) == {'lion_spectral'}  # the others: rates given
+  for name, grid in result.grid.items():
+    assert result.rates[name] == min(grid, key=grid.get)
+  assert result.rates['lion'] == 3e-3
+
+
+def test_table_and_verdict_come_from_the_runs(result):
+  rows = {r['optimizer']: r for r in frontier.table(result)}
+  finals = result.finals('lion', 'full_loss')
+  assert len(finals) == 2 and finals[0] != finals[1]  # two seeds
+  med = sorted(finals)
+  assert rows['lion']['final f(θ)'].startswith(
+      f'{(med[0] + med[1]) / 2:.3g} [{med[0]:.3g}, {med[1]:.3g}]')
+  assert rows['lion_cwd']['final constraint'].startswith('none')
+  assert rows['adamw']['final constraint'].startswith('n/a')
+  assert all(r['ms / step'] > 0 for r in rows.values())
+  text = frontier.report(result)
+  assert 'lion_cwd vs lion: median final f(θ)' in text
+  assert 'lion_spectral: its constraint went from' in text
+  summary = json.loads(json.dumps(result.summary()))
+  assert math.isnan(summary['optimizers']['lion_cwd']['constraint'][0])
+
+
+def test_the_command_writes_once(tmp_path, result, monkeypatch):
+  monkeypatch.setattr(frontier, 'run', lambda *a, **k: result)
+  assert frontier.main(['--out', str(tmp_path), '--seeds', '0,1']) == 0
+  for name in frontier.FILES:
+    assert (tmp_path / name).stat().st_size > 0
+  with pytest.raises(FileExistsError, match='--overwrite'):
+    frontier.main(['--out', str(tmp_path)])
+  with pytest.raises(ValueError, match="--seeds='x'"):
+    frontier.main(['--out', str(tmp_path / 'b'), '--seeds', 'x'])
