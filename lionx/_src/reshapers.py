@@ -1,7 +1,8 @@
 r"""Reshapers: the :math:`\nabla K` of Lion-K, each knowing its constraint.
 
-Lion-K (Chen, Liu, Liang, Liu 2023, "Lion Secretly Solves Constrained
-Optimization, as Lyapunov Predicts") replaces ``sign`` with a subgradient
+Lion-K (Chen, Liu, Liang, Liu, `Lion Secretly Solves Constrained
+Optimization, as Lyapunov Predicts <https://arxiv.org/abs/2310.05898>`_,
+2023; "Chen et al. 2023b" below) replaces ``sign`` with a subgradient
 :math:`\nabla K` of a convex :math:`K` and then solves
 
 .. math::
@@ -71,9 +72,12 @@ class Reshaper(optax.GradientTransformation):
   r"""An :class:`optax.GradientTransformation` applying :math:`\nabla K`.
 
   Besides ``init`` and ``update`` it has the attributes ``name``,
-  ``grad_k``, ``k``, ``conjugate``, ``gauge`` and ``constraint`` described in
-  :mod:`lionx._src.reshapers`; the diagnostics use them to measure
-  feasibility for any :math:`K`.
+  ``grad_k`` (:math:`\nabla K` of a pytree), ``k(x)`` (:math:`K`),
+  ``conjugate(y)`` (:math:`K^*`, ``inf`` outside its domain), ``gauge(y)``
+  (the gauge of :math:`\operatorname{dom} K^*`) and
+  ``constraint(params, weight_decay)`` (``gauge(weight_decay * params)``,
+  the quantity Lion-K keeps :math:`\le 1`); the diagnostics use them to
+  measure feasibility for any :math:`K`.
   """
 
   name: str
@@ -115,23 +119,32 @@ def _with_penalty(
   return conjugate
 
 
-def _make(
+def make_reshaper(
     name: str,
     grad_k: Callable[[PyTree], PyTree],
     k: Callable[[PyTree], Scalar],
     conjugate: Callable[[PyTree], Scalar],
     gauge: Callable[[PyTree], Scalar],
+    *,
+    real_view: bool = True,
 ) -> Reshaper:
-  """Wraps ∇K into a stateless transform that keeps each leaf's dtype."""
+  """Wraps ∇K into a stateless transform that keeps each leaf's dtype.
+
+  With ``real_view`` every function sees complex leaves as their real
+  views; without it, they see the leaves as they are (a reshaper that
+  cannot treat a complex leaf as two real coordinates refuses it).
+  """
 
   def on_real(fn):
+    if not real_view:
+      return fn
     return lambda tree: fn(tree_view_as_real(tree))
 
   def grad_k_any(tree):
-    real = tree_view_as_real(tree)
+    real = tree_view_as_real(tree) if real_view else tree
     out = grad_k(real)
     out = jax.tree.map(lambda o, r: o.astype(r.dtype), out, real)
-    return tree_view_as_complex(out, tree)
+    return tree_view_as_complex(out, tree) if real_view else out
 
   def init_fn(params):
     del params
@@ -162,7 +175,8 @@ def sign_reshaper() -> Reshaper:
   r"""Plain Lion: :math:`\nabla K(x) = \operatorname{sign}(x)`.
 
   :math:`K(x) = \|x\|_1`, :math:`K^* = \iota\{\|y\|_\infty \le 1\}`: Lion
-  keeps :math:`\|\lambda\theta\|_\infty \le 1`. (Row 1 of Table 2, 003.)
+  keeps :math:`\|\lambda\theta\|_\infty \le 1` (Chen et al. 2023b, Table 2,
+  row 1).
 
   Example:
     >>> import jax.numpy as jnp
@@ -173,7 +187,7 @@ def sign_reshaper() -> Reshaper:
     >>> float(r.constraint(jnp.array([4.0, -8.0]), 0.1))  # λ‖θ‖∞
     0.8...
   """
-  return _make('sign', _leafwise(jnp.sign), tree_l1,
+  return make_reshaper('sign', _leafwise(jnp.sign), tree_l1,
                _indicator(_box, _TOL), _box)
 
 
@@ -186,7 +200,8 @@ def lp_reshaper(p: float, scope: str = 'global') -> Reshaper:
     \qquad \nabla K(0) = 0,
 
   which solves :math:`\min f` s.t. :math:`\|\lambda\theta\|_q \le 1` with
-  :math:`1/p + 1/q = 1` (row 2 of Table 2, 003). ``p = 1`` is plain Lion.
+  :math:`1/p + 1/q = 1` (Chen et al. 2023b, Table 2, row 2). ``p = 1`` is
+  plain Lion.
 
   ``scope='global'`` (the default) takes the norm over the whole pytree, the
   theory's single :math:`d`-vector, so the constraint and the Lyapunov
@@ -248,7 +263,7 @@ def lp_reshaper(p: float, scope: str = 'global') -> Reshaper:
     def gauge(tree):
       return _max([_lp(x, q) for x in _leaves(tree)])
 
-  return _make(f'lp(p={p:g}, {scope})', grad_k, k,
+  return make_reshaper(f'lp(p={p:g}, {scope})', grad_k, k,
                _indicator(gauge, _TOL), gauge)
 
 
@@ -258,7 +273,7 @@ def sparse_sign_reshaper(threshold: float) -> Reshaper:
   :math:`K(x) = \sum_i \max(|x_i| - e, 0)`, whose conjugate is
   :math:`e\|y\|_1` on the box, so Lion-K solves
   :math:`\min f + e\|\theta\|_1` s.t. :math:`\|\lambda\theta\|_\infty \le 1`
-  (row 3 of Table 2, 003).
+  (Chen et al. 2023b, Table 2, row 3).
 
   Args:
     threshold: the dead zone :math:`e > 0`, in the units of :math:`c`.
@@ -282,7 +297,7 @@ def sparse_sign_reshaper(threshold: float) -> Reshaper:
     return _sum([jnp.sum(jnp.maximum(jnp.abs(x) - e, 0.0))
                  for x in _leaves(tree)])
 
-  return _make(f'sparse_sign(e={e:g})', grad_k, k,
+  return make_reshaper(f'sparse_sign(e={e:g})', grad_k, k,
                _with_penalty(_box, lambda y: e * tree_l1(y), _TOL), _box)
 
 
@@ -310,7 +325,8 @@ def topk_sign_reshaper(
   magnitudes), whose conjugate is the indicator of
   :math:`\{\|y\|_\infty \le 1, \|y\|_1 \le k\}`: Lion-K solves
   :math:`\min f` s.t. :math:`\|\lambda\theta\|_\infty \le 1` and
-  :math:`\|\lambda\theta\|_1 \le k` (row 4 of Table 2, 003). The gauge is
+  :math:`\|\lambda\theta\|_1 \le k` (Chen et al. 2023b, Table 2, row 4).
+  The gauge is
   :math:`\max(\|y\|_\infty, \|y\|_1 / k)`.
 
   ``scope='leaf'`` (the default) keeps the top :math:`k` of each leaf, the
@@ -398,7 +414,7 @@ def topk_sign_reshaper(
       return topk_gauge(v, count(v.size))
 
   label = f'k={k}' if k is not None else f'fraction={fraction:g}'
-  return _make(f'topk_sign({label}, {scope})', grad_k, k_fn,
+  return make_reshaper(f'topk_sign({label}, {scope})', grad_k, k_fn,
                _indicator(gauge, _TOL), gauge)
 
 
@@ -409,7 +425,7 @@ def huber_reshaper(e: float) -> Reshaper:
   :math:`\operatorname{huber}_e(x) = x^2/(2e)` for :math:`|x| \le e` and
   :math:`|x| - e/2` beyond, whose conjugate is :math:`(e/2)\|y\|_2^2` on the
   box: Lion-K solves :math:`\min f + (e/2)\lambda\|\theta\|_2^2` s.t.
-  :math:`\|\lambda\theta\|_\infty \le 1` (row 5 of Table 2, 003).
+  :math:`\|\lambda\theta\|_\infty \le 1` (Chen et al. 2023b, Table 2, row 5).
 
   Args:
     e: the width :math:`e > 0` of the linear zone, in the units of :math:`c`.
@@ -434,7 +450,7 @@ def huber_reshaper(e: float) -> Reshaper:
   def penalty(tree):
     return _sum([0.5 * e * jnp.sum(x * x) for x in _leaves(tree)])
 
-  return _make(f'huber(e={e:g})', _leafwise(lambda x: jnp.clip(x, -e, e) / e),
+  return make_reshaper(f'huber(e={e:g})', _leafwise(lambda x: jnp.clip(x, -e, e) / e),
                k, _with_penalty(_box, penalty, _TOL), _box)
 
 
@@ -475,7 +491,7 @@ def tanh_reshaper(beta: float) -> Reshaper:
       return jnp.where(inside, value, jnp.inf)
     return _sum([jnp.sum(entry(y)) for y in _leaves(tree)])
 
-  return _make(f'tanh(beta={beta:g})', _leafwise(lambda x: jnp.tanh(beta * x)),
+  return make_reshaper(f'tanh(beta={beta:g})', _leafwise(lambda x: jnp.tanh(beta * x)),
                k, conjugate, _box)
 
 

@@ -27,7 +27,6 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from lionx._src import checks
 from lionx._src.norms import f32 as _f32
@@ -37,6 +36,7 @@ from lionx._src.norms import tree_sum as _sum
 from lionx._src.realview import is_complex
 from lionx._src.reshapers import RESHAPERS
 from lionx._src.reshapers import Reshaper
+from lionx._src.reshapers import make_reshaper
 
 METHODS = ('newton_schulz', 'quintic')
 DEFAULT_STEPS = {'newton_schulz': 20, 'quintic': 5}
@@ -174,7 +174,7 @@ def spectral_reshaper(method: str = 'newton_schulz',
   weight_decay)`` is the largest of :math:`\lambda\sigma_{\max}` over the
   matrices and :math:`\lambda\|\cdot\|_\infty` over the rest; ``k`` the sum
   of nuclear norms and :math:`\ell_1` norms. The polar factor is computed
-  by :func:`orthogonalize` (see there for the accuracy and cost of each
+  by ``lionx._src.spectral.orthogonalize`` (see there for the accuracy and cost of each
   ``method``); the diagnostics use an exact SVD.
 
   With the default convergent Newton-Schulz iteration the output's singular
@@ -223,7 +223,7 @@ def spectral_reshaper(method: str = 'newton_schulz',
 
   def grad_k(tree):
     _refuse_complex('updates', tree)
-    return jax.tree.map(lambda x: leaf(x).astype(jnp.result_type(x)), tree)
+    return jax.tree.map(leaf, tree)
 
   def gauge(tree):
     _refuse_complex('params', tree)
@@ -236,22 +236,7 @@ def spectral_reshaper(method: str = 'newton_schulz',
   def conjugate(tree):
     return jnp.where(gauge(tree) <= 1.0 + _TOL, 0.0, jnp.inf)
 
-  def init_fn(params):
-    del params
-    return optax.EmptyState()
-
-  def update_fn(updates, state, params=None):
-    del params
-    checks.inexact_leaves('updates', updates)
-    return grad_k(updates), state
-
-  tx = Reshaper(init_fn, update_fn)
-  tx.name = name
-  tx.grad_k = grad_k
-  tx.k = k
-  tx.conjugate = conjugate
-  tx.gauge = gauge
-  return tx
+  return make_reshaper(name, grad_k, k, conjugate, gauge, real_view=False)
 
 
 # One registry holds every reshaper (lionx.RESHAPERS).
