@@ -7,9 +7,24 @@ process, round-robin (one step each per round), and the tables give
 medians over the timed rounds. Three parameter trees:
 
 * ``a``: one leaf of 64Mi = 67,108,864 float32 parameters;
-* ``b``: the parameters of the harness's CIFAR ResNet-18
-  (``lionx.train.models``, 62 leaves, 11,173,962 parameters);
+* ``b``: the parameters of the CIFAR ResNet-18 (``benchmarks/_shapes.py``,
+  62 leaves, 11,173,962 parameters);
 * ``c``: 1000 leaves of 1024 parameters.
+
+Contenders: ``lionx.lion`` with float32, bfloat16 and int8 momentum,
+``optax.lion`` and ``optax.adamw`` (float32 and bfloat16 momentum);
+``lionx 6-byte``, bfloat16 params and gradients through
+``lionx.compensated(lionx.lion(mu_dtype=jnp.int8))``; and, when
+flashoptim-jax is installed, its ``flash_lion`` with int8 momentum on
+float32 params (``master_weight_bits=None``) and at its defaults (bfloat16
+params with an int8 correction), fused (Pallas) on a GPU, unfused
+elsewhere.
+
+With ``--grads-in-step`` the gradient is made inside the jitted step (by a
+stand-in backward pass that XLA must materialise, as in
+``benchmarks/memory.py``), as in a training step, rather than passed in:
+lionx's int8 momentum writes c over the gradient's buffer, which an input
+of the step is not (XLA copies it first).
 
 Columns:
 
@@ -18,7 +33,9 @@ Columns:
   (``2 P + G + 2 S``; for float32 Lion ``5 * 4 * N``).
 * ``GB/s``: bytes/step divided by the median time.
 * ``x optax.lion``: optax.lion's median time over this one's, with the same
-  momentum dtype (int8 against float32); above 1 is faster.
+  momentum dtype (int8 and the others against float32); above 1 is faster.
+* ``x lionx fp32``: the median over rounds of lionx.lion fp32's time over
+  this one's in the same round.
 * ``% roofline``: GB/s over the bandwidth of a measured roofline, an
   elementwise, in-place, jitted pass that reads three and writes two
   float32 arrays of N entries (the bytes of a float32 Lion step, in one
@@ -41,6 +58,7 @@ Usage (from the repository root):
   python benchmarks/update_step.py                 # print the tables
   python benchmarks/update_step.py --shapes a --hlo  # and the compiled HLO
   python benchmarks/update_step.py --write         # also update RESULTS.md
+  python benchmarks/update_step.py --grads-in-step # gradients as in training
 
 Without ``--write`` nothing is written; with it, only this script's section
 of ``benchmarks/RESULTS.md`` is replaced. Times are never asserted in tests.
@@ -52,6 +70,7 @@ import argparse
 import pathlib
 import re
 import sys
+from typing import Any
 import warnings
 
 import jax
@@ -62,6 +81,7 @@ import optax
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import _common  # noqa: E402  pylint: disable=g-import-not-at-top
 
+import _shapes  # noqa: E402  pylint: disable=g-import-not-at-top
 import lionx  # noqa: E402
 
 SCRIPT = 'update_step.py'
@@ -72,24 +92,23 @@ SHAPES = {
     'c': '1000 leaves x 1024',
 }
 MOMENTA = {'fp32': None, 'bf16': jnp.bfloat16, 'int8': jnp.int8}
+# Extra contenders, each against optax.lion fp32.
+EXTRAS = ('6-byte', 'flash')
 
 
-def param_shapes(shape: str):
-  """The parameter tree of a shape, as a tree of ShapeDtypeStructs."""
+def param_shapes(shape: str, small: bool = False):
+  """The parameter tree of a shape, as a tree of ShapeDtypeStructs.
+
+  ``small`` (a quick check) shrinks (a) to 2^18 entries and (c) to 50
+  leaves.
+  """
   if shape == 'a':
-    return {'w': jax.ShapeDtypeStruct((64 * 2 ** 20,), jnp.float32)}
+    return {'w': jax.ShapeDtypeStruct((2 ** 18 if small else 64 * 2 ** 20,),
+                                      jnp.float32)}
   if shape == 'c':
     return {f'w{i:04d}': jax.ShapeDtypeStruct((1024,), jnp.float32)
-            for i in range(1000)}
-  from flax import nnx
-
-  from lionx.train.config import ModelConfig
-  from lionx.train.models import create_model
-  model = nnx.eval_shape(lambda: create_model(
-      ModelConfig(name='resnet18'), 10, (32, 32, 3)))
-  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                      params)
+            for i in range(50 if small else 1000)}
+  return _shapes.resnet18()
 
 
 def random_tree(shapes, seed: int):
@@ -99,24 +118,72 @@ def random_tree(shapes, seed: int):
       jax.random.normal(k, s.shape, s.dtype) for k, s in zip(keys, leaves)])
 
 
-def contenders(momenta: list[str]) -> dict[str, tuple[str, str, object]]:
-  """name -> (optimizer, momentum, GradientTransformation)."""
+def flashoptim():
+  """The flashoptim_jax module, or None when it is not installed."""
+  try:
+    import flashoptim_jax  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  return flashoptim_jax
+
+
+def contenders(momenta: list[str], extras: tuple[str, ...] = EXTRAS
+               ) -> dict[str, tuple[str, str, Any, Any, str]]:
+  """name -> (optimizer, momentum, optimizer object, params dtype, kind).
+
+  ``kind`` is ``'optax'`` (a GradientTransformation) or ``'flash'``
+  (flashoptim's ``step(params, state, grads)``).
+  """
   out = {}
   for mu in momenta:
     dtype = MOMENTA[mu]
     out[f'lionx.lion {mu}'] = ('lionx.lion', mu, lionx.lion(
-        LR, B1, B2, weight_decay=WD, mu_dtype=dtype))
+        learning_rate=LR, b1=B1, b2=B2, weight_decay=WD, mu_dtype=dtype),
+                               jnp.float32, 'optax')
     if mu == 'int8':
       continue
     out[f'optax.lion {mu}'] = ('optax.lion', mu, optax.lion(
-        LR, B1, B2, weight_decay=WD, mu_dtype=dtype))
+        LR, B1, B2, weight_decay=WD, mu_dtype=dtype), jnp.float32, 'optax')
     out[f'optax.adamw {mu}'] = ('optax.adamw', mu, optax.adamw(
-        1e-3, weight_decay=1e-4, mu_dtype=dtype))
+        1e-3, weight_decay=1e-4, mu_dtype=dtype), jnp.float32, 'optax')
+  if '6-byte' in extras:
+    out['lionx 6-byte'] = ('lionx 6-byte', 'int8', lionx.compensated(
+        lionx.lion(learning_rate=LR, b1=B1, b2=B2, weight_decay=WD,
+                   mu_dtype=jnp.int8)), jnp.bfloat16, 'optax')
+  fo = flashoptim()
+  if 'flash' in extras and fo is not None:
+    fused = jax.default_backend() == 'gpu'
+    label = 'fused' if fused else 'unfused'
+    out[f'flash_lion int8 {label}'] = (
+        f'flash_lion ({label})', 'int8', fo.flash_lion(
+            LR, B1, B2, weight_decay=WD, master_weight_bits=None,
+            fused=fused), jnp.float32, 'flash')
+    out[f'flash_lion defaults {label}'] = (
+        f'flash_lion bf16+ecc ({label})', 'int8', fo.flash_lion(
+            LR, B1, B2, weight_decay=WD, fused=fused), jnp.bfloat16,
+        'flash')
   return out
 
 
-def make_step(opt):
+def backward(params: Any, x: jax.Array) -> Any:
+  """A stand-in backward pass: x * params, materialised (a cond's result)."""
+  def grad(params, x):
+    return jax.tree.map(lambda p: (x * p.astype(jnp.float32)).astype(
+        p.dtype), params)
+  return jax.lax.cond(x == x, grad, grad, params, x)
+
+
+def make_step(opt, kind: str = 'optax', grads_in_step: bool = False):
+  """The jitted step, params and state donated.
+
+  ``step(params, state, grads)``, or with ``grads_in_step``
+  ``step(params, state, x)`` with the gradient made inside.
+  """
   def step(params, state, grads):
+    if grads_in_step:
+      grads = backward(params, grads)
+    if kind == 'flash':
+      return opt.step(params, state, grads)
     updates, state = opt.update(grads, state, params)
     return optax.apply_updates(params, updates), state
   return jax.jit(step, donate_argnums=(0, 1))
@@ -136,8 +203,10 @@ _COPY = re.compile(r'= (\w+)\[([\d,]*)\]\S* copy\(')
 
 
 _HLO_DTYPES = {'f32': 'float32', 'bf16': 'bfloat16', 's8': 'int8',
-               's32': 'int32', 'f16': 'float16', 'u8': 'uint8',
-               'f64': 'float64', 'pred': 'bool'}
+               's16': 'int16', 's32': 'int32', 's64': 'int64',
+               'u8': 'uint8', 'u16': 'uint16', 'u32': 'uint32',
+               'u64': 'uint64', 'f16': 'float16', 'f64': 'float64',
+               'pred': 'bool', 'c64': 'complex64', 'c128': 'complex128'}
 
 
 def _size(dtype: str, dims: str) -> int:
@@ -204,31 +273,37 @@ def entry_computation(hlo: str) -> str:
   return re.sub(r', backend_config=\{.*\}', '', entry)
 
 
-def run_shape(shape: str, momenta: list[str], rounds: int, hlo: bool
-              ) -> list[str]:
-  shapes = param_shapes(shape)
+def run_shape(shape: str, momenta: list[str], rounds: int, hlo: bool,
+              grads_in_step: bool = False, extras: tuple[str, ...] = EXTRAS,
+              small: bool = False) -> list[str]:
+  shapes = param_shapes(shape, small)
   n = sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes))
-  grads = random_tree(shapes, seed=1)
   param_bytes = nbytes(shapes)
   rows, runners, info = [], {}, {}
 
-  for name, (optname, mu, opt) in contenders(momenta).items():
-    params = random_tree(shapes, seed=0)
+  for name, (optname, mu, opt, dtype, kind) in contenders(
+      momenta, extras).items():
+    typed = jax.tree.map(lambda s, d=dtype: jax.ShapeDtypeStruct(s.shape, d),
+                         shapes)
+    params = random_tree(typed, seed=0)
+    grads = (jnp.float32(1e-3) if grads_in_step
+             else random_tree(typed, seed=1))
     state = opt.init(params)
-    step = make_step(opt)
+    step = make_step(opt, kind, grads_in_step)
     compiled = step.lower(params, state, grads).compile()
     text = compiled.as_text()
     if hlo and shape == 'a':
       print(f'\n--- compiled step of {name} (ENTRY) ---')
       print(entry_computation(text))
     state_bytes = nbytes(state)
+    p_bytes = nbytes(typed)
     info[name] = {
         'opt': optname, 'mu': mu, 'state': state_bytes,
         'copied': copied_bytes(text), 'hlo': hlo_traffic(text),
-        'bytes': 2 * param_bytes + nbytes(grads) + 2 * state_bytes}
+        'bytes': 3 * p_bytes + 2 * state_bytes, 'params': p_bytes}
     box = {'params': params, 'state': state}
 
-    def run(step=compiled, box=box):
+    def run(step=compiled, box=box, grads=grads):
       def go():
         box['params'], box['state'] = step(box['params'], box['state'],
                                            grads)
@@ -260,24 +335,31 @@ def run_shape(shape: str, momenta: list[str], rounds: int, hlo: bool
 
   for name, d in info.items():
     t = _common.median_ms(times[name])
-    base = ms('optax.lion', 'fp32' if d['mu'] == 'int8' else d['mu'])
+    base = ms('optax.lion', d['mu'] if d['mu'] in ('fp32', 'bf16')
+              else 'fp32')
     bw = d['bytes'] / (t * 1e-3)
     rows.append([
         d['opt'], d['mu'], f'{t:.2f}', f'{d["bytes"] / 1e6:.1f} MB',
-        f'{bw / 1e9:.1f}', f'{base / t:.2f}x', f'{100 * bw / roof_bw:.0f}%',
+        f'{bw / 1e9:.1f}', f'{base / t:.2f}x',
+        f'{_common.paired_ratio(times, "lionx.lion fp32", name):.2f}x',
+        f'{100 * bw / roof_bw:.0f}%',
         f'{d["hlo"] / 1e6:.1f} MB',
         f'{100 * d["hlo"] / (t * 1e-3) / roof_bw:.0f}%',
         f'{d["copied"] / 1e6:.1f}',
         f'{d["state"]:,} ({d["state"] / param_bytes:.3f}x)'])
   rows.append(['roofline', '-', f'{roof_ms:.2f}',
                f'{20 * blocks * 1024 / 1e6:.1f} MB',
-               f'{roof_bw / 1e9:.1f}', '-', '100%',
+               f'{roof_bw / 1e9:.1f}', '-', '-', '100%',
                f'{roof_hlo / 1e6:.1f} MB', '100%', '0.0', '-'])
   header = ['optimizer', 'momentum', 'median ms', 'bytes/step', 'GB/s',
-            'x optax.lion', '% roofline', 'HLO bytes', '% roofline at HLO',
-            'copied MB', 'state bytes']
-  lines = [f'### ({shape}) {SHAPES[shape]}: N = {n:,} parameters, '
-           f'{len(jax.tree.leaves(shapes))} leaves, {rounds} rounds', '']
+            'x optax.lion', 'x lionx fp32', '% roofline', 'HLO bytes',
+            '% roofline at HLO', 'copied MB', 'state bytes (x fp32 params)']
+  label = SHAPES[shape] if not small or shape == 'b' else {
+      'a': 'one leaf', 'c': 'leaves x 1024'}[shape]
+  lines = [f'### ({shape}) {label}: N = {n:,} parameters, '
+           f'{len(jax.tree.leaves(shapes))} leaves, {rounds} rounds'
+           + (', gradients made in the step' if grads_in_step else ''),
+           '']
   return lines + _common.table(header, rows) + ['']
 
 
@@ -291,6 +373,16 @@ def _args() -> argparse.Namespace:
                       help='timed rounds (>= 10), after 2 warm-up rounds')
   parser.add_argument('--hlo', action='store_true',
                       help='print the compiled ENTRY of each step of (a)')
+  parser.add_argument('--small', action='store_true',
+                      help='a quick check: (a) 2^18 entries, (c) 50 leaves')
+  parser.add_argument('--out', default='',
+                      help='also write the tables to this new file')
+  parser.add_argument('--grads-in-step', action='store_true',
+                      help='make the gradient inside the step, as in '
+                      'training, instead of passing it in')
+  parser.add_argument('--extras', default=','.join(EXTRAS),
+                      help='comma-separated extra contenders, of '
+                      + ', '.join(EXTRAS) + ' (empty for none)')
   parser.add_argument('--write', action='store_true',
                       help='replace our section of benchmarks/RESULTS.md')
   args = parser.parse_args()
@@ -304,6 +396,11 @@ def _args() -> argparse.Namespace:
                  'of int8)')
   if args.rounds < 10:
     parser.error(f'--rounds={args.rounds}: expected >= 10')
+  args.extras = tuple(x for x in args.extras.split(',') if x)
+  if args.out and pathlib.Path(args.out).exists():
+    parser.error(f'--out={args.out}: the file exists; not overwriting it')
+  if set(args.extras) - set(EXTRAS):
+    parser.error(f'--extras: expected some of {EXTRAS}')
   return args
 
 
@@ -313,7 +410,11 @@ def main(args: argparse.Namespace) -> None:
            *_common.machine(),
            f'- command: `python benchmarks/update_step.py --shapes '
            f'{args.shapes} --momenta {",".join(args.momenta)} --rounds '
-           f'{args.rounds}`',
+           f'{args.rounds} --extras {",".join(args.extras)}'
+           + (' --grads-in-step' if args.grads_in_step else '')
+           + (' --small' if args.small else '') + '`',
+           '- flashoptim-jax: ' + ('not installed' if flashoptim() is None
+                                   else 'installed from PyPI'),
            f'- hyperparameters: Lion lr={LR}, b1={B1}, b2={B2}, '
            f'weight_decay={WD}; AdamW lr=1e-3, weight_decay=1e-4 '
            '(its `mu_dtype` applies to the first moment only)',
@@ -327,9 +428,12 @@ def main(args: argparse.Namespace) -> None:
            'the memory\'s bandwidth.', '']
   print('\n'.join(lines), flush=True)
   for shape in args.shapes:
-    section = run_shape(shape, args.momenta, args.rounds, args.hlo)
+    section = run_shape(shape, args.momenta, args.rounds, args.hlo,
+                        args.grads_in_step, args.extras, args.small)
     print('\n'.join(section), flush=True)
     lines += section
+  if args.out:
+    pathlib.Path(args.out).write_text('\n'.join(lines) + '\n')
   if args.write:
     _common.write_section(SCRIPT, lines)
 

@@ -1,5 +1,6 @@
 """The benchmark scripts' measuring tools (never their timings)."""
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -75,3 +76,49 @@ def test_momentum_dtype_script_runs_and_writes_nothing(tmp_path):
       [sys.executable, str(BENCHMARKS / 'momentum_dtype.py'), '--seeds', '0'],
       capture_output=True, text=True, cwd=tmp_path, timeout=600)
   assert bad.returncode == 2 and '--seeds=0: expected >= 1' in bad.stderr
+
+
+def test_memory_accounting_of_a_step():
+  """Compiled memory analysis: AdamW 16 and Lion 12 bytes a parameter."""
+  import memory  # pylint: disable=g-import-not-at-top
+  adamw = memory.analyse('tiny', 'AdamW fp32')
+  lion = memory.analyse('tiny', 'Lion fp32')
+  assert adamw['state'] == pytest.approx(8.0, abs=1e-3)
+  assert lion['state'] == pytest.approx(4.0, abs=1e-3)
+  assert lion['peak'] >= 12.0 and adamw['peak'] >= 16.0
+  six = memory.analyse(
+      'tiny', 'Lion 6-byte (bf16 + int8 residual + int8 momentum)')
+  assert six['params'] == 2.0 and six['grads'] == 2.0
+  assert six['state'] == pytest.approx(2 + 4 / 256, abs=1e-3)
+  assert six['peak'] >= 6.0
+
+
+def test_shapes_match_the_models():
+  import _shapes  # pylint: disable=g-import-not-at-top
+  assert _shapes.size(_shapes.gpt2_small()) == _shapes.GPT2_SMALL_PARAMS
+  assert len(jax.tree.leaves(_shapes.gpt2_small())) == 148
+  assert _shapes.size(_shapes.resnet18()) == _shapes.RESNET18_PARAMS
+  assert len(jax.tree.leaves(_shapes.resnet18())) == 62
+
+
+def test_gpu_sh_cpu_path(tmp_path):
+  """benchmarks/gpu.sh --cpu-check: every script at small sizes, one file."""
+  out = tmp_path / 'out.md'
+  results = BENCHMARKS / 'RESULTS.md'
+  before = results.read_text()
+  env = {**os.environ, 'PYTHON': sys.executable}
+  run = subprocess.run(
+      ['bash', str(BENCHMARKS / 'gpu.sh'), '--cpu-check', str(out)],
+      capture_output=True, text=True, env=env, timeout=1200, check=False)
+  assert run.returncode == 0, run.stderr[-3000:]
+  text = out.read_text()
+  for section in ('## update_step.py', '## memory.py',
+                  '## train_throughput.py', '| lionx 6-byte |',
+                  '| Lion 6-byte', '| roofline |', 'Device: '):
+    assert section in text, section
+  assert 'stopped' not in text
+  assert results.read_text() == before
+  again = subprocess.run(
+      ['bash', str(BENCHMARKS / 'gpu.sh'), '--cpu-check', str(out)],
+      capture_output=True, text=True, env=env, timeout=60, check=False)
+  assert again.returncode == 2 and 'not overwriting' in again.stderr
