@@ -100,7 +100,8 @@ def lion_k(
     weight_decay: :math:`\lambda \ge 0`, a scalar or a schedule.
     mask: which leaves get weight decay (see
       :func:`add_decoupled_weight_decay`).
-    implicit: use the implicit weight-decay scheme (15) of 003.
+    implicit: use the implicit weight-decay scheme (15) of Chen et al.
+      2023b (arXiv:2310.05898).
     weight_decay_convention: ``'paper'``, ``'independent'`` or
       ``'corrected'`` (see :func:`lion`).
     peak_learning_rate: :math:`\eta_{\text{peak}}` for the conventions

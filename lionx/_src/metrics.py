@@ -17,9 +17,13 @@ Under a weight-decay convention other than the default ``'paper'``, pass
 the effective :math:`\lambda'` (:func:`lionx.effective_weight_decay`) as
 ``weight_decay``, so that the box is the convention's.
 
-Sources: Dong, Li, Lin, *Convergence Rate Analysis of LION* ("000"), and
-Chen, Liu, Liang, Liu, *Lion Secretly Solves Constrained Optimization, as
-Lyapunov Predicts* ("003").
+References:
+  Dong, Li, Lin, `Convergence Rate Analysis of LION
+  <https://arxiv.org/abs/2411.07724>`_, 2024 ("Dong et al. 2024").
+
+  Chen, Liu, Liang, Liu, `Lion Secretly Solves Constrained Optimization, as
+  Lyapunov Predicts <https://arxiv.org/abs/2310.05898>`_, 2023 ("Chen et
+  al. 2023b").
 """
 
 from __future__ import annotations
@@ -112,7 +116,7 @@ def _fraction(count: Scalar, d: int, nan: Scalar) -> Scalar:
 
 
 class NormRatio(NamedTuple):
-  """The gradient norm ratio (8) of 000 and its normalisation."""
+  """The gradient norm ratio (8) of Dong et al. 2024, normalised."""
 
   ratio: Scalar  # shape=(), float32; r = ||g||_1 / ||g||_2 in [1, sqrt(d)].
   ratio_over_sqrt_d: Scalar  # shape=(), float32; r / sqrt(d) in (0, 1].
@@ -120,7 +124,7 @@ class NormRatio(NamedTuple):
 
 
 def grad_norm_ratio(grads: PyTree) -> NormRatio:
-  r"""The gradient norm ratio :math:`r = \|g\|_1 / \|g\|_2`, (8) of 000.
+  r"""The gradient norm ratio :math:`r = \|g\|_1 / \|g\|_2` (Dong et al.).
 
   .. math::
 
@@ -181,8 +185,10 @@ def box_feasibility(
   r"""Feasibility for the box :math:`\|\theta\|_\infty \le 1/\lambda`.
 
   Lion with weight decay :math:`\lambda` solves :math:`\min f` subject to
-  :math:`\|\lambda\theta\|_\infty \le 1` (000 §3.1, 003 (5)); Lion-K keeps
-  :math:`\lambda\theta \in \operatorname{dom} K^*` (003 (4)). This returns
+  :math:`\|\lambda\theta\|_\infty \le 1` (Dong et al. 2024 §3.1; Chen et
+  al. 2023b (5)); Lion-K keeps
+  :math:`\lambda\theta \in \operatorname{dom} K^*` (Chen et al. 2023b (4)).
+  This returns
 
   .. math::
 
@@ -249,7 +255,7 @@ def _vdot(a: PyTree, b: PyTree) -> Scalar:
 
 
 def kkt_residual(params: PyTree, grads: PyTree, weight_decay: Any) -> Scalar:
-  r"""The KKT residual of the box problem, Lemma 1 and Theorem 2(i) of 000.
+  r"""The KKT residual of the box problem (Dong et al. 2024, Lemma 1).
 
   .. math::
 
@@ -306,12 +312,13 @@ def lyapunov(
     b2: Any,
     implicit: bool = False,
 ) -> Scalar:
-  r"""The Lyapunov function :math:`H(x, m)` of Lion-K, Theorem 4.1 of 003.
+  r"""The Lyapunov function :math:`H(x, m)` of Lion-K (Chen et al. 2023b).
 
-  003 writes Lion-K with the momentum of the opposite sign,
-  :math:`m^{003} = -m`, where :math:`m` is lionx's momentum
-  (``ScaleByLionState.mu``, :math:`m_k = \beta_2 m_{k-1} + (1-\beta_2)g_k`).
-  With :math:`x = \theta` and :math:`m^{003} = -m`:
+  Theorem 4.1 of Chen et al. 2023b writes Lion-K with the momentum of the
+  opposite sign, :math:`m^{\text{paper}} = -m`, where :math:`m` is lionx's
+  momentum (``ScaleByLionState.mu``,
+  :math:`m_k = \beta_2 m_{k-1} + (1-\beta_2)g_k`). With :math:`x = \theta`
+  and :math:`m^{\text{paper}} = -m`:
 
   .. math::
 
@@ -427,7 +434,7 @@ def update_stats(
   r"""Statistics of one Lion step that a training loop logs every step.
 
   With :math:`c_k = \beta_1 m_{k-1} + (1-\beta_1) g_k` (the output of
-  :func:`lionx.scale_by_lion`, line 4 of Algorithm 1 in 000) and
+  :func:`lionx.scale_by_lion`, line 4 of Algorithm 1 in Dong et al. 2024) and
   :math:`d` coordinates:
 
   .. math::

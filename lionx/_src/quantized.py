@@ -57,7 +57,7 @@ CHUNK = 1 << 18
 
 
 class QuantizedArray(NamedTuple):
-  """One leaf of 8-bit blockwise momentum (see :mod:`quantized`)."""
+  """One leaf of 8-bit blockwise momentum (see :func:`quantize`)."""
 
   codes: chex.Array  # shape=(num_blocks, block_size), dtype=jnp.int8.
   scales: chex.Array  # shape=(num_blocks,), dtype=jnp.float32; max |m|.
@@ -109,7 +109,8 @@ def quantize(x: jax.Array, block_size: int = DEFAULT_BLOCK_SIZE
 
   A block whose maximum is not finite gets a NaN scale, so that it
   dequantizes to NaN rather than to a finite value. Any finite input, up
-  to the float32 maximum, keeps the error bound of :mod:`quantized`.
+  to the float32 maximum, keeps the round-trip error bound
+  :math:`|\hat x_i - x_i| \le \sqrt{s|x_i|}/127 + s/254^2`.
 
   Args:
     x: a real float array of any shape.
@@ -305,11 +306,12 @@ def scale_by_lion_8bit(
   :math:`c_k` is exactly 0 (e.g. :math:`\beta_1 = 1` at the first step).
   One chunked pass per leaf reads the old codes once, writes :math:`c_k`
   over the gradient's buffer and the new codes in place
-  (:func:`lion_8bit_leaf`): neither the codes nor a float32 momentum is
+  (``lion_8bit_leaf``): neither the codes nor a float32 momentum is
   ever copied at the leaf's size.
 
   The arithmetic is float32, and every finite input up to the float32
-  maximum keeps the error bound of :mod:`quantized` (no overflow to NaN).
+  maximum keeps the round-trip error bound of :func:`quantize` (no
+  overflow to NaN).
   The state is a :class:`ScaleByLion8bitState` (int8 ``codes`` and float32
   ``scales``, each a tree shaped like the params):
   :math:`1 + 4/\text{block\_size}` bytes per parameter plus padding,

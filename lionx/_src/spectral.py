@@ -174,8 +174,8 @@ def spectral_reshaper(method: str = 'newton_schulz',
   weight_decay)`` is the largest of :math:`\lambda\sigma_{\max}` over the
   matrices and :math:`\lambda\|\cdot\|_\infty` over the rest; ``k`` the sum
   of nuclear norms and :math:`\ell_1` norms. The polar factor is computed
-  by ``lionx._src.spectral.orthogonalize`` (see there for the accuracy and cost of each
-  ``method``); the diagnostics use an exact SVD.
+  by ``lionx._src.spectral.orthogonalize`` (see there for the accuracy
+  and cost of each ``method``); the diagnostics use an exact SVD.
 
   With the default convergent Newton-Schulz iteration the output's singular
   values never exceed 1, so the invariance of the constraint holds; Muon's

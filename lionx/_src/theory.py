@@ -1,9 +1,19 @@
-r"""The rates of Dong, Li, Lin, *Convergence Rate Analysis of LION* ("000").
+r"""The rates of Dong, Li, Lin, *Convergence Rate Analysis of LION* (2024).
 
 Plain NumPy/Python functions (no JAX): the step-size schedule of Theorem 2,
 the constants and bounds of Theorem 2, Corollary 3, Theorem 4 and
 Corollary 5, the empirical rate constant of Appendix A.1.2 of the journal
-version ("002"), and AdamW-to-Lion starting points.
+version (2025, in Chinese), and AdamW-to-Lion starting points. Theorems,
+corollaries and equations are numbered as in the English version.
+
+References:
+  Dong, Li, Lin, `Convergence Rate Analysis of LION
+  <https://arxiv.org/abs/2411.07724>`_, 2024.
+
+  Dong, Li, Lin, `LION 优化器的收敛速度分析
+  <https://doi.org/10.11897/SP.J.1016.2025.02008>`_, Chinese Journal of
+  Computers, 2025 (the journal version: the toy problem of Appendix A.1.1
+  and the rate constants of A.1.2).
 
 Notation: :math:`d` parameters, :math:`K` steps, :math:`L` the smoothness
 constant, :math:`\sigma^2` the gradient-noise variance,
@@ -76,7 +86,7 @@ class PaperSchedule(NamedTuple):
 
 
 def paper_schedule(K: Any, d: Any, c1: Any, c2: Any, c3: Any) -> PaperSchedule:
-  r"""The schedule of Theorem 2 of 000 for a run of :math:`K` steps.
+  r"""The schedule of Theorem 2 (Dong et al.) for a run of :math:`K` steps.
 
   .. math::
 
@@ -118,7 +128,7 @@ def paper_schedule(K: Any, d: Any, c1: Any, c2: Any, c3: Any) -> PaperSchedule:
 
 
 class Corollary3Constants(NamedTuple):
-  """The constants of Corollaries 3 and 5 of 000."""
+  """The constants of Corollaries 3 and 5 of Dong et al."""
 
   c1: float  # sqrt(L Delta) / sigma
   c2: float  # equal to c1
@@ -127,7 +137,7 @@ class Corollary3Constants(NamedTuple):
 
 
 def corollary3_constants(L: Any, sigma: Any, f_gap: Any) -> Corollary3Constants:
-  r"""The choice of :math:`c_1, c_2, c_3` of Corollary 3 (and 5) of 000.
+  r"""The :math:`c_1, c_2, c_3` of Corollary 3 (and 5) of Dong et al.
 
   .. math::
 
@@ -162,7 +172,7 @@ def corollary3_constants(L: Any, sigma: Any, f_gap: Any) -> Corollary3Constants:
 
 
 class Theorem2Terms(NamedTuple):
-  """The five terms of the right-hand side of Theorem 2(ii) of 000."""
+  """The five terms of the right-hand side of Theorem 2(ii), Dong et al."""
 
   initial_gap: Any  # Delta sqrt(d) / (c3 K^{1/4})
   noise: Any  # 2 sigma sqrt(d) / (c2 K^{1/2})
@@ -175,7 +185,7 @@ def theorem2_terms(
     d: Any, K: Any, L: Any, sigma: Any, f_gap: Any,
     c1: Any, c2: Any, c3: Any,
 ) -> Theorem2Terms:
-  r"""The five terms of the bound of Theorem 2(ii) of 000, separately.
+  r"""The five terms of the bound of Theorem 2(ii), Dong et al., apart.
 
   .. math::
 
@@ -218,7 +228,7 @@ def theorem2_bound(
     d: Any, K: Any, L: Any, sigma: Any, f_gap: Any,
     c1: Any, c2: Any, c3: Any,
 ) -> Any:
-  r"""The right-hand side of Theorem 2(ii) of 000 (constrained Lion).
+  r"""The right-hand side of Theorem 2(ii), Dong et al. (constrained Lion).
 
   With the schedule of :func:`paper_schedule` and
   :math:`\|\theta_1\|_\infty \le 1/\lambda`,
@@ -258,7 +268,7 @@ def theorem4_bound(
     d: Any, K: Any, L: Any, sigma: Any, f_gap: Any,
     c1: Any, c2: Any, c3: Any,
 ) -> Any:
-  r"""The right-hand side of Theorem 4 of 000 (unconstrained Lion).
+  r"""The right-hand side of Theorem 4, Dong et al. (unconstrained Lion).
 
   For coercive :math:`f`, :math:`\lambda \le 1/(2C)` with
   :math:`C \ge \sup_k\|\theta_k\|_\infty` and the schedule of
@@ -281,7 +291,7 @@ def theorem4_bound(
 
 
 def corollary3_bound(d: Any, K: Any, L: Any, sigma: Any, f_gap: Any) -> Any:
-  r"""The right-hand side of Corollary 3 of 000.
+  r"""The right-hand side of Corollary 3 of Dong et al.
 
   With the constants of :func:`corollary3_constants` and
   :math:`K \ge` ``min_steps``,
@@ -292,9 +302,10 @@ def corollary3_bound(d: Any, K: Any, L: Any, sigma: Any, f_gap: Any) -> Any:
       \theta_k\rangle + \|\nabla f(\theta_k)\|_1\big]
     \le 15\sqrt d\,K^{-1/4}\,\big(\sigma^2 L\Delta\big)^{1/4}.
 
-  The exponent is :math:`1/4` as in 000; the Chinese version (002) prints a
-  square root there, a typo. The value is returned for every :math:`K \ge 1`;
-  the corollary only claims it for :math:`K \ge` ``min_steps``.
+  The exponent is :math:`1/4` as in the English version; the Chinese
+  journal version prints a square root there, a typo. The value is
+  returned for every :math:`K \ge 1`; the corollary only claims it for
+  :math:`K \ge` ``min_steps``.
 
   Args:
     d: the number of parameters, :math:`\ge 1`.
@@ -323,7 +334,7 @@ def corollary3_bound(d: Any, K: Any, L: Any, sigma: Any, f_gap: Any) -> Any:
 
 
 def corollary5_bound(d: Any, K: Any, L: Any, sigma: Any, f_gap: Any) -> Any:
-  r"""The right-hand side of Corollary 5 of 000 (unconstrained Lion).
+  r"""The right-hand side of Corollary 5, Dong et al. (unconstrained Lion).
 
   .. math::
 
@@ -346,8 +357,8 @@ def empirical_rate_constant(
 ) -> float:
   r"""The smallest :math:`c` that makes the observed rate hold at every K.
 
-  The method of Appendix A.1.2 of 002. With :math:`A_K` the running average
-  of the per-step gradient norms,
+  The method of Appendix A.1.2 of the journal version. With :math:`A_K`
+  the running average of the per-step gradient norms,
 
   .. math::
 
@@ -438,7 +449,8 @@ def lion_from_adamw(
   Adam's, hence the smaller learning rate.
 
   The implied box: Lion with weight decay :math:`\lambda` solves
-  :math:`\min f` s.t. :math:`\|\theta\|_\infty \le 1/\lambda` (000 §3.1, 003),
+  :math:`\min f` s.t. :math:`\|\theta\|_\infty \le 1/\lambda` (Dong et al.
+  §3.1; Chen et al. 2023b),
   so ``box = 1 / weight_decay`` is the largest magnitude any weight can keep.
   Check it against the weights the model needs (e.g. initialisations and
   norm-layer scales of order 1 need :math:`1/\lambda \gg 1`); a factor of 10

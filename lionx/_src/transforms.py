@@ -82,7 +82,7 @@ def scale_by_lion(
   :func:`optax.apply_if_finite` to skip such steps instead.
 
   **Rounding.** Wherever :math:`|c_k|` is within the bound on its rounding
-  error it is emitted as 0 (see :mod:`lionx._src.interpolation`). So where
+  error it is emitted as 0 (``lionx._src.interpolation``). So where
   Algorithm 1's :math:`c_k` is exactly 0 (:math:`\beta_1 = 1` at the first
   step, a coordinate with zero momentum and gradient, ...) there is no step,
   and wherever :math:`|c_k|` is above rounding level its sign is Algorithm

@@ -50,8 +50,8 @@ from lionx.train import writers as writers_lib
 from lionx.train.checkpoint import Checkpointer
 from lionx.train.config import Config, ConfigError
 
-# The fields of every metrics.jsonl line, whatever the task (which adds its
-# own, e.g. test_accuracy); `epoch` is there when the data has epochs.
+#: The fields of every metrics.jsonl line, whatever the task (which adds its
+#: own, e.g. ``test_accuracy``); ``epoch`` is there when the data has epochs.
 METRICS_FIELDS = (
     'step', 'optimizer', 'lr', 'train_loss', 'full_loss', 'val_loss',
     'grad_l1', 'grad_l2', 'grad_norm_ratio', 'grad_norm_ratio_over_sqrt_d',

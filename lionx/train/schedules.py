@@ -19,6 +19,7 @@ import optax
 
 from lionx.train import fields
 
+#: The names of ``schedule.name``.
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
 
 

@@ -179,7 +179,7 @@ def _means(sums: dict[str, tuple[Any, Any]]) -> dict[str, float]:
 def logging_pass(task: base.Task, view: nnx.Module,
                  batches: Iterator[base.Batch],
                  mesh: Optional[Mesh] = None) -> LoggingPass:
-  """:math:`f(\theta)`, :math:`\nabla f(\theta)` and the task's training
+  r""":math:`f(\theta)`, :math:`\nabla f(\theta)` and the task's training
   metrics over ``batches`` (see :mod:`lionx.train.tasks.base`)."""
   step = _logging_step(task)
   totals = None

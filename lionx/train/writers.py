@@ -37,9 +37,11 @@ class Writer:
   """Takes the metrics of each evaluation; closed at the end of a run."""
 
   def write(self, row: Row) -> None:
+    """Takes the row of one evaluation (a metrics.jsonl line)."""
     raise NotImplementedError
 
   def close(self, finished: bool) -> None:
+    """Ends the writer; ``finished``: the run reached its last step."""
     del finished
 
 
@@ -103,7 +105,7 @@ class TensorBoard(Writer):
   The event files go to ``path`` itself (``tensorboard --logdir`` on a
   comparison's folder shows each run under its own name). Every field of a
   row that is a real number (not a bool), except ``step``, becomes the
-  scalar of that name at the row's ``step``. At :meth:`close` the PNGs of
+  scalar of that name at the row's ``step``. At ``close`` the PNGs of
   ``figures``' last drawing are added as images ``figures/<name>`` at the
   last step written.
 

@@ -74,8 +74,9 @@ from lionx.train.data.images import DataError
 NAME = 'imagefolder'
 SPLITS = {'train': 'train', 'test': 'val'}  # the image task's split names
 EXTENSIONS = ('.jpeg', '.jpg', '.png')
-# ImageNet's per-channel mean and standard deviation of pixels / 255 (RGB).
+#: ImageNet's per-channel mean of pixels / 255 (RGB).
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+#: ImageNet's per-channel standard deviation of pixels / 255 (RGB).
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 CROP_FRACTION = 0.875  # evaluation: resize to S / 0.875, crop S
 SCALE = (0.08, 1.0)  # random-resized crop: area fraction
@@ -108,7 +109,8 @@ def _list_split(root: pathlib.Path, split: str
   out = {}
   for name in classes:
     files = [f for f in _scan(folder / name)
-             if f.lower().endswith(EXTENSIONS) and (folder / name / f).is_file()]
+             if f.lower().endswith(EXTENSIONS)
+             and (folder / name / f).is_file()]
     if not files:
       raise DataError(
           f'{folder / name}: an empty class folder; expected at least one '
@@ -155,8 +157,9 @@ def random_resized_crop(width: int, height: int, uniforms: np.ndarray
   Example:
     >>> from lionx.train.data.imagefolder import random_resized_crop
     >>> import numpy as np
+    >>> # Each try asks for 52 x 52, taller than 50: the central 4/3 crop.
     >>> random_resized_crop(100, 50, np.full((10, 4), 0.5))
-    (21, 0, 79, 50)
+    (16, 0, 83, 50)
   """
   area = width * height
   log_lo, log_hi = math.log(RATIO[0]), math.log(RATIO[1])
@@ -360,7 +363,7 @@ def _globalize(local: dict[str, np.ndarray], size: int) -> dict[str, Any]:
       sharding, v, (size,) + v.shape[1:]) for k, v in local.items()}
 
 
-# --- the data set ---------------------------------------------------------------
+# --- the data set -----------------------------------------------------------
 
 
 @dataclasses.dataclass(eq=False)
@@ -483,8 +486,8 @@ def load_imagefolder(config: images.ImageDataConfig) -> ImageFolder:
   """Lists ``config.data_dir`` (see the module doc); decodes nothing.
 
   Raises:
-    DataError: no ``train/`` or ``val/``, an empty class folder, or
-      different class folders in ``train/`` and ``val/``.
+    lionx.train.data.images.DataError: no ``train/`` or ``val/``, an empty
+      class folder, or different class folders in ``train/`` and ``val/``.
   """
   if not config.data_dir:
     raise DataError(

@@ -87,7 +87,8 @@ BERT_PRESETS = {
     'bert_small': (4, 512, 8, 512),
     'bert_base': (12, 768, 12, 512),
 }
-# BERT's special tokens, after the data's vocabulary V: [CLS] = V, ...
+#: BERT's special tokens, after the data's vocabulary of V tokens ([CLS] is
+#: V, [SEP] V + 1, [MASK] V + 2).
 SPECIAL_TOKENS = ('[CLS]', '[SEP]', '[MASK]')
 _STD = 0.02
 

@@ -48,10 +48,11 @@ class LossOutput(NamedTuple):
 class Task(abc.ABC):
   """A kind of training problem; see the module doc.
 
-  Class attributes:
-    name: the value of ``config.task``.
-    data_config, model_config: the dataclasses of the config's ``data``
-      and ``model`` sections for this task.
+  Attributes:
+    name: the value of ``config.task`` (a class attribute, as all below).
+    data_config: the dataclass of the config's ``data`` section for this
+      task.
+    model_config: the dataclass of its ``model`` section.
     panels: extra figure panels, ``(metrics key, title)``.
     summary: extra summary columns, ``(metrics key, header)``; keys ending
       in ``accuracy`` are shown as percentages.
