@@ -2,6 +2,10 @@
 
 import json
 import math
+import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -278,7 +282,8 @@ def test_training_on_a_tree_resumes_bit_identically(tree, tmp_path):
     return tiny_config(data__name='imagefolder', data__data_dir=str(tree),
                        data__image_size=8, data__workers=0,
                        data__augment=True, batch_size=5, eval_batch_size=4,
-                       num_epochs=2, **changes)
+                       num_epochs=2, checkpoint_every_evals=10,
+                       tensorboard=False, **changes)
   whole = experiment.train_and_evaluate(config(), tmp_path / 'whole',
                                         verbose=False)
   experiment.train_and_evaluate(config(max_evals_this_run=1),
@@ -293,3 +298,59 @@ def test_training_on_a_tree_resumes_bit_identically(tree, tmp_path):
     for key in ('train_loss', 'full_loss', 'val_loss', 'test_accuracy',
                 'grad_l1'):
       assert a[key] == b[key], key
+
+
+HOST = '''
+import os, sys
+pid, port, tree, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'
+import jax
+jax.distributed.initialize(f'127.0.0.1:{port}', 2, pid)
+import numpy as np
+from lionx.train.data import images, imagefolder
+ds = images.load_dataset(images.ImageDataConfig(
+    name='imagefolder', data_dir=tree, image_size=16, workers=0))
+batch = ds.train_batch(3, seed=5, batch_size=8, augment=True)
+held_out = next(ds.eval_batches('test', 5))
+mine = lambda x: np.concatenate([np.asarray(s.data)
+                                 for s in x.addressable_shards])
+np.savez(out, rows=imagefolder.host_rows(8), image=mine(batch['image']),
+         label=mine(batch['label']), shape=held_out['image'].shape,
+         eval_image=mine(held_out['image']), mask=mine(held_out['mask']))
+jax.distributed.shutdown()
+'''
+
+
+def test_two_hosts_decode_their_own_rows_of_the_same_batch(tree, tmp_path):
+  """2 processes x 2 CPU devices: each decodes the rows of its devices, and
+  together they hold the one-process batch."""
+  script = tmp_path / 'host.py'
+  script.write_text(HOST)
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo',
+             PYTHONPATH=str(ROOT))
+  hosts = [subprocess.Popen(
+      [sys.executable, str(script), str(i), str(port), str(tree),
+       str(tmp_path / f'{i}.npz')], env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+  for host in hosts:
+    out, _ = host.communicate(timeout=300)
+    assert host.returncode == 0, out[-3000:]
+  parts = [np.load(tmp_path / f'{i}.npz') for i in (0, 1)]
+  np.testing.assert_array_equal(parts[0]['rows'], [0, 1, 2, 3])
+  np.testing.assert_array_equal(parts[1]['rows'], [4, 5, 6, 7])
+  one = images.load_dataset(_config(tree))
+  want = one.train_batch(3, seed=5, batch_size=8, augment=True)
+  np.testing.assert_array_equal(
+      np.concatenate([p['image'] for p in parts]), want['image'])
+  np.testing.assert_array_equal(
+      np.concatenate([p['label'] for p in parts]), want['label'])
+  # Held out: 5 rows rounded up to 8 (4 devices), the padding masked.
+  assert tuple(parts[0]['shape']) == (8, 16, 16, 3)
+  mask = np.concatenate([p['mask'] for p in parts])
+  np.testing.assert_array_equal(mask, [1, 1, 1, 1, 1, 1, 0, 0])
+  first = next(one.eval_batches('test', 5))
+  np.testing.assert_array_equal(
+      np.concatenate([p['eval_image'] for p in parts])[:5], first['image'])

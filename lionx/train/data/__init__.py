@@ -1,8 +1,13 @@
 """Data sets of the harness's tasks, one module per kind of data.
 
 * :mod:`lionx.train.data.images`: image classification sets (digits,
-  CIFAR, synthetic, and loaders registered by the user).
+  CIFAR, synthetic, and loaders registered by the user);
+* :mod:`lionx.train.data.imagefolder`: ImageNet-style folders of JPEGs
+  (``data.name=imagefolder``), registered when this package is imported;
+* :mod:`lionx.train.data.text`: the language models' token data.
 
 Nothing is downloaded: data come from a local path, from a package that
 ships them, or are generated.
 """
+
+import lionx.train.data.imagefolder  # noqa: F401 (registers imagefolder)

@@ -68,7 +68,9 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from lionx.train.data import images
+# Not `from lionx.train.data import images`: the package imports this
+# module, and the import graph would see it import the package back.
+import lionx.train.data.images as images
 from lionx.train.data.images import DataError
 
 NAME = 'imagefolder'
