@@ -13,6 +13,16 @@ r"""The networks of the papers' experiments, in ``flax.nnx``.
 * ``cnn`` (optionally with BatchNorm) / ``mlp``: small networks for the
   embedded digits.
 
+``model.kernel_init`` chooses the initialiser of every convolution, dense
+and attention kernel: ``default`` keeps each architecture's own (He normal
+with fan-out for the ResNets' convolutions, as in torchvision; Flax's LeCun
+normal elsewhere); ``kaiming_normal`` and ``kaiming_uniform`` are PyTorch's
+``torch.nn.init.kaiming_normal_`` / ``kaiming_uniform_`` with their default
+arguments (fan-in, gain :math:`\sqrt 2`): :math:`N(0, 2/\text{fan\_in})`
+and :math:`U(\pm\sqrt{6/\text{fan\_in}})`, the two initialisations of
+Figure 3 of Chen, Liu, Liang, Liu. Biases, BatchNorm and LayerNorm
+parameters, the ViT's class token and positions keep their initialisers.
+
 BatchNorm scale and bias are parameters (``nnx.Param``); the running
 statistics are ``nnx.BatchStat`` and are not counted in d. BatchNorm uses
 batch statistics in train mode and the running ones in eval mode
@@ -43,6 +53,8 @@ class VisionModelConfig:
   width: Optional[int] = None  # base channels (ResNet 64, CNN 32, MLP 256)
   stem: str = 'cifar'  # ResNet: cifar (3x3 conv) | imagenet (7x7 + pool)
   batch_norm: bool = False  # cnn: BatchNorm after each convolution
+  # Kernels: default | kaiming_normal | kaiming_uniform (module doc).
+  kernel_init: str = 'default'
   # ViT only.
   patch_size: Optional[int] = None
   image_size: Optional[int] = None  # resize inputs to this size first
@@ -55,14 +67,29 @@ class VisionModelConfig:
 STEMS = ('cifar', 'imagenet')
 _BN = {'momentum': 0.9, 'epsilon': 1e-5}  # PyTorch's BatchNorm defaults
 _CONV_INIT = nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+Initializer = Callable[..., jax.Array]
+# PyTorch's kaiming_*_ defaults: mode='fan_in', gain sqrt(2) (a = 0).
+KERNEL_INITS: dict[str, Optional[Initializer]] = {
+    'default': None,  # each layer's own
+    'kaiming_normal': nnx.initializers.variance_scaling(
+        2.0, 'fan_in', 'normal'),
+    'kaiming_uniform': nnx.initializers.variance_scaling(
+        2.0, 'fan_in', 'uniform'),
+}
+
+
+def _init(init: Optional[Initializer]) -> dict[str, Initializer]:
+  """``kernel_init=init`` for a layer, or nothing (its own default)."""
+  return {} if init is None else {'kernel_init': init}
 
 
 def _conv(cin: int, cout: int, size: int, stride: int, rngs: nnx.Rngs,
-          padding: Optional[int] = None) -> nnx.Conv:
+          padding: Optional[int] = None,
+          init: Optional[Initializer] = None) -> nnx.Conv:
   pad = size // 2 if padding is None else padding
   return nnx.Conv(cin, cout, (size, size), strides=stride,
                   padding=((pad, pad), (pad, pad)), use_bias=False,
-                  kernel_init=_CONV_INIT, rngs=rngs)
+                  kernel_init=init or _CONV_INIT, rngs=rngs)
 
 
 class BasicBlock(nnx.Module):
@@ -70,13 +97,14 @@ class BasicBlock(nnx.Module):
 
   expansion = 1
 
-  def __init__(self, cin: int, width: int, stride: int, *, rngs: nnx.Rngs):
+  def __init__(self, cin: int, width: int, stride: int, *, rngs: nnx.Rngs,
+               init: Optional[Initializer] = None):
     cout = width * self.expansion
-    self.conv1 = _conv(cin, width, 3, stride, rngs)
+    self.conv1 = _conv(cin, width, 3, stride, rngs, init=init)
     self.bn1 = nnx.BatchNorm(width, **_BN, rngs=rngs)
-    self.conv2 = _conv(width, cout, 3, 1, rngs)
+    self.conv2 = _conv(width, cout, 3, 1, rngs, init=init)
     self.bn2 = nnx.BatchNorm(cout, **_BN, rngs=rngs)
-    self.shortcut = _shortcut(cin, cout, stride, rngs)
+    self.shortcut = _shortcut(cin, cout, stride, rngs, init)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     y = nnx.relu(self.bn1(self.conv1(x)))
@@ -89,15 +117,16 @@ class Bottleneck(nnx.Module):
 
   expansion = 4
 
-  def __init__(self, cin: int, width: int, stride: int, *, rngs: nnx.Rngs):
+  def __init__(self, cin: int, width: int, stride: int, *, rngs: nnx.Rngs,
+               init: Optional[Initializer] = None):
     cout = width * self.expansion
-    self.conv1 = _conv(cin, width, 1, 1, rngs)
+    self.conv1 = _conv(cin, width, 1, 1, rngs, init=init)
     self.bn1 = nnx.BatchNorm(width, **_BN, rngs=rngs)
-    self.conv2 = _conv(width, width, 3, stride, rngs)
+    self.conv2 = _conv(width, width, 3, stride, rngs, init=init)
     self.bn2 = nnx.BatchNorm(width, **_BN, rngs=rngs)
-    self.conv3 = _conv(width, cout, 1, 1, rngs)
+    self.conv3 = _conv(width, cout, 1, 1, rngs, init=init)
     self.bn3 = nnx.BatchNorm(cout, **_BN, rngs=rngs)
-    self.shortcut = _shortcut(cin, cout, stride, rngs)
+    self.shortcut = _shortcut(cin, cout, stride, rngs, init)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     y = nnx.relu(self.bn1(self.conv1(x)))
@@ -106,11 +135,12 @@ class Bottleneck(nnx.Module):
     return nnx.relu(y + (x if self.shortcut is None else self.shortcut(x)))
 
 
-def _shortcut(cin: int, cout: int, stride: int,
-              rngs: nnx.Rngs) -> Optional[nnx.Sequential]:
+def _shortcut(cin: int, cout: int, stride: int, rngs: nnx.Rngs,
+              init: Optional[Initializer] = None
+              ) -> Optional[nnx.Sequential]:
   if stride == 1 and cin == cout:
     return None
-  return nnx.Sequential(_conv(cin, cout, 1, stride, rngs),
+  return nnx.Sequential(_conv(cin, cout, 1, stride, rngs, init=init),
                         nnx.BatchNorm(cout, **_BN, rngs=rngs))
 
 
@@ -119,23 +149,25 @@ class ResNet(nnx.Module):
 
   def __init__(self, block: type, stage_sizes: Sequence[int],
                num_classes: int, in_channels: int = 3, width: int = 64,
-               stem: str = 'cifar', *, rngs: nnx.Rngs):
+               stem: str = 'cifar', *, rngs: nnx.Rngs,
+               init: Optional[Initializer] = None):
     if stem not in STEMS:
       raise ValueError(f'stem={stem!r} is not one of {STEMS}.')
     self.stem = stem
     if stem == 'cifar':
-      self.conv1 = _conv(in_channels, width, 3, 1, rngs)
+      self.conv1 = _conv(in_channels, width, 3, 1, rngs, init=init)
     else:
-      self.conv1 = _conv(in_channels, width, 7, 2, rngs)
+      self.conv1 = _conv(in_channels, width, 7, 2, rngs, init=init)
     self.bn1 = nnx.BatchNorm(width, **_BN, rngs=rngs)
     blocks, cin = [], width
     for i, size in enumerate(stage_sizes):
       for j in range(size):
         stride = 2 if i > 0 and j == 0 else 1
-        blocks.append(block(cin, width * 2 ** i, stride, rngs=rngs))
+        blocks.append(block(cin, width * 2 ** i, stride, rngs=rngs,
+                            init=init))
         cin = width * 2 ** i * block.expansion
     self.blocks = nnx.List(blocks)
-    self.fc = nnx.Linear(cin, num_classes, rngs=rngs)
+    self.fc = nnx.Linear(cin, num_classes, rngs=rngs, **_init(init))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = nnx.relu(self.bn1(self.conv1(x)))
@@ -150,14 +182,15 @@ class ResNet(nnx.Module):
 class EncoderBlock(nnx.Module):
   """Pre-norm transformer block: x + MHA(LN(x)), then x + MLP(LN(x))."""
 
-  def __init__(self, dim: int, heads: int, mlp_dim: int, *, rngs: nnx.Rngs):
+  def __init__(self, dim: int, heads: int, mlp_dim: int, *, rngs: nnx.Rngs,
+               init: Optional[Initializer] = None):
     self.norm1 = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
     self.attn = nnx.MultiHeadAttention(
         num_heads=heads, in_features=dim, qkv_features=dim, decode=False,
-        rngs=rngs)
+        rngs=rngs, **_init(init))
     self.norm2 = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
-    self.fc1 = nnx.Linear(dim, mlp_dim, rngs=rngs)
-    self.fc2 = nnx.Linear(mlp_dim, dim, rngs=rngs)
+    self.fc1 = nnx.Linear(dim, mlp_dim, rngs=rngs, **_init(init))
+    self.fc2 = nnx.Linear(mlp_dim, dim, rngs=rngs, **_init(init))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = x + self.attn(self.norm1(x))
@@ -170,7 +203,8 @@ class ViT(nnx.Module):
 
   def __init__(self, num_classes: int, in_channels: int, image_size: int,
                patch_size: int, dim: int, depth: int, heads: int,
-               mlp_dim: int, *, rngs: nnx.Rngs):
+               mlp_dim: int, *, rngs: nnx.Rngs,
+               init: Optional[Initializer] = None):
     if image_size % patch_size:
       raise ValueError(
           f'model.image_size={image_size} is not a multiple of '
@@ -183,14 +217,15 @@ class ViT(nnx.Module):
     num_patches = (image_size // patch_size) ** 2
     self.patch_embed = nnx.Conv(
         in_channels, dim, (patch_size, patch_size), strides=patch_size,
-        padding='VALID', rngs=rngs)
+        padding='VALID', rngs=rngs, **_init(init))
     self.cls_token = nnx.Param(jnp.zeros((1, 1, dim)))
     self.pos_embed = nnx.Param(
         0.02 * jax.random.normal(rngs.params(), (1, num_patches + 1, dim)))
-    self.blocks = nnx.List([EncoderBlock(dim, heads, mlp_dim, rngs=rngs)
+    self.blocks = nnx.List([EncoderBlock(dim, heads, mlp_dim, rngs=rngs,
+                                         init=init)
                             for _ in range(depth)])
     self.norm = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
-    self.head = nnx.Linear(dim, num_classes, rngs=rngs)
+    self.head = nnx.Linear(dim, num_classes, rngs=rngs, **_init(init))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     size = self.image_size
@@ -214,19 +249,20 @@ class CNN(nnx.Module):
 
   def __init__(self, num_classes: int, in_channels: int, image_size: int,
                width: int = 32, batch_norm: bool = False, *,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, init: Optional[Initializer] = None):
     self.conv1 = nnx.Conv(in_channels, width, (3, 3), use_bias=not batch_norm,
-                          rngs=rngs)
+                          rngs=rngs, **_init(init))
     self.conv2 = nnx.Conv(width, 2 * width, (3, 3), strides=2,
-                          use_bias=not batch_norm, rngs=rngs)
+                          use_bias=not batch_norm, rngs=rngs, **_init(init))
     if batch_norm:
       self.bn1 = nnx.BatchNorm(width, **_BN, rngs=rngs)
       self.bn2 = nnx.BatchNorm(2 * width, **_BN, rngs=rngs)
     else:
       self.bn1 = self.bn2 = None
     side = -(-image_size // 2)
-    self.fc1 = nnx.Linear(side * side * 2 * width, 4 * width, rngs=rngs)
-    self.fc2 = nnx.Linear(4 * width, num_classes, rngs=rngs)
+    self.fc1 = nnx.Linear(side * side * 2 * width, 4 * width, rngs=rngs,
+                          **_init(init))
+    self.fc2 = nnx.Linear(4 * width, num_classes, rngs=rngs, **_init(init))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = self.conv1(x)
@@ -241,10 +277,10 @@ class MLP(nnx.Module):
   """Flatten, two hidden ReLU layers, linear output."""
 
   def __init__(self, num_classes: int, in_features: int, width: int = 256,
-               *, rngs: nnx.Rngs):
-    self.fc1 = nnx.Linear(in_features, width, rngs=rngs)
-    self.fc2 = nnx.Linear(width, width, rngs=rngs)
-    self.fc3 = nnx.Linear(width, num_classes, rngs=rngs)
+               *, rngs: nnx.Rngs, init: Optional[Initializer] = None):
+    self.fc1 = nnx.Linear(in_features, width, rngs=rngs, **_init(init))
+    self.fc2 = nnx.Linear(width, width, rngs=rngs, **_init(init))
+    self.fc3 = nnx.Linear(width, num_classes, rngs=rngs, **_init(init))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = nnx.relu(self.fc1(x.reshape(x.shape[0], -1)))
@@ -266,7 +302,7 @@ def _or(value: Optional[int], default: Any) -> Any:
 def _resnet(block, stages):
   def build(cfg: VisionModelConfig, num_classes, shape, rngs):
     return ResNet(block, stages, num_classes, shape[2], _or(cfg.width, 64),
-                  cfg.stem, rngs=rngs)
+                  cfg.stem, rngs=rngs, init=KERNEL_INITS[cfg.kernel_init])
   return build
 
 
@@ -276,16 +312,18 @@ def _vit(preset: str):
     return ViT(num_classes, shape[2], _or(cfg.image_size, image or shape[0]),
                _or(cfg.patch_size, patch), _or(cfg.hidden_size, dim),
                _or(cfg.depth, depth), _or(cfg.num_heads, heads),
-               _or(cfg.mlp_dim, mlp), rngs=rngs)
+               _or(cfg.mlp_dim, mlp), rngs=rngs,
+               init=KERNEL_INITS[cfg.kernel_init])
   return build
 
 
 MODELS: dict[str, Callable[..., nnx.Module]] = {
     'cnn': lambda cfg, n, shape, rngs: CNN(
         n, shape[2], shape[0], _or(cfg.width, 32), cfg.batch_norm,
-        rngs=rngs),
+        rngs=rngs, init=KERNEL_INITS[cfg.kernel_init]),
     'mlp': lambda cfg, n, shape, rngs: MLP(
-        n, math.prod(shape), _or(cfg.width, 256), rngs=rngs),
+        n, math.prod(shape), _or(cfg.width, 256), rngs=rngs,
+        init=KERNEL_INITS[cfg.kernel_init]),
     'resnet18': _resnet(BasicBlock, (2, 2, 2, 2)),
     'resnet50': _resnet(Bottleneck, (3, 4, 6, 3)),
     'vit': _vit('vit'),
@@ -298,6 +336,7 @@ def validate(config: VisionModelConfig) -> None:
   """Checks the names and sizes of a :class:`VisionModelConfig`."""
   fields.one_of('model.name', config.name, MODELS)
   fields.one_of('model.stem', config.stem, STEMS)
+  fields.one_of('model.kernel_init', config.kernel_init, KERNEL_INITS)
   fields.positive_ints(config, 'model')
 
 
@@ -316,6 +355,10 @@ def create_model(config: VisionModelConfig, num_classes: int,
   if config.name not in MODELS:
     raise ValueError(
         f'model.name={config.name!r} is not one of {tuple(MODELS)}.')
+  if config.kernel_init not in KERNEL_INITS:
+    raise ValueError(
+        f'model.kernel_init={config.kernel_init!r} is not one of '
+        f'{tuple(KERNEL_INITS)}.')
   if len(image_shape) != 3:
     raise ValueError(
         f'image_shape={tuple(image_shape)}: expected (height, width, '
