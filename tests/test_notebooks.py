@@ -5,9 +5,14 @@ runs *this* interpreter (``sys.executable``), so the lionx under test is the
 one the kernel imports, whatever kernels Jupyter has installed. The working
 directory is ``notebooks/``. The executed copy is thrown away: the committed
 file keeps the outputs of the run that produced it.
+
+Each kernel is shut down as soon as its notebook has run (or failed), so
+that at most one kernel (up to 1.3 GB for the training notebooks) is alive
+at a time, not one per notebook until pytest exits.
 """
 
 import json
+import os
 import pathlib
 import sys
 
@@ -30,10 +35,10 @@ TIMEOUT = 300  # seconds per cell; each notebook takes 15-90 s on 2 cores
 KERNEL = 'lionx-pytest'
 
 
-@pytest.fixture
-def kernel_manager(tmp_path):
-  """A kernel manager whose only kernel runs ``sys.executable``."""
-  spec = tmp_path / 'kernels' / KERNEL
+def _make_manager(directory: pathlib.Path) -> KernelManager:
+  """A kernel manager whose only kernel runs ``sys.executable`` (one
+  notebook each: shutting a kernel down closes its manager)."""
+  spec = directory / 'kernels' / KERNEL
   spec.mkdir(parents=True)
   (spec / 'kernel.json').write_text(json.dumps({
       'argv': [sys.executable, '-m', 'ipykernel_launcher', '-f',
@@ -45,11 +50,45 @@ def kernel_manager(tmp_path):
   return KernelManager(kernel_name=KERNEL, kernel_spec_manager=specs)
 
 
+@pytest.fixture
+def kernel_manager(tmp_path):
+  """A kernel manager for one notebook; its kernel is shut down after the
+  test whatever happened."""
+  manager = _make_manager(tmp_path)
+  yield manager
+  if manager.has_kernel:
+    manager.shutdown_kernel(now=True)
+
+
 def _execute(nb, kernel_manager):
+  """Runs ``nb`` in a new kernel of ``kernel_manager``, then shuts the
+  kernel down and closes the client's channels, also when a cell fails.
+
+  nbclient leaves a kernel running when it is handed the kernel manager
+  (``km=``) unless told ``cleanup_kc=True``.
+  """
   client = nbclient.NotebookClient(
       nb, km=kernel_manager, timeout=TIMEOUT,
       resources={'metadata': {'path': str(NOTEBOOKS)}})
-  return client.execute()
+  return client.execute(cleanup_kc=True)
+
+
+def _alive(pid: int) -> bool:
+  """Whether process ``pid`` exists and is not a zombie (which holds no
+  memory)."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  status = pathlib.Path(f'/proc/{pid}/status')
+  try:
+    state = next((line for line in status.read_text().splitlines()
+                  if line.startswith('State:')), '')
+  except OSError:
+    return not status.parent.parent.exists()  # no /proc: trust os.kill
+  return 'zombie' not in state and '(dead)' not in state
 
 
 def _outputs(nb, output_type=None):
@@ -80,6 +119,36 @@ def test_a_failing_cell_fails(kernel_manager):
   with pytest.raises(nbclient.exceptions.CellExecutionError,
                      match='ZeroDivisionError'):
     _execute(nb, kernel_manager)
+  assert not kernel_manager.has_kernel  # shut down despite the error
+
+
+def _kernel_pid(kernel_manager) -> int:
+  nb = nbformat.v4.new_notebook()
+  nb.cells = [nbformat.v4.new_code_cell('import os; print(os.getpid())')]
+  _execute(nb, kernel_manager)
+  return int(_outputs(nb, 'stream')[0].text)
+
+
+def test_the_kernel_is_gone_after_the_notebook(kernel_manager):
+  pid = _kernel_pid(kernel_manager)
+  assert pid != os.getpid()
+  assert not kernel_manager.has_kernel
+  assert not _alive(pid), f'kernel process {pid} still running'
+
+
+def test_one_kernel_at_a_time(tmp_path):
+  # Two notebooks in a row: the first kernel is gone before the second
+  # starts, so kernels never pile up over the suite.
+  first = _kernel_pid(_make_manager(tmp_path / 'first'))
+  assert not _alive(first)
+  second = _kernel_pid(_make_manager(tmp_path / 'second'))
+  assert first != second
+  assert not _alive(second)
+
+
+def test_alive_sees_a_running_process():
+  # The check above must be able to fail: this process is alive.
+  assert _alive(os.getpid())
 
 
 @pytest.mark.parametrize('name', EXPECTED)
