@@ -82,7 +82,8 @@ _BF16 = st.floats(-1e3, 1e3, width=32).map(
     lambda v: float(np.float32(jnp.asarray(v, jnp.bfloat16))))
 
 
-@hypothesis.given(st.lists(_BF16, min_size=1, max_size=16),
+@hypothesis.settings(max_examples=25)
+@hypothesis.given(st.lists(_BF16, min_size=16, max_size=16),  # one shape: one compile
                   st.floats(-4.0, 4.0), st.integers(0, 2 ** 32 - 1),
                   st.integers(0, 1000))
 def test_split_lands_on_the_rounded_value(values, scale, seed, count):
@@ -90,23 +91,23 @@ def test_split_lands_on_the_rounded_value(values, scale, seed, count):
   p = jnp.asarray(values, jnp.bfloat16)
   p64 = np.asarray(p, np.float64)
   # Below the smallest normal float32 XLA:CPU flushes to zero.
-  hypothesis.assume(np.all(np.abs(p64) >= 2.0 ** -100))
+  ok = np.abs(p64) >= 2.0 ** -100
   target = (p64 + scale * _ulp(p64) * np.linspace(-1, 1, p.size)
             ).astype(np.float32)
   u = comp.dither(jnp.array([seed, 7], jnp.uint32), 0, jnp.uint32(count),
                   p.shape)
   update, hi, r = comp.split(jnp.asarray(target), p, jnp.int8, u)
   assert update.dtype == jnp.float32 and r.dtype == jnp.int8
-  landed = optax.apply_updates(p, update)
-  np.testing.assert_array_equal(landed, hi)
-  rounded = np.asarray(jnp.asarray(target).astype(jnp.bfloat16), np.float64)
+  landed = np.asarray(optax.apply_updates(p, update), np.float64)
   hi64 = np.asarray(hi, np.float64)
+  np.testing.assert_array_equal(landed[ok], hi64[ok])
+  rounded = np.asarray(jnp.asarray(target).astype(jnp.bfloat16), np.float64)
   # hi is the nearest bfloat16, or the other neighbour at an exact tie.
   tie = np.abs(hi64 - target) == np.abs(rounded - target)
-  assert np.all((hi64 == rounded) | tie)
+  assert np.all(((hi64 == rounded) | tie)[ok])
   full = np.asarray(comp.precise(hi, r), np.float64)
   quantum = np.asarray(comp._quantum(hi, 8), np.float64)  # pylint: disable=protected-access
-  assert np.all(np.abs(full - target) < quantum)
+  assert np.all((np.abs(full - target) < quantum)[ok])
 
 
 def test_split_is_unbiased():
@@ -124,20 +125,24 @@ def test_split_is_unbiased():
   assert np.all(np.abs(full - target) <= quantum / 1024 + 1e-12)
 
 
-@hypothesis.given(st.lists(_BF16, min_size=1, max_size=16),
+@hypothesis.settings(max_examples=25)
+@hypothesis.given(st.lists(_BF16, min_size=16, max_size=16),  # one shape: one compile
                   st.integers(-128, 127))
 def test_zero_update_changes_nothing(values, residual):
   p = jnp.asarray(values, jnp.bfloat16)
   r = jnp.full(p.shape, residual, jnp.int8)
   full = comp.precise(p, r)
-  # A residual past the rounding midpoint is not a state split() makes.
-  hypothesis.assume(bool(jnp.all(full.astype(jnp.bfloat16) == p)))
+  # A residual past the rounding midpoint is not a state split() makes,
+  # and below the smallest normal float32 XLA:CPU flushes to zero.
+  ok = np.asarray((full.astype(jnp.bfloat16) == p)
+                  & (jnp.abs(p.astype(jnp.float32)) >= 2.0 ** -100))
   u = jnp.full(p.shape, 0.3)
   update, hi, r2 = comp.split(full, p, jnp.int8, u)
-  np.testing.assert_array_equal(comp.precise(hi, r2), full)
-  np.testing.assert_array_equal(optax.apply_updates(p, update),
-                                optax.apply_updates(p, jnp.zeros_like(
-                                    update)))
+  np.testing.assert_array_equal(np.asarray(comp.precise(hi, r2))[ok],
+                                np.asarray(full)[ok])
+  np.testing.assert_array_equal(
+      np.asarray(optax.apply_updates(p, update), np.float32)[ok],
+      np.asarray(p, np.float32)[ok])
 
 
 def test_float32_leaves_pass_through():
