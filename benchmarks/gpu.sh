@@ -21,7 +21,8 @@
 #   bash benchmarks/gpu.sh --download-wheels DIR
 #       On a machine that reaches PyPI: downloads every wheel the run needs
 #       (Linux x86_64, this machine's Python version) into DIR, to carry to
-#       the GPU machine as <repo>/wheels.
+#       the GPU machine as <repo>/wheels. jax[cuda12] brings the CUDA
+#       libraries as wheels: about 3 GB.
 #
 #   bash benchmarks/gpu.sh --cpu-check OUT.md
 #       The same scripts at small sizes with the current Python and no
@@ -40,7 +41,7 @@ run_all() {  # run_all OUT PYTHON SMALL
   local out="$1" py="$2" small="$3" tmp
   tmp="$(mktemp -d)"
   local -a step_args=(--shapes abc --rounds 30) mem_args=(--models gpt2,resnet18)
-  local -a train_args=(--models resnet18,gpt2 --batch 128 --rounds 10)
+  local -a train_args=()
   local -a gpt_args=(--models gpt2 --batch 8 --rounds 10)
   local limit=150
   if [[ "$small" == 1 ]]; then
@@ -89,7 +90,9 @@ case "${1:-}" in
     mkdir -p "$2"
     # For this machine's platform and Python version: the GPU machine must
     # have the same (Linux x86_64 and the same python3).
-    python3 -m pip download --dest "$2" "${PACKAGES[@]}" "$ROOT[train,bench]"
+    # setuptools: to build lionx itself from the repository offline.
+    python3 -m pip download --dest "$2" "${PACKAGES[@]}" "setuptools>=77" \
+      "$ROOT[train,bench]"
     exit 0
     ;;
   --cpu-check)
@@ -112,9 +115,9 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 if [[ -d "$WHEELS" ]]; then
   "$VENV/bin/pip" install --quiet --no-index --find-links "$WHEELS" \
-    "${PACKAGES[@]}" -e "$ROOT[train,bench]"
+    "${PACKAGES[@]}" "$ROOT[train,bench]"
 else
-  "$VENV/bin/pip" install --quiet "${PACKAGES[@]}" -e "$ROOT[train,bench]"
+  "$VENV/bin/pip" install --quiet "${PACKAGES[@]}" "$ROOT[train,bench]"
 fi
 "$VENV/bin/python" -c 'import jax, sys; sys.exit(0 if jax.default_backend() == "gpu" else "jax sees no GPU: " + str(jax.devices()))'
 run_all "$OUT" "$VENV/bin/python" 0
