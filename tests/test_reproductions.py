@@ -340,3 +340,28 @@ def test_lp_main_refuses_to_overwrite(tmp_path, capsys):
   with pytest.raises(ValueError, match="--networks='resnet9'"):
     lp.main(['--out', str(tmp_path / 'x'), '--networks', 'resnet9'])
   capsys.readouterr()
+
+
+def test_lp_resume_trains_only_what_is_missing(lp_runs, data, monkeypatch):
+  calls = []
+  train_one = lp._train_one
+
+  def counted(*args, **kwargs):
+    calls.append(args[2:])
+    return train_one(*args, **kwargs)
+  monkeypatch.setattr(lp, '_train_one', counted)
+  again = lp.run(_tiny(num_epochs=1), networks={'cnn': ()}, ps=(1.0, 2.0),
+                 seeds=(0, 1), rate_multipliers=(0.5, 2.0),
+                 constraint_epochs=2, data=data, done=lp_runs)
+  assert not calls
+  assert [(r.kind, r.p, r.seed, r.multiplier) for r in again] == [
+      (r.kind, r.p, r.seed, r.multiplier) for r in lp_runs]
+  for a, b in zip(again, lp_runs):
+    np.testing.assert_array_equal(a.constraint, b.constraint)
+  # A wider grid trains only its new rate (and the seeds, if it wins).
+  wider = lp.run(_tiny(num_epochs=1), networks={'cnn': ()}, ps=(1.0,),
+                 seeds=(0,), rate_multipliers=(0.5, 2.0, 8.0),
+                 constraint_epochs=0, data=data, done=lp_runs)
+  assert [c[2:5] for c in calls] == [(1.0, pytest.approx(
+      lp.LEARNING_RATE * 8.0), pytest.approx(lp.WEIGHT_DECAY))]
+  assert len(wider) == 3

@@ -64,7 +64,7 @@ NETWORKS = {
 }
 LEARNING_RATE = 3e-3  # eta for p = 1 (Lion); eta_p = eta d^{1/q}
 WEIGHT_DECAY = 0.1  # lambda for p = 1; lambda_p = lambda d^{-1/q}
-RATE_MULTIPLIERS = (1 / 3, 1.0, 3.0)
+RATE_MULTIPLIERS = (1 / 3, 1.0, 3.0, 9.0)
 EPOCHS = 5
 CONSTRAINT_EPOCHS = 2
 ROUNDING = 1e-5  # float32 slack on ||lambda theta||_q <= 1
@@ -142,9 +142,15 @@ def _initial(config: config_lib.Config, data: Any) -> Any:
   return nnx.as_pure(nnx.state(model, nnx.Param))
 
 
-def _train(config: config_lib.Config, data: Any, network: str, kind: str,
-           p: float, lr: float, lam: float, multiplier: float,
-           seed: int) -> LpRun:
+def _key(network: str, kind: str, p: float, seed: int, lr: float,
+         lam: float, epochs: float) -> tuple:
+  return (network, kind, float(p), int(seed), f'{lr:.9g}', f'{lam:.9g}',
+          float(epochs))
+
+
+def _train_one(config: config_lib.Config, data: Any, network: str,
+               kind: str, p: float, lr: float, lam: float, multiplier: float,
+               seed: int) -> LpRun:
   sub = config_lib.copy(config)
   sub.seed = seed
   sub.optimizer.name = 'lion_lp'
@@ -169,7 +175,7 @@ def run(config: Optional[config_lib.Config] = None, *,
         weight_decay: float = WEIGHT_DECAY,
         rate_multipliers: Sequence[float] = RATE_MULTIPLIERS,
         constraint_epochs: int = CONSTRAINT_EPOCHS, data: Any = None,
-        verbose: bool = False) -> list[LpRun]:
+        done: Sequence[LpRun] = (), verbose: bool = False) -> list[LpRun]:
   """The runs of Figures 6 and 7 (module doc) for each network.
 
   Args:
@@ -182,6 +188,9 @@ def run(config: Optional[config_lib.Config] = None, *,
     rate_multipliers: the grid, times the matched rate eta d^{1/q}.
     constraint_epochs: the length of the Figure 6 runs (0: none).
     data: the task's loaded data (default: loaded from the config).
+    done: runs of an earlier call; a run with the same network, kind, p,
+      seed, learning rate, weight decay and length is taken from here
+      instead of trained again (``--resume``).
     verbose: print a line per run.
 
   Returns:
@@ -205,14 +214,26 @@ def run(config: Optional[config_lib.Config] = None, *,
   if data is None:
     data = tasks.get_task(config.task).load_data(config)
   out: list[LpRun] = []
+  stored = {_key(r.network, r.kind, r.p, r.seed, r.learning_rate,
+                 r.weight_decay, r.epochs[-1]): r for r in done}
 
-  def say(r: LpRun) -> None:
+  def say(r: LpRun, again: bool) -> None:
     if verbose:
       print(f'{r.network} {r.kind} p={r.p:g} seed {r.seed}: eta '
             f'{r.learning_rate:.3g}, lambda {r.weight_decay:.3g}; '
             f'constraint {r.constraint[0]:.4f} -> max '
             f'{r.constraint.max():.6f}; final f(theta) '
-            f'{r.final_loss:.4g}', flush=True)
+            f'{r.final_loss:.4g}' + (' (stored)' if again else ''),
+            flush=True)
+
+  def _train(cfg, network, kind, p, lr, lam, multiplier, seed) -> LpRun:
+    key = _key(network, kind, p, seed, lr, lam, cfg.num_epochs)
+    if key in stored:
+      say(stored[key], True)
+      return dataclasses.replace(stored[key], multiplier=float(multiplier))
+    r = _train_one(cfg, data, network, kind, p, lr, lam, multiplier, seed)
+    say(r, False)
+    return r
 
   for network, overrides in networks.items():
     net = _network_config(config, network, overrides)
@@ -229,24 +250,20 @@ def run(config: Optional[config_lib.Config] = None, *,
         if lr * lam > 1:
           raise ValueError(f'p={p:g}: eta lambda = {lr * lam:.3g} > 1; '
                            'lower learning_rate.')
-        out.append(_train(short, data, network, 'constraint', p, lr, lam,
-                          1.0, seeds[0]))
-        say(out[-1])
+        out.append(_train(short, network, 'constraint', p, lr, lam, 1.0,
+                          seeds[0]))
     d = int(metrics.tree_size(_initial(net, data)))
     for p in ps:
       base_lr = learning_rate * scale(p, d)
       lam = weight_decay / scale(p, d)
-      grid = [_train(net, data, network, 'loss', p, base_lr * m, lam, m,
-                     seeds[0]) for m in rate_multipliers]
-      for r in grid:
-        say(r)
+      grid = [_train(net, network, 'loss', p, base_lr * m, lam, m, seeds[0])
+              for m in rate_multipliers]
       finite = [r for r in grid if np.isfinite(r.final_loss)]
       best = min(finite or grid, key=lambda r: r.final_loss)
       out.extend(grid)
       for seed in seeds[1:]:
-        out.append(_train(net, data, network, 'loss', p, best.learning_rate,
-                          lam, best.multiplier, seed))
-        say(out[-1])
+        out.append(_train(net, network, 'loss', p, best.learning_rate, lam,
+                          best.multiplier, seed))
   return out
 
 
@@ -481,14 +498,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--replot', action='store_true',
                       help='redraw the figure and tables from the runs in '
                       'OUT/summary.json (with --overwrite); train nothing')
+  parser.add_argument('--resume', action='store_true',
+                      help='take the runs stored in OUT/summary.json '
+                      'instead of training them again, train the others '
+                      '(e.g. a wider --rates), and replace the report')
   args = parser.parse_args(argv)
   names = [n for n in args.networks.split(',') if n]
   for name in names:
     _common.one_of('--networks', name, tuple(NETWORKS))
-  if args.replot:
-    runs, command = _training.stored_runs(args.out, LpRun)
-  paths = dict(zip(FILES, _common.check_outputs(args.out, FILES,
-                                                args.overwrite)))
+  done: list[LpRun] = []
+  if args.replot or args.resume:
+    done, command = _training.stored_runs(args.out, LpRun)
+    runs = done
+  paths = dict(zip(FILES, _common.check_outputs(
+      args.out, FILES, args.overwrite or args.resume)))
   if not args.replot:
     config = _training.make_config(args.config, args.overrides, base_config)
     runs = run(config, networks={n: NETWORKS[n] for n in names},
@@ -496,7 +519,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                seeds=_training.parse_numbers('--seeds', args.seeds, int),
                rate_multipliers=_training.parse_numbers('--rates',
                                                         args.rates),
-               constraint_epochs=args.constraint_epochs, verbose=True)
+               constraint_epochs=args.constraint_epochs, done=done,
+               verbose=True)
     command = ' '.join(['python -m lionx.experiments.lion_lp_networks']
                        + list(sys.argv[1:] if argv is None else argv))
   plot(runs).savefig(paths['figures6_7.png'], dpi=110)
