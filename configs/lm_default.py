@@ -47,8 +47,9 @@ def get_config() -> Config:
   config.optimizer.weight_decay = 0.1
   # The best rates of configs/lm_default_grid.py (measured, see the README).
   config.optimizer.learning_rates = {
-      'lion': 3e-3, 'sgd': 1.0, 'adamw': 1e-2, 'lion_lp': 3e-3,
-      'cautious_lion': 3e-3}
+      'lion': 1e-3, 'sgd': 3e-2, 'adamw': 3e-3,
+      # Lion's rate for its relatives (not part of the grid).
+      'lion_lp': 1e-3, 'cautious_lion': 1e-3}
 
   config.schedule.name = 'warmup_cosine'
   config.schedule.warmup_steps = 50
