@@ -141,6 +141,26 @@ def _check_run_fields(config: Config) -> None:
     fields.non_negative(f'seeds[{i}]', seed)
 
 
+def _check_precision(config: Config) -> None:
+  """optimizer.compensation needs low-precision model.param_dtype."""
+  compensation = config.optimizer.compensation
+  if compensation == 'none':
+    return
+  # A task whose model section has no param_dtype keeps float32 params.
+  dtype = getattr(config.model, 'param_dtype', 'float32')
+  if dtype == 'float32':
+    raise ConfigError(
+        f'optimizer.compensation={compensation!r} with model.param_dtype='
+        f"{dtype!r}: compensation keeps the rounding residual of bfloat16 "
+        "or float16 parameters; set model.param_dtype='bfloat16' or "
+        "optimizer.compensation='none'.")
+  if compensation == 'int16' and dtype == 'float16':
+    raise ConfigError(
+        "optimizer.compensation='int16' with model.param_dtype='float16': "
+        'float16 + int16 needs a 27-bit significand, more than float32 '
+        "holds; use optimizer.compensation='int8'.")
+
+
 def validate(config: Config) -> Config:
   """Checks types and values; returns the config or raises ConfigError."""
   if not isinstance(config, Config):
@@ -161,6 +181,7 @@ def validate(config: Config) -> Config:
   schedules.validate(config.schedule)
   parallel_lib.validate(config.parallel)
   _check_run_fields(config)
+  _check_precision(config)
   opt = optimizers.spec(config.optimizer.name)
   if opt.per_device and config.parallel.mode != 'replicated':
     raise ConfigError(
@@ -202,6 +223,8 @@ def run_identity(config: Config) -> dict[str, Any]:
           'weight_decay': s.weight_decay,
           'weight_decay_convention': opt.weight_decay_convention,
           'b1': s.b1, 'b2': s.b2, 'mu_dtype': opt.mu_dtype}
+  if opt.compensation != 'none':  # absent from earlier workdirs' identity
+    kept['compensation'] = opt.compensation
   if opt.name in opt.hparams:
     kept[opt.name] = out['optimizer'][opt.name]
   out['optimizer'] = kept

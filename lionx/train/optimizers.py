@@ -24,6 +24,12 @@ name                   transform
                        ``jax.shard_map``)
 =====================  ====================================================
 
+``optimizer.compensation`` (``none``, ``int8`` or ``int16``) wraps the
+run's optimizer in :func:`lionx.compensated`, which keeps a rounding
+residual of that dtype for each bfloat16 / float16 parameter
+(``model.param_dtype``), so that Lion's small steps are not lost to the
+parameters' rounding; float32 parameters pass through it.
+
 A row (:class:`OptimizerSpec`) holds everything about one optimizer: its
 factory, the dataclass of its own hyperparameters (``optimizer.<name>.*``,
 e.g. ``optimizer.lion_lp.p=1.5``), its default betas, whether it keeps
@@ -65,6 +71,8 @@ Schedule = Callable[[Any], Any]
 MU_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16,
              'int8': jnp.int8}
 CONVENTIONS = ('paper', 'independent', 'corrected')
+# optimizer.compensation -> the residual dtype of lionx.compensated.
+COMPENSATIONS = {'none': None, 'int8': jnp.int8, 'int16': jnp.int16}
 
 
 class Settings(NamedTuple):
@@ -139,6 +147,9 @@ class OptimizerConfig:
   # None (the parameters' dtype), float32, bfloat16, or int8 (8-bit
   # blockwise, the optimizers whose row says int8_momentum).
   mu_dtype: Optional[str] = None
+  # none | int8 | int16: lionx.compensated with that rounding residual for
+  # low-precision parameters (model.param_dtype bfloat16 or float16).
+  compensation: str = 'none'
   # Non-empty: train once per rate and keep the best (lionx.train.sweep).
   lr_grid: tuple[float, ...] = ()
   # optimizer.<name>.*: each registered optimizer's own hyperparameters.
@@ -214,6 +225,13 @@ def validate(config: OptimizerConfig, *, need_rate: bool = True) -> None:
         f"optimizer.mu_dtype='int8' with optimizer.name={config.name!r}: "
         f'8-bit momentum is for the Lion family {takes}; use float32 or '
         'bfloat16.')
+  fields.one_of('optimizer.compensation', config.compensation,
+                COMPENSATIONS)
+  if config.compensation != 'none' and row.per_device:
+    raise fields.ConfigError(
+        f'optimizer.compensation={config.compensation!r} with '
+        f'optimizer.name={config.name!r}: a per-device optimizer keeps its '
+        "own state layout; use optimizer.compensation='none'.")
   for name, section in config.hparams.items():
     check = getattr(section, 'validate', None)
     if callable(check):
@@ -259,6 +277,9 @@ def make_optimizer(config: OptimizerConfig,
                    schedule: Schedule) -> optax.GradientTransformation:
   """The optax transform named ``config.name``, stepping with ``schedule``.
 
+  With ``config.compensation`` other than ``none`` it is wrapped in
+  :func:`lionx.compensated` with that residual dtype.
+
   Example:
     >>> import jax.numpy as jnp
     >>> from lionx.train.optimizers import OptimizerConfig, make_optimizer
@@ -270,7 +291,13 @@ def make_optimizer(config: OptimizerConfig,
     >>> updates
     Array([-0.1,  0.1], dtype=float32)
   """
-  return spec(config.name).build(settings(config, schedule))
+  tx = spec(config.name).build(settings(config, schedule))
+  fields.one_of('optimizer.compensation', config.compensation,
+                COMPENSATIONS)
+  residual = COMPENSATIONS[config.compensation]
+  if residual is None:
+    return tx
+  return lionx.compensated(tx, residual_dtype=residual)
 
 
 def direction(config: OptimizerConfig, opt_state: PyTree,

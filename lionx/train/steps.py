@@ -8,7 +8,9 @@ r"""The jit-compiled steps of a run, for any task.
 * :func:`logging_pass`: with the parameters frozen and the model in eval
   mode (BatchNorm on running statistics), the exact :math:`f(\theta)`,
   :math:`\nabla f(\theta)` and the task's training metrics over the
-  logging batches (:mod:`lionx.train.tasks.base` defines the weighting);
+  logging batches (:mod:`lionx.train.tasks.base` defines the weighting); the
+  gradient is float32 and summed in float32 whatever ``model.param_dtype``
+  (it is taken at the stored values promoted to float32);
 * :func:`evaluate`: the task's held-out metrics.
 
 With several devices every batch is sharded over the mesh (evaluation
@@ -136,9 +138,28 @@ def _add(totals: Any, values: Any) -> Any:
   return jax.tree.map(jnp.add, totals, values)
 
 
+def _float32_params(model: nnx.Module) -> nnx.Module:
+  """``model``, or a copy whose bfloat16 / float16 parameters are float32.
+
+  The values are the same (exactly); the gradient with respect to the
+  copy is the float32 one, not its rounding to the parameters' dtype.
+  """
+  def low(x: jax.Array) -> bool:
+    return jnp.issubdtype(x.dtype, jnp.floating) and x.dtype.itemsize < 4
+
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  if not any(low(x) for x in jax.tree.leaves(params)):
+    return model
+  params = jax.tree.map(
+      lambda x: x.astype(jnp.float32) if low(x) else x, params)
+  return nnx.merge(graphdef, params, rest)
+
+
 @functools.lru_cache(maxsize=None)
 def _logging_contribution(task: base.Task):
   def contribution(model, batch):
+    model = _float32_params(model)
+
     def weighted(model):
       out = task.loss(model, batch)
       return out.loss * out.weight, out

@@ -24,8 +24,10 @@ Every block has :math:`12w^2 + 13w` parameters for width :math:`w` and MLP
 width :math:`4w` (``model.mlp_dim`` changes it). Initialisation as GPT-2
 (and nanoGPT): weights :math:`N(0, 0.02^2)`, the projections back into the
 residual stream :math:`N(0, (0.02/\sqrt{2L})^2)`, biases 0, LayerNorm 1 and
-0. Parameters are float32. No dropout: a batch's loss is a function of the
-parameters and the batch alone.
+0. Parameters are float32, or stored in ``model.param_dtype`` (bfloat16 or
+float16: the float32 initialisation rounded, the forward pass still in
+float32; :mod:`lionx.train.models.precision`). No dropout: a batch's loss
+is a function of the parameters and the batch alone.
 
 The ``model`` config sections of the language tasks
 (:class:`GPTModelConfig`, :class:`BertModelConfig`) live here.
@@ -42,6 +44,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lionx.train import fields
+from lionx.train.models import precision
 
 
 @dataclasses.dataclass(slots=True)
@@ -54,6 +57,8 @@ class GPTModelConfig:
   num_heads: Optional[int] = None
   mlp_dim: Optional[int] = None  # None: 4 * width
   context_length: Optional[int] = None  # positions the model has
+  # Storage of the parameters: float32 | bfloat16 | float16.
+  param_dtype: str = 'float32'
 
 
 @dataclasses.dataclass(slots=True)
@@ -113,6 +118,7 @@ def shape(config: GPTModelConfig) -> Shape:
 def validate(config: GPTModelConfig, names: tuple[str, ...]) -> None:
   """Checks a model section whose name must be one of ``names``."""
   fields.one_of('model.name', config.name, names)
+  precision.validate('model.param_dtype', config.param_dtype)
   fields.positive_ints(config, 'model')
   s = shape(config)
   if s.width % s.num_heads:
@@ -167,7 +173,10 @@ class Block(nnx.Module):
 
 
 def _embed(num: int, width: int, rngs: nnx.Rngs) -> nnx.Embed:
-  return nnx.Embed(num, width, embedding_init=_normal(_STD), rngs=rngs)
+  # dtype: look-ups and the tied output layer compute in float32 whatever
+  # the table's storage (model.param_dtype).
+  return nnx.Embed(num, width, dtype=jnp.float32,
+                   embedding_init=_normal(_STD), rngs=rngs)
 
 
 class GPT(nnx.Module):
@@ -241,4 +250,5 @@ def create_model(config: GPTModelConfig, vocab_size: int,
       or vocab_size < 1):
     raise ValueError(f'vocab_size={vocab_size!r}: expected a positive int.')
   cls = GPT if config.name in GPT_PRESETS else Bert
-  return cls(vocab_size, s, rngs=nnx.Rngs(params=seed))
+  model = cls(vocab_size, s, rngs=nnx.Rngs(params=seed))
+  return precision.cast_params(model, config.param_dtype)

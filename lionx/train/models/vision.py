@@ -23,6 +23,10 @@ and :math:`U(\pm\sqrt{6/\text{fan\_in}})`, the two initialisations of
 Figure 3 of Chen, Liu, Liang, Liu. Biases, BatchNorm and LayerNorm
 parameters, the ViT's class token and positions keep their initialisers.
 
+``model.param_dtype`` (``float32``, ``bfloat16`` or ``float16``) stores the
+parameters in that dtype: the float32 initialisation rounded to nearest,
+computed in float32 (:mod:`lionx.train.models.precision`).
+
 BatchNorm scale and bias are parameters (``nnx.Param``); the running
 statistics are ``nnx.BatchStat`` and are not counted in d. BatchNorm uses
 batch statistics in train mode and the running ones in eval mode
@@ -43,6 +47,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lionx.train import fields
+from lionx.train.models import precision
 
 
 @dataclasses.dataclass(slots=True)
@@ -55,6 +60,8 @@ class VisionModelConfig:
   batch_norm: bool = False  # cnn: BatchNorm after each convolution
   # Kernels: default | kaiming_normal | kaiming_uniform (module doc).
   kernel_init: str = 'default'
+  # Storage of the parameters: float32 | bfloat16 | float16.
+  param_dtype: str = 'float32'
   # ViT only.
   patch_size: Optional[int] = None
   image_size: Optional[int] = None  # resize inputs to this size first
@@ -337,6 +344,7 @@ def validate(config: VisionModelConfig) -> None:
   fields.one_of('model.name', config.name, MODELS)
   fields.one_of('model.stem', config.stem, STEMS)
   fields.one_of('model.kernel_init', config.kernel_init, KERNEL_INITS)
+  precision.validate('model.param_dtype', config.param_dtype)
   fields.positive_ints(config, 'model')
 
 
@@ -363,5 +371,6 @@ def create_model(config: VisionModelConfig, num_classes: int,
     raise ValueError(
         f'image_shape={tuple(image_shape)}: expected (height, width, '
         'channels).')
-  return MODELS[config.name](config, num_classes, tuple(image_shape),
-                             nnx.Rngs(params=seed))
+  model = MODELS[config.name](config, num_classes, tuple(image_shape),
+                              nnx.Rngs(params=seed))
+  return precision.cast_params(model, config.param_dtype)
