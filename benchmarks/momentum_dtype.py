@@ -1,28 +1,51 @@
-"""Lion with float32, bfloat16 and 8-bit momentum on the embedded default.
+"""Lion's state in fewer bytes: final losses over seeds against fp32.
 
-Trains ``configs/default.py`` (the small CNN on scikit-learn's digits, 30
-epochs, batch size 64, cosine schedule, weight decay 0.1, Lion at its
-config rate) with the harness's ``train_and_evaluate`` for each seed and
-each momentum storage, set by ``optimizer.mu_dtype``:
+Trains the embedded defaults with the harness's ``train_and_evaluate`` for
+each seed and each setting, all at the config's Lion rate:
 
-* ``fp32``: ``lionx.lion`` with float32 momentum, the reference;
+* ``default``: ``configs/default.py`` (the small CNN on scikit-learn's
+  digits, 30 epochs, cosine schedule, weight decay 0.1);
+* ``lm``: ``configs/lm_default.py`` (``gpt_tiny`` on the byte corpus, 1000
+  steps, warm-up then cosine, weight decay 0.1, (b1, b2) = (0.9, 0.95)).
+
+The settings (``--variants``):
+
+* ``fp32``: ``lionx.lion`` with float32 momentum and parameters, the
+  reference;
 * ``optax.lion``: the peer, float32 too. Its steps differ from ``fp32``
   only in the sign of coordinates where c_k is at float32 rounding level
-  (``tests/test_perf.py``), so its distance to ``fp32`` is the floor of
-  what any change to the momentum's arithmetic can be told apart from;
-* ``bf16`` and ``int8`` (8-bit blockwise, ``lionx.scale_by_lion_8bit``).
+  (``tests/test_perf.py``), so its spread shows how far two runs that are
+  the same up to rounding drift apart;
+* ``bf16``, ``int8``: the momentum stored in bfloat16 or 8 bits
+  (``optimizer.mu_dtype``);
+* ``6-byte``: bfloat16 parameters (``model.param_dtype``) with an int8
+  rounding residual (``optimizer.compensation=int8``, ``lionx.compensated``)
+  and int8 momentum: 2 + 1 + 1.016 bytes a parameter of parameters and
+  state, and bfloat16 gradients;
+* ``bf16 params``: bfloat16 parameters without compensation (float32
+  momentum): what the residual is for;
+* ``flash_lion``: flashoptim-jax's ``flash_lion`` at its defaults (int8
+  momentum in groups of 32 with float16 scales, bfloat16 parameters with an
+  int8 error correction; unfused off a GPU), on the same bfloat16 model.
+  It is not an optax transformation; this script registers it as a harness
+  row for its own runs only: ``update`` runs its ``step`` and returns the
+  float32 difference of the new and old parameters, on which
+  ``optax.apply_updates`` lands each bfloat16 parameter on ``step``'s value
+  (exactly, unless it moves across more than 16 binades in one step). Its
+  direction is not read, so its sign agreement is NaN. Skipped when
+  flashoptim-jax is not installed.
 
 A seed fixes the initialisation and the data order, so that within a seed
-the runs differ only through the momentum. The tables give the final full
-training loss f(θ) (the harness's ``full_loss`` after the last epoch), its
-ratio to ``fp32`` of the same seed at a few epochs, and how many seeds end
-within 2% of ``fp32``.
+the runs differ only in the optimizer's storage. The tables give the final
+full training loss f(θ) (the logging pass after the last evaluation) and
+the final held-out loss as median and [min, max] over the seeds, and say
+whether the ``6-byte`` setting's median lies within fp32's range.
 
 Usage (from the repository root):
 
-  python benchmarks/momentum_dtype.py                # 5 seeds, print
-  python benchmarks/momentum_dtype.py --seeds 2 --epochs 3   # quick look
-  python benchmarks/momentum_dtype.py --write        # also RESULTS.md
+  python benchmarks/momentum_dtype.py                  # both configs, 5 seeds
+  python benchmarks/momentum_dtype.py --configs default --seeds 2 --epochs 3
+  python benchmarks/momentum_dtype.py --write          # also RESULTS.md
 
 The runs go to a temporary directory that is deleted afterwards. Without
 ``--write`` nothing is written; with it, only this script's section of
@@ -32,13 +55,16 @@ The runs go to a temporary directory that is deleted afterwards. Without
 from __future__ import annotations
 
 import argparse
-import math
+import importlib.metadata
 import pathlib
 import statistics
 import sys
 import tempfile
+import time
+from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -46,17 +72,89 @@ import _common  # noqa: E402  pylint: disable=g-import-not-at-top
 
 SCRIPT = 'momentum_dtype.py'
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CONFIG = ROOT / 'configs' / 'default.py'
-# variant -> (optimizer.name, optimizer.mu_dtype)
-VARIANTS = {'fp32': ('lion', 'float32'), 'optax.lion': ('optax_lion', None),
-            'bf16': ('lion', 'bfloat16'), 'int8': ('lion', 'int8')}
-TOLERANCE = 0.02
+CONFIGS = {'default': ROOT / 'configs' / 'default.py',
+           'lm': ROOT / 'configs' / 'lm_default.py'}
+SIX = {'model.param_dtype': 'bfloat16', 'optimizer.compensation': 'int8',
+       'optimizer.mu_dtype': 'int8'}
+# variant -> the config fields it sets (optimizer.name defaults to lion).
+VARIANTS = {
+    'fp32': {'optimizer.mu_dtype': 'float32'},
+    'optax.lion': {'optimizer.name': 'optax_lion'},
+    'bf16': {'optimizer.mu_dtype': 'bfloat16'},
+    'int8': {'optimizer.mu_dtype': 'int8'},
+    '6-byte': SIX,
+    'bf16 params': {'model.param_dtype': 'bfloat16',
+                    'optimizer.mu_dtype': 'float32'},
+    'flash_lion': {'optimizer.name': 'flash_lion',
+                   'model.param_dtype': 'bfloat16'},
+}
+DESCRIPTION = {
+    'fp32': 'lionx.lion, float32 momentum and parameters',
+    'optax.lion': 'optax.lion, float32',
+    'bf16': 'bfloat16 momentum',
+    'int8': 'int8 momentum (blocks of 256)',
+    '6-byte': 'bf16 params + int8 residual + int8 momentum',
+    'bf16 params': 'bf16 params, no residual, float32 momentum',
+    'flash_lion': 'flash_lion defaults (bf16 params + int8 ECC, int8 '
+                  'momentum in groups of 32)',
+}
 
 
-def _register_optax_lion(optimizers) -> None:
-  """The peer in the harness: optax.lion, read like lionx's Lion."""
+def flashoptim():
+  """The flashoptim_jax module, or None when it is not installed."""
+  try:
+    import flashoptim_jax  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  return flashoptim_jax
 
-  def build(s):
+
+class FlashRowState(NamedTuple):
+  """flash_lion's state with its momentum as two trees shaped like the
+  params (``nnx.Optimizer`` rebuilds a tree of tuples wrongly)."""
+
+  count: jax.Array  # shape=(), int32.
+  values: Any  # per leaf: the int8 momentum codes.
+  scales: Any  # per leaf: float16, one per group of 32.
+  ecc: Any  # per leaf: the int8 correction (or an int32 placeholder).
+
+
+def flash_transform(fo: Any, learning_rate: Any, b1: float, b2: float,
+                    weight_decay: float) -> optax.GradientTransformation:
+  """``flash_lion`` as an optax transformation (see the module doc)."""
+  opt = fo.flash_lion(learning_rate, b1, b2, weight_decay=weight_decay,
+                      fused=jax.default_backend() == 'gpu')
+
+  def is_q(x):
+    return isinstance(x, fo.QuantizedArray)
+
+  def to_row(state):
+    pick = lambda field: jax.tree.map(  # noqa: E731
+        lambda q: getattr(q, field), state.mu, is_leaf=is_q)
+    return FlashRowState(state.count, pick('values'), pick('scales'),
+                         state.ecc)
+
+  def init(params):
+    return to_row(opt.init(params))
+
+  def update(grads, state, params=None):
+    if params is None:
+      raise ValueError('params=None: flash_lion steps the params itself.')
+    mu = jax.tree.map(fo.QuantizedArray, state.values,
+                      state.scales)
+    new, flash = opt.step(params, fo.FlashLionState(state.count, mu,
+                                                    state.ecc), grads)
+    return jax.tree.map(
+        lambda n, p: n.astype(jnp.float32) - p.astype(jnp.float32),
+        new, params), to_row(flash)
+
+  return optax.GradientTransformation(init, update)
+
+
+def _register_rows(optimizers) -> None:
+  """optax.lion (read like lionx's Lion) and flash_lion as harness rows."""
+
+  def optax_lion(s):
     return optax.lion(s.schedule, b1=s.b1, b2=s.b2,
                       weight_decay=s.weight_decay)
 
@@ -66,131 +164,194 @@ def _register_optax_lion(optimizers) -> None:
 
   lion = optimizers.OPTIMIZERS['lion']
   optimizers.register('optax_lion', optimizers.OptimizerSpec(
-      build, direction, None, lion.betas, lion.reshaper))
+      optax_lion, direction, None, lion.betas, lion.reshaper))
+  fo = flashoptim()
+  if fo is not None:
+    optimizers.register('flash_lion', optimizers.OptimizerSpec(
+        lambda s: flash_transform(fo, s.schedule, s.b1, s.b2,
+                                  s.weight_decay),
+        None, None, lion.betas, lion.reshaper))
 
 
 def _args() -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--configs', default='default,lm',
+                      help='comma-separated, of ' + ', '.join(CONFIGS))
+  parser.add_argument('--variants', default=','.join(VARIANTS),
+                      help='comma-separated, of ' + ', '.join(VARIANTS)
+                      + ' (fp32 is always run)')
   parser.add_argument('--seeds', type=int, default=5,
                       help='seeds 0 .. N-1, each with every variant')
   parser.add_argument('--epochs', type=int, default=0,
-                      help='override num_epochs (0: the config\'s 30)')
+                      help='override num_epochs of default (0: its 30)')
+  parser.add_argument('--steps', type=int, default=0,
+                      help='override num_steps of lm (0: its 1000); '
+                      'evaluations every steps/5')
   parser.add_argument('--write', action='store_true',
                       help='replace our section of benchmarks/RESULTS.md')
   args = parser.parse_args()
   if args.seeds < 1:
     parser.error(f'--seeds={args.seeds}: expected >= 1')
-  if args.epochs < 0:
-    parser.error(f'--epochs={args.epochs}: expected >= 0')
+  for name in ('epochs', 'steps'):
+    if getattr(args, name) < 0:
+      parser.error(f'--{name}={getattr(args, name)}: expected >= 0')
+  args.configs = [c for c in args.configs.split(',') if c]
+  if not args.configs or set(args.configs) - set(CONFIGS):
+    parser.error(f'--configs: expected some of {tuple(CONFIGS)}')
+  variants = [v for v in args.variants.split(',') if v]
+  if set(variants) - set(VARIANTS):
+    parser.error(f'--variants: expected some of {tuple(VARIANTS)}')
+  args.variants = ['fp32'] + [v for v in VARIANTS
+                              if v in variants and v != 'fp32']
   return args
 
 
-def _state_bytes_per_param(config, dataset) -> tuple[float, int]:
-  """(optimizer state bytes per parameter, number of parameters)."""
+def _bytes_per_param(config, task, spec) -> float:
+  """Bytes of the parameters and the optimizer state, per parameter."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from lionx.train import steps, tasks  # pylint: disable=g-import-not-at-top
-  state = steps.create_train_state(config, tasks.get_task(config.task),
-                                   dataset.spec, 1, 1)
-  n = sum(x.size for x in jax.tree.leaves(nnx.state(state.model, nnx.Param)))
-  opt = nnx.as_pure(state.optimizer.opt_state)
-  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(opt)) / n, n
+  from lionx.train import optimizers  # pylint: disable=g-import-not-at-top
+  model = nnx.eval_shape(lambda: task.create_model(config, spec, 0))
+  params = jax.tree.leaves(nnx.state(model, nnx.Param))
+  n = sum(x.size for x in params)
+  opt = optimizers.make_optimizer(config.optimizer, lambda step: 1e-3)
+  pure = nnx.as_pure(nnx.state(model, nnx.Param))
+  state = jax.eval_shape(opt.init, pure)
+  total = sum(x.size * x.dtype.itemsize for x in params)
+  total += sum(x.size * jnp.dtype(x.dtype).itemsize
+               for x in jax.tree.leaves(state))
+  return total / n
 
 
-def _fmt_ratio(r: float) -> str:
-  return f'{100 * (r - 1):+.1f}%'
+def _version(package: str) -> str:
+  return importlib.metadata.version(package)
+
+
+def _range(values: list[float], fmt: str = '.4g') -> str:
+  """``median [min, max]``."""
+  return (f'{statistics.median(values):{fmt}} [{min(values):{fmt}}, '
+          f'{max(values):{fmt}}]')
+
+
+def run_config(which: str, args: argparse.Namespace) -> list[str]:
+  """Trains every variant and seed of one config; its Markdown lines."""
+  from lionx.train import config as config_lib  # pylint: disable=g-import-not-at-top
+  from lionx.train import experiment  # pylint: disable=g-import-not-at-top
+  from lionx.train import fields  # pylint: disable=g-import-not-at-top
+  from lionx.train import tasks  # pylint: disable=g-import-not-at-top
+
+  base = config_lib.load_config(CONFIGS[which])
+  if which == 'default' and args.epochs:
+    base.num_epochs = args.epochs
+  if which == 'lm' and args.steps:
+    base.num_steps = args.steps
+    base.eval_every_steps = max(1, args.steps // 5)
+    base.schedule.warmup_steps = min(base.schedule.warmup_steps,
+                                     args.steps // 2)
+  base.progress = False
+  base.tensorboard = False
+  lr = base.optimizer.learning_rates['lion']
+  task = tasks.get_task(base.task)
+  dataset = task.load_data(base)
+  variants = [v for v in args.variants
+              if v != 'flash_lion' or flashoptim() is not None]
+  finals, held, accuracy, per_param, seconds = {}, {}, {}, {}, {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for seed in range(args.seeds):
+      for variant in variants:
+        config = config_lib.copy(base)
+        config.seed = seed
+        changes = {'optimizer.name': 'lion', **VARIANTS[variant]}
+        for key, value in changes.items():
+          fields.override(config, f'{key}={value}')
+        config.optimizer.learning_rates = {config.optimizer.name: lr}
+        start = time.perf_counter()
+        result = experiment.train_and_evaluate(
+            config, pathlib.Path(tmp) / f'{which}_{variant}_{seed}',
+            data=dataset, verbose=False)
+        seconds.setdefault(variant, []).append(time.perf_counter() - start)
+        last = result.rows[-1]
+        finals[variant, seed] = last['full_loss']
+        held[variant, seed] = last['val_loss']
+        if 'test_accuracy' in last:
+          accuracy[variant, seed] = last['test_accuracy']
+        if seed == 0:
+          per_param[variant] = _bytes_per_param(
+              config, task, task.data_spec(dataset))
+        print(f'{which} seed {seed} {variant:12s} f(θ) '
+              f'{finals[variant, seed]:.4e} held-out '
+              f'{held[variant, seed]:.4f}', flush=True)
+
+  seeds = range(args.seeds)
+  ref = [finals['fp32', s] for s in seeds]
+  lo, hi = min(ref), max(ref)
+  summary = []
+  for variant in variants:
+    values = [finals[variant, s] for s in seeds]
+    median = statistics.median(values)
+    inside = sum(lo <= v <= hi for v in values)
+    row = [variant, DESCRIPTION[variant], f'{per_param[variant]:.3f}',
+           _range(values), _range([held[variant, s] for s in seeds])]
+    if accuracy:
+      row.append(_range([100 * accuracy[variant, s] for s in seeds],
+                        '.2f'))
+    row += ['(ref)' if variant == 'fp32' else
+            ('yes' if lo <= median <= hi else 'no'),
+            f'{inside}/{len(values)}',
+            f'{statistics.median(seconds[variant]):.0f}']
+    summary.append(row)
+  six = ''
+  if '6-byte' in variants:
+    median = statistics.median(finals['6-byte', s] for s in seeds)
+    verdict = 'within' if lo <= median <= hi else 'outside'
+    six = (f'The 6-byte setting\'s median final f(θ), {median:.4g}, is '
+           f'**{verdict}** fp32\'s range over the seeds, [{lo:.4g}, '
+           f'{hi:.4g}].')
+  held_name = 'test loss' if accuracy else 'validation loss'
+  header = ['setting', 'what', 'bytes / param (params + state)',
+            'final f(θ): median [min, max]',
+            f'final {held_name}: median [min, max]']
+  if accuracy:
+    header.append('test accuracy %: median [min, max]')
+  header += ['median f(θ) within fp32\'s range', 'seeds within fp32\'s range',
+             'median s / run']
+  per_seed = [[str(s)] + [f'{finals[v, s]:.4e}' for v in variants]
+              for s in seeds]
+  length = (f'{base.num_epochs} epochs' if base.num_epochs
+            else f'{base.num_steps} steps')
+  return [f'### `{CONFIGS[which].relative_to(ROOT)}`: {base.model.name} on '
+          f'{base.data.name}, {length}, Lion lr {lr:g}, weight decay '
+          f'{base.optimizer.weight_decay}, {base.schedule.name} schedule, '
+          f'{args.seeds} seeds', '',
+          *_common.table(header, summary), '', six, '',
+          'Final f(θ) per seed:', '',
+          *_common.table(['seed', *variants], per_seed), '']
 
 
 def main(args: argparse.Namespace) -> None:
-  from lionx.train import config as config_lib  # pylint: disable=g-import-not-at-top
-  from lionx.train import experiment  # pylint: disable=g-import-not-at-top
   from lionx.train import optimizers  # pylint: disable=g-import-not-at-top
-  from lionx.train.data import images  # pylint: disable=g-import-not-at-top
-
-  _register_optax_lion(optimizers)
-  base = config_lib.load_config(CONFIG)
-  if args.epochs:
-    base.num_epochs = args.epochs
-  base.progress = False
-  lr = base.optimizer.learning_rates['lion']
-  dataset = images.load_dataset(base.data)
-  curves, accuracy, per_param = {}, {}, {}
-  with tempfile.TemporaryDirectory() as tmp:
-    for seed in range(args.seeds):
-      for variant, (name, mu_dtype) in VARIANTS.items():
-        config = config_lib.copy(base)
-        config.seed = seed
-        config.optimizer.name = name
-        config.optimizer.mu_dtype = mu_dtype
-        config.optimizer.learning_rates = {name: lr}
-        result = experiment.train_and_evaluate(
-            config, pathlib.Path(tmp) / f'{variant}_{seed}', data=dataset,
-            verbose=False)
-        curves[variant, seed] = [r['full_loss'] for r in result.rows]
-        accuracy[variant, seed] = result.rows[-1]['test_accuracy']
-        if seed == 0:
-          per_param[variant], n = _state_bytes_per_param(config, dataset)
-        print(f'seed {seed} {variant:10s} f(θ) final '
-              f'{curves[variant, seed][-1]:.4e}', flush=True)
-
-  epochs = len(curves['fp32', 0])
-  marks = sorted({e for e in (1, 3, 10, epochs) if e <= epochs})
-  seeds = range(args.seeds)
-
-  def ratio(variant, seed, epoch):
-    return curves[variant, seed][epoch - 1] / curves['fp32', seed][epoch - 1]
-
-  per_seed = []
-  for seed in seeds:
-    for variant in VARIANTS:
-      final = curves[variant, seed][-1]
-      cells = ([f'{final:.3e}'] + [
-          '(ref)' if variant == 'fp32' else _fmt_ratio(
-              ratio(variant, seed, e)) for e in marks])
-      per_seed.append([str(seed), variant, *cells,
-                       f'{100 * accuracy[variant, seed]:.2f}%'])
-  summary = []
-  for variant in VARIANTS:
-    finals = [curves[variant, s][-1] for s in seeds]
-    geo = math.exp(statistics.fmean(math.log(f) for f in finals))
-    if variant == 'fp32':
-      spread = max(finals) / min(finals)
-      summary.append([variant, f'{geo:.3e}', '(ref)', '(ref)', '(ref)',
-                      f'{spread:.1f}x', f'{per_param[variant]:.3f}'])
-      continue
-    rel = [abs(ratio(variant, s, epochs) - 1) for s in seeds]
-    within = sum(r <= TOLERANCE for r in rel)
-    rel1 = [abs(ratio(variant, s, 1) - 1) for s in seeds]
-    summary.append([
-        variant, f'{geo:.3e}', f'{100 * statistics.median(rel1):.1f}%',
-        f'{100 * statistics.median(rel):.1f}%',
-        f'{within}/{len(rel)}', f'{max(finals) / min(finals):.1f}x',
-        f'{per_param[variant]:.3f}'])
-
-  lines = ['## momentum_dtype.py: Lion\'s momentum storage on the embedded '
-           'default', '', *_common.machine(),
-           f'- command: `python benchmarks/momentum_dtype.py --seeds '
-           f'{args.seeds}{f" --epochs {args.epochs}" if args.epochs else ""}`',
-           f'- `configs/default.py`: {base.model.name} on {base.data.name} '
-           f'(d = {n:,}), {base.num_epochs} epochs, batch '
-           f'{base.batch_size}, Lion lr {lr:g}, weight decay '
-           f'{base.optimizer.weight_decay}, {base.schedule.name} schedule; '
-           'f(θ) is the full training loss after an epoch. Within a seed '
-           '(initialisation and data order) the runs differ only in the '
-           'momentum; `optax.lion` differs from `fp32` only in signs where '
-           'c_k is at float32 rounding level.', '',
-           '### Over seeds: f(θ) against fp32 with the same seed', '',
-           *_common.table(
-               ['momentum', 'geometric mean final f(θ)',
-                'median abs. difference, epoch 1',
-                f'median abs. difference, epoch {epochs}',
-                f'seeds within {100 * TOLERANCE:.0f}% at epoch {epochs}',
-                'max / min final over seeds', 'state bytes / parameter'], summary), '',
-           '### Per seed', '',
-           *_common.table(
-               ['seed', 'momentum', 'final f(θ)',
-                *[f'vs fp32, epoch {e}' for e in marks], 'test accuracy'],
-               per_seed), '']
-  print('\n'.join(lines))
+  _register_rows(optimizers)
+  fo = flashoptim()
+  command = (f'python benchmarks/momentum_dtype.py --configs '
+             f'{",".join(args.configs)} --variants {",".join(args.variants)}'
+             f' --seeds {args.seeds}'
+             + (f' --epochs {args.epochs}' if args.epochs else '')
+             + (f' --steps {args.steps}' if args.steps else ''))
+  lines = ['## momentum_dtype.py: Lion\'s state in fewer bytes, over seeds',
+           '', *_common.machine(), f'- command: `{command}`',
+           '- flashoptim-jax: ' + ('not installed' if fo is None else
+                                   f'{_version("flashoptim-jax")} from '
+                                   'PyPI' + ('' if jax.default_backend() ==
+                                             'gpu' else ', unfused')),
+           '- f(θ) is the full training loss of the logging pass after the '
+           'last step; a seed fixes the initialisation and the data order, '
+           'so within a seed the settings differ only in how the optimizer '
+           'stores its state. "bytes / param" counts the parameters and the '
+           'optimizer state (not the gradient).', '']
+  print('\n'.join(lines), flush=True)
+  for which in args.configs:
+    section = run_config(which, args)
+    print('\n'.join(section), flush=True)
+    lines += section
   if args.write:
     _common.write_section(SCRIPT, lines)
 

@@ -7,6 +7,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -67,10 +68,13 @@ def test_momentum_dtype_script_runs_and_writes_nothing(tmp_path):
   results = BENCHMARKS / 'RESULTS.md'
   before = results.read_text()
   out = subprocess.run(
-      [sys.executable, str(BENCHMARKS / 'momentum_dtype.py'), '--seeds', '1',
-       '--epochs', '1'], capture_output=True, text=True, check=True,
+      [sys.executable, str(BENCHMARKS / 'momentum_dtype.py'), '--configs',
+       'default', '--seeds', '1', '--epochs', '1', '--variants',
+       'optax.lion,6-byte'], capture_output=True, text=True, check=True,
       cwd=tmp_path, timeout=600)
-  assert '| int8 |' in out.stdout and '| optax.lion |' in out.stdout
+  for row in ('| fp32 |', '| optax.lion |', '| 6-byte |'):
+    assert row in out.stdout, row
+  assert "The 6-byte setting's median final f(θ)" in out.stdout
   assert results.read_text() == before
   bad = subprocess.run(
       [sys.executable, str(BENCHMARKS / 'momentum_dtype.py'), '--seeds', '0'],
@@ -122,3 +126,30 @@ def test_gpu_sh_cpu_path(tmp_path):
       ['bash', str(BENCHMARKS / 'gpu.sh'), '--cpu-check', str(out)],
       capture_output=True, text=True, env=env, timeout=60, check=False)
   assert again.returncode == 2 and 'not overwriting' in again.stderr
+
+
+def test_flash_row_lands_on_flash_lions_params():
+  """momentum_dtype.py's optax wrapper of flash_lion: the same bfloat16
+  params, bit for bit."""
+  import momentum_dtype  # pylint: disable=g-import-not-at-top
+  fo = momentum_dtype.flashoptim()
+  if fo is None:
+    pytest.skip('flashoptim-jax is not installed')
+  key = jax.random.PRNGKey(0)
+  params = {'w': (0.05 * jax.random.normal(key, (70, 3))).astype(
+      jnp.bfloat16), 'b': jnp.zeros(5, jnp.bfloat16)}
+  tx = momentum_dtype.flash_transform(fo, 1e-3, 0.9, 0.99, 0.1)
+  ref = fo.flash_lion(1e-3, 0.9, 0.99, weight_decay=0.1, fused=False)
+  state, ref_state, ref_params = tx.init(params), ref.init(params), params
+  for k in range(4):
+    grads = jax.tree.map(
+        lambda p, k=k: jnp.sin(jnp.arange(p.size, dtype=jnp.float32) + k
+                               ).reshape(p.shape).astype(p.dtype), params)
+    updates, state = jax.jit(tx.update)(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    ref_params, ref_state = ref.step(ref_params, ref_state, grads)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params),
+                    strict=True):
+      assert a.dtype == b.dtype
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert np.any(np.asarray(params['w']) != 0)
