@@ -31,7 +31,7 @@ for a CPU; CIFAR-format data and other sizes run with overrides):
   loss :math:`f(\theta)` of seed 0), then runs on the other seeds at that
   rate. The tables give the median [min, max] over the seeds.
 
-Command (about 30 minutes on 2 CPU cores)::
+Command (about 50 minutes on 2 shared CPU cores)::
 
   python -m lionx.experiments.lion_lp_networks --out results/figures6_7
 """

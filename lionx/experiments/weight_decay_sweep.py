@@ -250,8 +250,8 @@ def verdict_text(a: Analysis) -> str:
       if a.previous < center <= a.threshold:
         where = '**inside the interval of the rise: as 003 predicts.**'
       elif center <= a.previous:
-        where = (f'**below the interval**: up to λ = {a.previous:g}, '
-                 f'{a.previous / center:.3g}× 1/‖θ*‖∞, some seed still ends '
+        where = (f'**below the interval**: at λ = {a.previous:g}, '
+                 f'{a.previous / center:.3g}× 1/‖θ*‖∞, a seed still ends '
                  'within the best λ\'s range. The box excludes the θ* that '
                  'the unregularised runs reach long before it excludes every '
                  'solution of that loss. (When a network fits its training '
