@@ -50,5 +50,13 @@ def test_the_command_writes_once(tmp_path, result, monkeypatch):
     assert (tmp_path / name).stat().st_size > 0
   with pytest.raises(FileExistsError, match='--overwrite'):
     frontier.main(['--out', str(tmp_path)])
+  # --replot redraws from the JSON alone: the same report.
+  before = (tmp_path / 'frontier.md').read_text()
+  (tmp_path / 'frontier.md').unlink()
+  monkeypatch.setattr(frontier, 'run', None)  # no training
+  assert frontier.main(['--out', str(tmp_path), '--replot']) == 0
+  assert (tmp_path / 'frontier.md').read_text() == before
+  with pytest.raises(FileNotFoundError, match='--replot: no'):
+    frontier.main(['--out', str(tmp_path / 'none'), '--replot'])
   with pytest.raises(ValueError, match="--seeds='x'"):
     frontier.main(['--out', str(tmp_path / 'b'), '--seeds', 'x'])

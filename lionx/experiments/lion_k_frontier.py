@@ -46,6 +46,7 @@ import jax
 import numpy as np
 
 from lionx.experiments import _common
+from lionx.experiments import _training
 from lionx.train import config as config_lib
 from lionx.train import optimizers as optimizers_lib
 from lionx.train import parallel
@@ -73,16 +74,28 @@ class Frontier:
     return [runs[-1][key] for runs in self.rows[name]]
 
   def summary(self) -> dict[str, Any]:
+    """Everything measured, JSON-ready (:meth:`from_summary` reads it)."""
     out = {}
     for name in self.rows:
       out[name] = {
           'learning_rate': self.rates[name], 'step_ms': self.step_ms[name],
           **{key: self.finals(name, key)
              for key in ('full_loss', 'val_loss', 'constraint',
-                         'box_linf_scaled')}}
+                         'box_linf_scaled')},
+          'rows': self.rows[name]}
     return {'title': self.title, 'grid': {
         n: {f'{k:g}': v for k, v in g.items()} for n, g in self.grid.items()},
             'optimizers': out}
+
+  @classmethod
+  def from_summary(cls, summary: dict[str, Any]) -> 'Frontier':
+    opts = summary['optimizers']
+    return cls(summary['title'],
+               {n: o['learning_rate'] for n, o in opts.items()},
+               {n: {float(k): v for k, v in g.items()}
+                for n, g in summary['grid'].items()},
+               {n: o['rows'] for n, o in opts.items()},
+               {n: o['step_ms'] for n, o in opts.items()})
 
 
 def _grid(config: config_lib.Config, name: str, grid: Sequence[float],
@@ -275,7 +288,7 @@ def plot(frontier: Frontier):
     xs = [r[x] for r in rows]
     loss.plot(xs, [r['full_loss'] for r in rows], color=color, label=name)
     held.plot(xs, [r['val_loss'] for r in rows], color=color, label=name)
-    if np.all(np.isfinite([r['constraint'] for r in rows])):
+    if _lion_k(name):
       cons.plot(xs, [r['constraint'] for r in rows], color=color,
                 label=name)
     values = frontier.finals(name, 'val_loss')
@@ -287,7 +300,7 @@ def plot(frontier: Frontier):
   loss.set_title('f(θ) (first seed)')
   held.set_title('held-out loss (first seed)')
   cons.axhline(1.0, color='black', linestyle='--', linewidth=1)
-  cons.set_title("each reshaper's constraint (≤ 1)")
+  cons.set_title("each Lion-K reshaper's constraint (≤ 1)")
   final.set_xticks(range(len(frontier.rows)), list(frontier.rows),
                    rotation=30)
   final.set_title('final held-out loss: median, range')
@@ -315,19 +328,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--rounds', type=int, default=20,
                       help='timed steps per optimizer')
   parser.add_argument('--overwrite', action='store_true')
+  parser.add_argument('--replot', action='store_true',
+                      help="redraw the PNG and markdown from --out's "
+                      'frontier.json (no training; replaces those two)')
   args = parser.parse_args(argv)
-  png, md, js = _common.check_outputs(args.out, list(FILES), args.overwrite)
-  from lionx.experiments import _training  # pylint: disable=g-import-not-at-top
-  config = _training.make_config(args.config, args.overrides)
-  frontier = run(
-      config, optimizers=[n.strip() for n in args.optimizers.split(',')],
-      grid=_training.parse_numbers('--grid', args.grid),
-      seeds=_training.parse_numbers('--seeds', args.seeds, int),
-      rounds=args.rounds, verbose=True)
+  if args.replot:
+    js = args.out / FILES[2]
+    if not js.exists():
+      raise FileNotFoundError(f'--replot: no {js}; run without --replot '
+                              'first.')
+    frontier = Frontier.from_summary(json.loads(js.read_text()))
+    png, md = args.out / FILES[0], args.out / FILES[1]
+  else:
+    png, md, js = _common.check_outputs(args.out, list(FILES),
+                                        args.overwrite)
+    config = _training.make_config(args.config, args.overrides)
+    frontier = run(
+        config, optimizers=[n.strip() for n in args.optimizers.split(',')],
+        grid=_training.parse_numbers('--grid', args.grid),
+        seeds=_training.parse_numbers('--seeds', args.seeds, int),
+        rounds=args.rounds, verbose=True)
+    js.write_text(json.dumps(frontier.summary(), indent=1))
   plot(frontier).savefig(png, dpi=110)
   text = report(frontier)
   md.write_text(text)
-  js.write_text(json.dumps(frontier.summary(), indent=1))
   print(text)
   print(f'wrote {png}, {md}, {js}')
   return 0
