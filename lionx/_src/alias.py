@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from typing import Optional
 
+import jax
 import jax.numpy as jnp
 import optax
 
 from lionx._src import checks
+from lionx._src.realview import is_complex
 from lionx._src.realview import real_view_transformation
 from lionx._src.realview import tree_view_as_complex
 from lionx._src.realview import tree_view_as_real
@@ -47,6 +49,33 @@ def _learning_rate(
     return tree_view_as_complex(out, updates), state
 
   return optax.GradientTransformation(inner.init, update_fn)
+
+
+def _complex_refused(
+    tx: optax.GradientTransformationExtraArgs, reshaper: Reshaper,
+) -> optax.GradientTransformationExtraArgs:
+  """``tx``, refusing complex leaves if ``reshaper`` does not take them as
+  real views (the chain hands it real views, which it would misread)."""
+  if getattr(reshaper, 'real_view', True):
+    return tx
+
+  def check(name, tree):
+    for leaf in jax.tree.leaves(tree):
+      if is_complex(leaf):
+        raise TypeError(
+            f'{name} has a complex leaf of shape {jnp.shape(leaf)}: the '
+            f'reshaper {reshaper.name} refuses complex leaves; use another '
+            'reshaper or split the leaf into real parameters.')
+
+  def init_fn(params):
+    check('params', params)
+    return tx.init(params)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    check('updates', updates)
+    return tx.update(updates, state, params, **extra_args)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def _weight_decay(weight_decay, mask, learning_rate, *, implicit=False,
@@ -130,7 +159,7 @@ def lion_k(
     raise TypeError(
         f'reshaper={reshaper!r}: expected a lionx reshaper such as '
         'lionx.sign_reshaper().')
-  return real_view_transformation(optax.chain(
+  return _complex_refused(real_view_transformation(optax.chain(
       scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype),
       reshaper,
       _weight_decay(weight_decay, mask, learning_rate, implicit=implicit,
@@ -138,7 +167,7 @@ def lion_k(
                     peak_learning_rate=peak_learning_rate,
                     cautious_weight_decay=cautious_weight_decay),
       _learning_rate(learning_rate),
-  ))
+  )), reshaper)
 
 
 def lion(
@@ -326,7 +355,7 @@ def cautious_lion(
     raise TypeError(
         f'reshaper={reshaper!r}: expected a lionx reshaper such as '
         'lionx.sign_reshaper().')
-  return real_view_transformation(optax.chain(
+  return _complex_refused(real_view_transformation(optax.chain(
       cautious(optax.chain(
           scale_by_lion(b1=b1, b2=b2, mu_dtype=mu_dtype), reshaper)),
       _weight_decay(weight_decay, mask, learning_rate,
@@ -334,4 +363,4 @@ def cautious_lion(
                     peak_learning_rate=peak_learning_rate,
                     cautious_weight_decay=cautious_weight_decay),
       _learning_rate(learning_rate),
-  ))
+  )), reshaper)

@@ -43,8 +43,8 @@ def _kind(value: Any) -> Optional[str]:
   return None
 
 
-def _check_schedule(value: Callable[..., Any]) -> Optional[str]:
-  """Why ``value`` cannot be called as ``schedule(count)``, or None."""
+def one_argument(value: Callable[..., Any]) -> Optional[str]:
+  """Why ``value`` cannot be called with one argument, or None."""
   try:
     signature = inspect.signature(value)
   except (TypeError, ValueError):  # e.g. some builtins: cannot tell.
@@ -52,8 +52,15 @@ def _check_schedule(value: Callable[..., Any]) -> Optional[str]:
   try:
     signature.bind(0)
   except TypeError:
-    return f'a callable with signature {signature}, not schedule(count)'
+    return f'a callable with signature {signature}'
   return None
+
+
+def _check_schedule(value: Callable[..., Any]) -> Optional[str]:
+  """Why ``value`` cannot be called as ``schedule(count)``, or None."""
+  bad = one_argument(value)
+  return None if bad is None else f'{bad}, not schedule(count)'
+
 
 
 def concrete_float(value: Any, *, schedule: bool = False) -> float | None:
@@ -121,13 +128,14 @@ def in_range(
 
 
 def non_negative(name: str, value: Any, *, schedule: bool = False) -> None:
-  """Raises ``ValueError`` unless ``value >= 0``."""
-  in_range(name, value, 0.0, math.inf, schedule=schedule)
+  """Raises ``ValueError`` unless ``0 <= value < inf``."""
+  in_range(name, value, 0.0, math.inf, high_open=True, schedule=schedule)
 
 
 def positive(name: str, value: Any, *, schedule: bool = False) -> None:
-  """Raises ``ValueError`` unless ``value > 0``."""
-  in_range(name, value, 0.0, math.inf, low_open=True, schedule=schedule)
+  """Raises ``ValueError`` unless ``0 < value < inf``."""
+  in_range(name, value, 0.0, math.inf, low_open=True, high_open=True,
+           schedule=schedule)
 
 
 def concrete_number(name: str, value: Any) -> float:
@@ -188,6 +196,50 @@ def same_structure(name: str, tree: Any, reference: Any, what: str) -> None:
       raise ValueError(
           f'{name} has a leaf of shape {np.shape(a)} where {what} has '
           f'shape {np.shape(b)}; lionx never broadcasts.')
+    if _is_complex(a) != _is_complex(b):
+      raise ValueError(
+          f'{name} has a leaf of dtype {leaf_dtype(a)} where {what} has '
+          f'dtype {leaf_dtype(b)}: a complex leaf is two real coordinates, '
+          'so it pairs with a complex leaf only.')
+
+
+def _is_complex(leaf: Any) -> bool:
+  dtype = leaf_dtype(leaf)
+  return dtype is not None and jnp.issubdtype(dtype, jnp.complexfloating)
+
+
+def leaf_dtype(leaf: Any) -> Optional[np.dtype]:
+  """The dtype of a numeric leaf (an array or a number), else ``None``.
+
+  Strings, bytes, objects and arrays of them are not numeric.
+  """
+  if isinstance(leaf, (jax.Array, jax.core.Tracer)):
+    return leaf.dtype
+  if isinstance(leaf, (bool, int, float, complex, np.generic, np.ndarray)):
+    try:
+      dtype = np.asarray(leaf).dtype
+    except (OverflowError, ValueError):
+      return None
+    if dtype == np.bool_ or jnp.issubdtype(dtype, jnp.number):
+      return dtype
+  return None
+
+
+def _not_numeric(name: str, path: Any, leaf: Any) -> TypeError:
+  where = jax.tree_util.keystr(path) or '(the root)'
+  return TypeError(
+      f'{name} has a leaf at {where} that is not a numeric array: '
+      f'{type(leaf).__name__} {leaf!r:.60}; expected a pytree of arrays.')
+
+
+def numeric_leaves(name: str, tree: Any) -> None:
+  """Raises ``TypeError`` unless every leaf is a numeric array or number.
+
+  For the diagnostics, which take integer and bool leaves as numbers.
+  """
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if leaf_dtype(leaf) is None:
+      raise _not_numeric(name, path, leaf)
 
 
 def inexact_leaves(name: str, tree: Any) -> None:
@@ -200,7 +252,9 @@ def inexact_leaves(name: str, tree: Any) -> None:
   """
   paths = jax.tree_util.tree_flatten_with_path(tree)[0]
   for path, leaf in paths:
-    dtype = jnp.result_type(leaf)
+    dtype = leaf_dtype(leaf)
+    if dtype is None:
+      raise _not_numeric(name, path, leaf)
     if not jnp.issubdtype(dtype, jnp.inexact):
       where = jax.tree_util.keystr(path) or '(the root)'
       raise TypeError(

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lionx._src import checks
+
 PyTree = Any
 
 # dtype -> (stored significand bits without the implicit one, smallest
@@ -265,6 +267,9 @@ def compensated(
         f'residual_dtype={residual_dtype}: expected jnp.int8 or jnp.int16.')
   if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
     raise TypeError(f'seed={seed!r}: expected a Python int.')
+  if not -2 ** 63 <= seed < 2 ** 63:
+    raise ValueError(f'seed={seed!r}: expected an int64, in [-2**63, '
+                     '2**63).')
   bits = 8 * residual_dtype.itemsize
   inner = optax.with_extra_args_support(inner)
 
@@ -279,6 +284,7 @@ def compensated(
             'use jnp.int8.')
 
   def init_fn(params):
+    checks.inexact_leaves('params', params)
     for p in jax.tree.leaves(params):
       check_leaf(p)
     residual = jax.tree.map(
@@ -294,6 +300,9 @@ def compensated(
       raise ValueError(
           'params=None: lionx.compensated needs the params in update() to '
           'keep their rounding residuals.')
+    checks.inexact_leaves('updates', updates)
+    checks.same_structure('updates', updates, params, 'params')
+    _check_residuals(params, state.residual)
     full = jax.tree.map(precise, params, state.residual)
     grads = jax.tree.map(
         lambda g, p: g.astype(jnp.float32) if _is_low(p) else g,
@@ -351,4 +360,33 @@ def compensated_params(params: PyTree, state: Any) -> PyTree:
     raise ValueError(
         f'state holds {len(found)} CompensatedState nodes; expected exactly '
         'one (the state of lionx.compensated).')
+  _check_residuals(params, found[0].residual)
   return jax.tree.map(precise, params, found[0].residual)
+
+
+def _check_residuals(params: PyTree, residual: PyTree) -> None:
+  """Raises unless ``params`` are the params whose residuals these are:
+  the same structure, and a bfloat16/float16 leaf of the residual's shape
+  wherever there is a residual."""
+  checks.inexact_leaves('params', params)
+  treedef = jax.tree.structure(params)
+  try:
+    residuals = treedef.flatten_up_to(residual)
+  except (ValueError, TypeError):
+    made_for = jax.tree.structure(residual, is_leaf=lambda r: r is None)
+    raise ValueError(
+        f'params has tree structure {treedef}, but the state holds the '
+        f'residuals of {made_for}.') from None
+  for p, r in zip(treedef.flatten_up_to(params), residuals):
+    if r is None:
+      if _is_low(p):
+        raise ValueError(
+            f'params has a {jnp.result_type(p)} leaf of shape '
+            f'{jnp.shape(p)} where the state holds no residual: pass the '
+            'params the state was made for.')
+    elif not _is_low(p) or jnp.shape(p) != jnp.shape(r):
+      raise ValueError(
+          f'params has a {jnp.result_type(p)} leaf of shape {jnp.shape(p)} '
+          f'where the state holds the residual of a bfloat16/float16 leaf '
+          f'of shape {jnp.shape(r)}: pass the params the state was made '
+          'for.')

@@ -476,6 +476,11 @@ def collective_bytes(hlo_text: str) -> dict[str, int]:
     >>> lionx.collective_bytes(hlo)
     {'all-reduce': 40, 'total': 40}
   """
+  if not isinstance(hlo_text, str):
+    hint = ' (decode it first)' if isinstance(hlo_text, bytes) else ''
+    raise TypeError(
+        f'hlo_text={hlo_text!r:.60}: expected the text of an HLO module, a '
+        f'str{hint}, e.g. jax.jit(f).lower(...).compile().as_text().')
   shapes: dict[str, str] = {}
   calls = []
   for line in hlo_text.splitlines():

@@ -77,6 +77,7 @@ def tree_size(tree: PyTree) -> int:
     >>> tree_size({'w': jnp.ones((3, 2)), 'b': jnp.ones(2), 'none': None})
     8
   """
+  checks.numeric_leaves('tree', tree)
   return int(sum(int(np.size(x)) * (2 if is_complex(x) else 1)
                  for x in jax.tree.leaves(tree)))
 
@@ -157,6 +158,7 @@ def grad_norm_ratio(grads: PyTree) -> NormRatio:
               ratio_over_sqrt_d=Array(0.7, dtype=float32),
               sqrt_d=Array(2., dtype=float32))
   """
+  checks.numeric_leaves('grads', grads)
   d = tree_size(grads)
   scaled, _ = _scaled(_leaves(grads))  # exactly g / 2^e, max |.| in [1/2, 1).
   l1 = _sum([jnp.sum(jnp.abs(x)) for x in scaled])
@@ -230,6 +232,7 @@ def box_feasibility(
                    max_violation=Array(0.2, dtype=float32),
                    fraction_at_bound=Array(0.5, dtype=float32))
   """
+  checks.numeric_leaves('params', params)
   checks.non_negative('weight_decay', weight_decay)
   checks.in_range('tol', tol, 0.0, 1.0, high_open=True)
   if reshaper is not None and not isinstance(reshaper, Reshaper):
@@ -288,12 +291,19 @@ def kkt_residual(params: PyTree, grads: PyTree, weight_decay: Any) -> Scalar:
     >>> kkt_residual(theta, g, 0.1)  # 0.1 (-20 + 3) + 3
     Array(1.3, dtype=float32)
   """
+  checks.numeric_leaves('params', params)
+  checks.numeric_leaves('grads', grads)
   checks.non_negative('weight_decay', weight_decay)
   checks.same_structure('grads', grads, params, 'params')
   return _f32(weight_decay) * _vdot(grads, params) + tree_l1(grads)
 
 
 def _scalar_f32(name: str, value: Any) -> Scalar:
+  """A real scalar (NaN and inf included; may be traced) as float32+."""
+  dtype = checks.leaf_dtype(value)
+  if dtype is None or dtype == np.bool_ or jnp.issubdtype(
+      dtype, jnp.complexfloating):
+    raise TypeError(f'{name}={value!r:.80}: expected a real scalar.')
   if jnp.ndim(value) != 0:
     raise ValueError(
         f'{name} has shape {jnp.shape(value)}; expected a scalar.')
@@ -396,6 +406,8 @@ def lyapunov(
   checks.in_range('b2', b2, 0.0, 1.0, high_open=True)
   if not isinstance(implicit, bool):
     raise TypeError(f'implicit={implicit!r}: expected a bool.')
+  checks.numeric_leaves('params', params)
+  checks.numeric_leaves('momentum', momentum)
   checks.same_structure('momentum', momentum, params, 'params')
   lam = checks.concrete_float(weight_decay)
   eta = checks.concrete_float(learning_rate)
@@ -470,6 +482,9 @@ def update_stats(
                 zero_sign_fraction=Array(0.25, dtype=float32),
                 update_l2=Array(1.7320508, dtype=float32))
   """
+  checks.numeric_leaves('direction', direction)
+  checks.numeric_leaves('grads', grads)
+  checks.numeric_leaves('updates', updates)
   checks.same_structure('grads', grads, direction, 'direction')
   d = tree_size(direction)
   c, g = _leaves(direction), _leaves(grads)

@@ -22,7 +22,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from lionx._src import checks
 from lionx._src.realview import view_as_real
 
 PyTree = Any
@@ -30,19 +32,33 @@ Scalar = jax.Array
 
 
 def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
-  """The dtype lionx computes in: at least float32."""
-  return jnp.promote_types(dtype, jnp.float32)
+  """The dtype lionx computes in: at least float32.
+
+  Dtypes that JAX does not promote implicitly (the float8 family) compute
+  in float32 too.
+  """
+  try:
+    return jnp.promote_types(dtype, jnp.float32)
+  except jax.dtypes.TypePromotionError:
+    return jnp.dtype(jnp.float32)
 
 
 def f32(x: jax.Array) -> jax.Array:
-  """``x`` as an array in :func:`compute_dtype`."""
+  """``x`` as an array in :func:`compute_dtype`.
+
+  A NumPy 64-bit integer array is converted by NumPy first: JAX without
+  x64 would truncate it to 32 bits (``2**40`` to 0).
+  """
+  if isinstance(x, (np.ndarray, np.generic)) and x.dtype.kind in 'iu' and (
+      x.dtype.itemsize == 8):
+    x = np.asarray(x, np.float64)
   x = jnp.asarray(x)
   return x.astype(compute_dtype(x.dtype))
 
 
 def leaves(tree: PyTree) -> list[jax.Array]:
   """The leaves of ``tree`` (complex ones as real views), computed wide."""
-  return [f32(view_as_real(jnp.asarray(x))) for x in jax.tree.leaves(tree)]
+  return [f32(view_as_real(x)) for x in jax.tree.leaves(tree)]
 
 
 def tree_sum(values: list[jax.Array]) -> Scalar:
@@ -103,6 +119,7 @@ def tree_linf(tree: PyTree) -> Scalar:
     >>> tree_linf({'a': jnp.array([1.0, -3.0]), 'b': jnp.array([2.0])})
     Array(3., dtype=float32)
   """
+  checks.numeric_leaves('tree', tree)
   return tree_max([jnp.max(jnp.abs(x), initial=0.0) for x in leaves(tree)])
 
 
@@ -115,6 +132,7 @@ def tree_l1(tree: PyTree) -> Scalar:
     >>> tree_l1({'a': jnp.array([1.0, -3.0]), 'b': jnp.array([2.0])})
     Array(6., dtype=float32)
   """
+  checks.numeric_leaves('tree', tree)
   return _lp_of(leaves(tree), 1.0)
 
 
@@ -128,13 +146,17 @@ def _lp_of(values: list[jax.Array], p: float) -> Scalar:
   if p == 1.0:
     total = tree_sum([jnp.sum(jnp.abs(y)) for y in ys])
     return scale_pow2(total, e)
-  total = tree_sum([jnp.sum(jnp.abs(y) ** p) for y in ys])
-  return scale_pow2(total ** (1.0 / p), e)
+  # Over the largest magnitude, whose term is then 1: for a large p the
+  # powers of the others underflow, never the whole sum.
+  top = tree_max([jnp.max(jnp.abs(y), initial=0.0) for y in ys])
+  top = jnp.where((top > 0) & jnp.isfinite(top), top, 1.0)
+  total = tree_sum([jnp.sum((jnp.abs(y) / top) ** p) for y in ys])
+  return scale_pow2(top * total ** (1.0 / p), e)
 
 
 def lp(x: jax.Array, p: float) -> Scalar:
   """The ℓp norm of one array, scaled by a power of two (see the module)."""
-  return _lp_of([f32(view_as_real(jnp.asarray(x)))], p)
+  return _lp_of([f32(view_as_real(x))], p)
 
 
 def tree_lp(tree: PyTree, p: float) -> Scalar:
@@ -150,4 +172,5 @@ def tree_lp(tree: PyTree, p: float) -> Scalar:
     >>> tree_lp(jnp.array([1e38, 1e38]), 2.0)
     Array(1.4142135e+38, dtype=float32)
   """
+  checks.numeric_leaves('tree', tree)
   return _lp_of(leaves(tree), p)

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lionx._src import checks
@@ -77,11 +78,15 @@ class ScaleByLion8bitState(NamedTuple):
   scales: optax.Updates  # per leaf: shape=(num_blocks,), float32.
 
 
+_MAX_BLOCK = 2 ** 31 - 1  # blocks are indexed with int32.
+
+
 def _check_block_size(block_size: int) -> None:
   if isinstance(block_size, bool) or not isinstance(block_size, int):
     raise TypeError(f'block_size={block_size!r}: expected an int.')
-  if block_size < 1:
-    raise ValueError(f'block_size={block_size!r}: expected an int >= 1.')
+  if not 1 <= block_size <= _MAX_BLOCK:
+    raise ValueError(f'block_size={block_size!r}: expected an int >= 1 '
+                     f'and <= {_MAX_BLOCK}.')
 
 
 def _num_blocks(size: int, block_size: int) -> int:
@@ -130,6 +135,9 @@ def quantize(x: jax.Array, block_size: int = DEFAULT_BLOCK_SIZE
     Array([1., 4.], dtype=float32)
   """
   _check_block_size(block_size)
+  dtype = checks.leaf_dtype(x)
+  if dtype is None:
+    raise TypeError(f'x={x!r:.60}: expected a real float array.')
   x = jnp.asarray(x)
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise TypeError(
@@ -182,7 +190,27 @@ def dequantize(q: QuantizedArray, shape, dtype=jnp.float32) -> jax.Array:
     >>> lionx.dequantize(lionx.quantize(x, block_size=2), x.shape)
     Array([ 1.  , -0.253...,  0.  ,  4.  ], dtype=float32)
   """
+  if not isinstance(q, QuantizedArray):
+    raise TypeError(f'q={q!r:.60}: expected a lionx.QuantizedArray (from '
+                    'lionx.quantize).')
+  if not isinstance(shape, (tuple, list)) or not all(
+      isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0
+      for n in shape):
+    raise TypeError(f'shape={shape!r}: expected a tuple of ints >= 0.')
   size = math.prod(shape)
+  num_blocks, block_size = jnp.shape(q.codes)
+  if _num_blocks(size, block_size) != num_blocks:
+    raise ValueError(
+        f'shape={tuple(shape)!r} has {size} entries; q holds {num_blocks} '
+        f'blocks of {block_size}, i.e. {(num_blocks - 1) * block_size + 1} '
+        f'to {num_blocks * block_size} entries.')
+  try:
+    real = dtype is not None and jnp.issubdtype(jnp.dtype(dtype),
+                                                jnp.floating)
+  except TypeError:
+    real = False
+  if not real:
+    raise TypeError(f'dtype={dtype!r}: expected a float dtype.')
   x = _decode(q.codes, q.scales)
   return x.reshape(-1)[:size].reshape(shape).astype(dtype)
 
@@ -261,6 +289,8 @@ def lion_8bit_leaf(q: QuantizedArray, g: jax.Array, b1: chex.Numeric,
   """
   codes, scales = q.codes, q.scales
   num_blocks, block_size = codes.shape
+  if not num_blocks:  # an empty leaf: nothing to do.
+    return g, q
   shape, n = g.shape, g.size
   flat = jnp.ravel(g)
   per = max(1, chunk // block_size)
@@ -321,7 +351,10 @@ def scale_by_lion_8bit(
   :math:`\pm\eta` step. A complex leaf counts as two real coordinates: its
   codes are those of its real view ``stack([re, im], -1)``, and its
   :math:`c_k` is, bit for bit, that of the real view, returned complex.
-  ``lionx.lion(..., mu_dtype=jnp.int8)`` uses this transform.
+  ``lionx.lion(..., mu_dtype=jnp.int8)`` uses this transform. The codes
+  keep a leaf's number of blocks, not its shape: ``update`` checks the
+  updates' shapes against ``params`` when they are given (as in
+  ``lionx.lion``), and only the number of blocks otherwise.
 
   Args:
     b1: interpolation weight :math:`\beta_1 \in [0, 1]`.
@@ -364,8 +397,12 @@ def scale_by_lion_8bit(
             lambda p: jnp.zeros((blocks(p),), jnp.float32), params))
 
   def update_fn(updates, state, params=None):
-    del params
     checks.inexact_leaves('updates', updates)
+    if params is not None:
+      # The codes only tell the number of blocks: a leaf of another shape
+      # with as many blocks is caught against the params, when given.
+      checks.same_structure('updates', updates, params, 'params')
+    updates = jax.tree.map(jnp.asarray, updates)
     treedef = jax.tree.structure(updates)
     try:
       codes = treedef.flatten_up_to(state.codes)

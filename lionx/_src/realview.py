@@ -16,12 +16,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lionx._src import checks
+
 PyTree = Any
 
 
 def is_complex(x: Any) -> bool:
-  """Whether ``x`` is a complex array (or scalar)."""
-  return jnp.issubdtype(jnp.result_type(x), jnp.complexfloating)
+  """Whether ``x`` is a complex array (or scalar); False for non-numbers
+  (which the argument checks then refuse by name)."""
+  dtype = checks.leaf_dtype(x)
+  return dtype is not None and jnp.issubdtype(dtype, jnp.complexfloating)
 
 
 def real_dtype(dtype: Any) -> jnp.dtype:

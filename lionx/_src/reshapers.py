@@ -85,14 +85,19 @@ class Reshaper(optax.GradientTransformation):
   k: Callable[[PyTree], Scalar]
   conjugate: Callable[[PyTree], Scalar]
   gauge: Callable[[PyTree], Scalar]
+  # Whether complex leaves count as their real views (else they are refused).
+  real_view: bool
 
   def constraint(self, params: PyTree, weight_decay: Any) -> Scalar:
     r"""``gauge(weight_decay * params)``: feasible iff :math:`\le 1`.
 
-    ``weight_decay`` is the effective :math:`\lambda'` of the
-    weight-decay convention in use, :func:`lionx.effective_weight_decay`
-    (:math:`\lambda` itself under the default ``'paper'`` convention).
+    ``weight_decay`` is the effective :math:`\lambda' \ge 0` (may be
+    traced) of the weight-decay convention in use,
+    :func:`lionx.effective_weight_decay` (:math:`\lambda` itself under the
+    default ``'paper'`` convention).
     """
+    checks.numeric_leaves('params', params)
+    checks.non_negative('weight_decay', weight_decay)
     lam = _f32(weight_decay)
     return self.gauge(jax.tree.map(lambda p: lam * _f32(p), params))
 
@@ -102,9 +107,11 @@ def _box(tree: PyTree) -> Scalar:
 
 
 def _indicator(gauge: Callable[[PyTree], Scalar], tol: float):
-  """K* that is 0 on {gauge <= 1 + tol} and +inf elsewhere."""
+  """K* that is 0 on {gauge <= 1 + tol}, +inf elsewhere, NaN for NaN."""
   def conjugate(y: PyTree) -> Scalar:
-    return jnp.where(gauge(y) <= 1.0 + tol, 0.0, jnp.inf)
+    g = gauge(y)
+    return jnp.where(jnp.isnan(g), jnp.nan,
+                     jnp.where(g <= 1.0 + tol, 0.0, jnp.inf))
   return conjugate
 
 
@@ -113,9 +120,12 @@ def _with_penalty(
     penalty: Callable[[PyTree], Scalar],
     tol: float,
 ):
-  """K* that is ``penalty`` on {gauge <= 1 + tol} and +inf elsewhere."""
+  """K* that is ``penalty`` on {gauge <= 1 + tol}, +inf elsewhere, NaN for
+  NaN."""
   def conjugate(y: PyTree) -> Scalar:
-    return jnp.where(gauge(y) <= 1.0 + tol, penalty(y), jnp.inf)
+    g = gauge(y)
+    return jnp.where(jnp.isnan(g), jnp.nan,
+                     jnp.where(g <= 1.0 + tol, penalty(y), jnp.inf))
   return conjugate
 
 
@@ -135,12 +145,14 @@ def make_reshaper(
   cannot treat a complex leaf as two real coordinates refuses it).
   """
 
-  def on_real(fn):
-    if not real_view:
-      return fn
-    return lambda tree: fn(tree_view_as_real(tree))
+  def on_real(fn, arg):
+    def wrapped(tree):
+      checks.numeric_leaves(arg, tree)
+      return fn(tree_view_as_real(tree) if real_view else tree)
+    return wrapped
 
   def grad_k_any(tree):
+    tree = jax.tree.map(jnp.asarray, tree)  # Python numbers as arrays.
     real = tree_view_as_real(tree) if real_view else tree
     out = grad_k(real)
     out = jax.tree.map(lambda o, r: o.astype(r.dtype), out, real)
@@ -158,9 +170,10 @@ def make_reshaper(
   tx = Reshaper(init_fn, update_fn)
   tx.name = name
   tx.grad_k = grad_k_any
-  tx.k = on_real(k)
-  tx.conjugate = on_real(conjugate)
-  tx.gauge = on_real(gauge)
+  tx.k = on_real(k, 'x')
+  tx.conjugate = on_real(conjugate, 'y')
+  tx.gauge = on_real(gauge, 'y')
+  tx.real_view = real_view
   return tx
 
 
@@ -236,12 +249,16 @@ def lp_reshaper(p: float, scope: str = 'global') -> Reshaper:
   def unit(xs: list[jax.Array]) -> list[jax.Array]:
     """∇K of one scope: NaN throughout if it holds a NaN or an inf."""
     ys, _ = _scaled(xs)  # exact: x / 2^e, so no reciprocal can flush.
-    norm = _sum([jnp.sum(jnp.abs(y) ** p) for y in ys]) ** (1.0 / p)
+    # Over the largest magnitude, whose term is then 1: for a large p the
+    # powers of the others underflow, never the norm (1 <= norm <= n^(1/p)).
+    top = _max([jnp.max(jnp.abs(y), initial=0.0) for y in ys])
+    top = jnp.where((top > 0) & jnp.isfinite(top), top, 1.0)
+    rel = [jnp.abs(y) / top for y in ys]
+    norm = _sum([jnp.sum(r ** p) for r in rel]) ** (1.0 / p)
     safe = jnp.where(norm > 0, norm, 1.0)  # norm = 0: every entry is 0.
     bad = ~jnp.isfinite(norm)
-    return [jnp.where(bad, jnp.nan,
-                      jnp.sign(y) * (jnp.abs(y) / safe) ** (p - 1.0))
-            for y in ys]
+    return [jnp.where(bad, jnp.nan, jnp.sign(y) * (r / safe) ** (p - 1.0))
+            for y, r in zip(ys, rel)]
 
   if scope == 'global':
     def grad_k(tree):
@@ -476,19 +493,21 @@ def tanh_reshaper(beta: float) -> Reshaper:
   checks.positive('beta', beta)
   beta = checks.concrete_number('beta', beta)
 
-  def logcosh(x):
-    a = jnp.abs(beta * x)
-    return a + jnp.log1p(jnp.exp(-2.0 * a)) - jnp.log(2.0)
+  def logcosh_over_beta(x):
+    # |x| + (log(1 + e^{-2|bx|}) - log 2) / b: no overflow of b x.
+    tail = jnp.log1p(jnp.exp(-2.0 * jnp.abs(beta * x))) - jnp.log(2.0)
+    return jnp.abs(x) + tail / beta
 
   def k(tree):
-    return _sum([jnp.sum(logcosh(x)) / beta for x in _leaves(tree)])
+    return _sum([jnp.sum(logcosh_over_beta(x)) for x in _leaves(tree)])
 
   def conjugate(tree):
     def entry(y):
       inside = jnp.abs(y) < 1.0
       ys = jnp.where(inside, y, 0.0)
       value = (ys * jnp.arctanh(ys) + 0.5 * jnp.log1p(-ys * ys)) / beta
-      return jnp.where(inside, value, jnp.inf)
+      return jnp.where(jnp.isnan(y), jnp.nan,
+                       jnp.where(inside, value, jnp.inf))
     return _sum([jnp.sum(entry(y)) for y in _leaves(tree)])
 
   return make_reshaper(f'tanh(beta={beta:g})', _leafwise(lambda x: jnp.tanh(beta * x)),

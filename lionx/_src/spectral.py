@@ -40,6 +40,7 @@ from lionx._src.reshapers import make_reshaper
 
 METHODS = ('newton_schulz', 'quintic')
 DEFAULT_STEPS = {'newton_schulz': 20, 'quintic': 5}
+MAX_STEPS = 2 ** 31 - 1  # the loop counter is an int32.
 # Muon's quintic iteration (Jordan et al. 2024): fast, not convergent.
 QUINTIC = (3.4445, -4.7750, 2.0315)
 _TOL = 1e-5  # slack for float rounding when testing membership of dom K*.
@@ -130,13 +131,20 @@ def _nuclear_norm(x: jax.Array) -> jax.Array:
   return jnp.sum(jnp.linalg.svd(x, compute_uv=False))
 
 
+def _nonfinite(matrix: jax.Array, value: jax.Array) -> jax.Array:
+  """``value``, or NaN if ``matrix`` holds a NaN, else inf if an inf (the
+  SVD would give NaN for an inf)."""
+  return jnp.where(jnp.any(jnp.isnan(matrix)), jnp.nan,
+                   jnp.where(jnp.all(jnp.isfinite(matrix)), value, jnp.inf))
+
+
 def _gauge_leaf(x: jax.Array) -> jax.Array:
   matrix = as_matrix(x)
   if matrix is None:
     return jnp.max(jnp.abs(x), initial=0.0)
   if matrix.size == 0:
     return jnp.zeros([], jnp.float32)
-  return _spectral_norm(matrix)
+  return _nonfinite(matrix, _spectral_norm(matrix))
 
 
 def _k_leaf(x: jax.Array) -> jax.Array:
@@ -145,7 +153,7 @@ def _k_leaf(x: jax.Array) -> jax.Array:
     return jnp.sum(jnp.abs(x))
   if matrix.size == 0:
     return jnp.zeros([], jnp.float32)
-  return _nuclear_norm(matrix)
+  return _nonfinite(matrix, _nuclear_norm(matrix))
 
 
 def _refuse_complex(name: str, tree: Any) -> None:
@@ -187,7 +195,7 @@ def spectral_reshaper(method: str = 'newton_schulz',
     method: ``'newton_schulz'`` (convergent cubic, the default) or
       ``'quintic'`` (Muon's 5-step iteration).
     steps: iterations (default 20 for ``newton_schulz``, 5 for
-      ``quintic``); a Python int >= 1.
+      ``quintic``); a Python int >= 1 (below 2**31).
 
   Returns:
     A :class:`lionx.Reshaper`.
@@ -208,8 +216,9 @@ def spectral_reshaper(method: str = 'newton_schulz',
   if steps is not None:
     if isinstance(steps, bool) or not isinstance(steps, int):
       raise TypeError(f'steps={steps!r}: expected a Python int >= 1.')
-    if steps < 1:
-      raise ValueError(f'steps={steps!r}: expected a Python int >= 1.')
+    if not 1 <= steps <= MAX_STEPS:
+      raise ValueError(
+          f'steps={steps!r}: expected a Python int >= 1 and <= {MAX_STEPS}.')
   name = f'spectral({method}, {steps or DEFAULT_STEPS[method]} steps)'
 
   def leaf(x: jax.Array) -> jax.Array:
@@ -234,7 +243,9 @@ def spectral_reshaper(method: str = 'newton_schulz',
     return _sum([_k_leaf(x) for x in _leaves(tree)])
 
   def conjugate(tree):
-    return jnp.where(gauge(tree) <= 1.0 + _TOL, 0.0, jnp.inf)
+    g = gauge(tree)
+    return jnp.where(jnp.isnan(g), jnp.nan,
+                     jnp.where(g <= 1.0 + _TOL, 0.0, jnp.inf))
 
   return make_reshaper(name, grad_k, k, conjugate, gauge, real_view=False)
 

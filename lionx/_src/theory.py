@@ -51,15 +51,21 @@ KINDS = ('lion', 'sgd')
 
 
 def _at_least_one(name: str, value: Any) -> Any:
-  """``value`` as a float or float array, every entry ``>= 1``."""
+  """``value`` as a float or float array, every entry finite and ``>= 1``."""
+  expected = f'{name}={value!r:.80}: expected a real number >= 1'
   if isinstance(value, (bool, np.bool_)) or value is None:
-    raise TypeError(f'{name}={value!r}: expected a real number >= 1.')
-  array = np.asarray(value)
-  if not np.issubdtype(array.dtype, np.number) or array.size == 0:
-    raise TypeError(f'{name}={value!r}: expected a real number >= 1.')
+    raise TypeError(f'{expected}.')
+  try:
+    array = np.asarray(value)
+  except Exception as err:  # a traced value, a ragged list, ...
+    raise TypeError(f'{expected} (or an array of them; lionx.theory is '
+                    'plain NumPy, not traced).') from err
+  if (not (np.issubdtype(array.dtype, np.integer)
+           or np.issubdtype(array.dtype, np.floating)) or array.size == 0):
+    raise TypeError(f'{expected}.')
   array = array.astype(np.float64)
-  if np.any(np.isnan(array)) or np.any(array < 1):
-    raise ValueError(f'{name}={value!r}: expected a number >= 1.')
+  if not np.all(np.isfinite(array)) or np.any(array < 1):
+    raise ValueError(f'{expected}, finite.')
   return float(array) if array.ndim == 0 else array
 
 
@@ -165,10 +171,20 @@ def corollary3_constants(L: Any, sigma: Any, f_gap: Any) -> Corollary3Constants:
   L = _positive('L', L)
   sigma = _positive('sigma', sigma)
   gap = _positive('f_gap', f_gap)
-  c = math.sqrt(L * gap) / sigma
-  c3 = gap ** 0.75 / (L ** 0.25 * math.sqrt(sigma))
-  min_steps = max(sigma ** 6 / (L * gap) ** 3, L * gap / sigma ** 2)
-  return Corollary3Constants(c1=c, c2=c, c3=c3, min_steps=min_steps)
+  L, sigma, gap = np.float64(L), np.float64(sigma), np.float64(gap)
+  with np.errstate(all='ignore'):
+    c = np.sqrt(L * gap) / sigma
+    c3 = gap ** 0.75 / (L ** 0.25 * np.sqrt(sigma))
+    min_steps = max(sigma ** 6 / (L * gap) ** 3, L * gap / sigma ** 2)
+    if not (0 < c < np.inf and 0 < c3 < np.inf and min_steps < np.inf):
+      # An intermediate over- or underflowed: recompute in factors that
+      # do so only where the result does (then it is inf or 0).
+      c = np.sqrt(L) * np.sqrt(gap) / sigma
+      c3 = gap ** 0.75 / L ** 0.25 / np.sqrt(sigma)
+      # sigma^6 / (L Delta)^3 = c^-6 and L Delta / sigma^2 = c^2.
+      min_steps = max((1.0 / c) ** 6 if c > 0 else np.inf, c * c)
+  return Corollary3Constants(c1=float(c), c2=float(c), c3=float(c3),
+                             min_steps=float(min_steps))
 
 
 class Theorem2Terms(NamedTuple):
@@ -329,8 +345,10 @@ def corollary3_bound(d: Any, K: Any, L: Any, sigma: Any, f_gap: Any) -> Any:
   L = _positive('L', L)
   sigma = _positive('sigma', sigma)
   gap = _positive('f_gap', f_gap)
+  # (sigma^2 L Delta)^(1/4) in factors that cannot overflow or underflow
+  # where the result does not.
   return _out(15 * math.sqrt(d) * np.power(K, -0.25) * (
-      sigma ** 2 * L * gap) ** 0.25)
+      math.sqrt(sigma) * math.sqrt(math.sqrt(L)) * math.sqrt(math.sqrt(gap))))
 
 
 def corollary5_bound(d: Any, K: Any, L: Any, sigma: Any, f_gap: Any) -> Any:
@@ -393,23 +411,30 @@ def empirical_rate_constant(
     4.0
   """
   checks.one_of('kind', kind, KINDS)
-  if kind == 'lion':
-    if d is None:
-      raise ValueError("d=None: kind='lion' needs the number of parameters.")
+  if kind == 'lion' and d is None:
+    raise ValueError("d=None: kind='lion' needs the number of parameters.")
+  if d is not None:
     d = _at_least_one('d', d)
     if np.ndim(d) != 0:
       raise ValueError(f'd={d!r}: expected a scalar.')
   try:
-    values = np.asarray(norms, dtype=np.float64)
-  except (TypeError, ValueError) as err:
-    raise TypeError(f'norms={norms!r}: expected an array of numbers.') from err
-  if values.ndim == 2:
-    values = values.mean(axis=0)
-  if values.ndim != 1:
+    values = np.asarray(norms)
+  except Exception as err:  # a traced value, a ragged list, ...
+    raise TypeError(f'norms={norms!r:.80}: expected an array of '
+                    'numbers.') from err
+  if not (np.issubdtype(values.dtype, np.integer)
+          or np.issubdtype(values.dtype, np.floating)):
+    raise TypeError(f'norms={norms!r:.80}: expected an array of real '
+                    f'numbers, got dtype {values.dtype}.')
+  values = values.astype(np.float64)
+  if values.ndim not in (1, 2):
     raise ValueError(
         f'norms has shape {np.shape(norms)}; expected (K,) or (repeats, K).')
   if values.size == 0:
-    raise ValueError('norms is empty: K = 0, expected K >= 1.')
+    raise ValueError(f'norms is empty (shape {np.shape(norms)}): expected '
+                     'K >= 1 steps and at least one repeat.')
+  if values.ndim == 2:
+    values = values.mean(axis=0)
   if np.any(np.isnan(values)):
     return math.nan
   if np.any(values < 0):

@@ -198,6 +198,7 @@ def scale_by_lion(
   def update_fn(updates, state, params=None):
     del params
     checks.inexact_leaves('updates', updates)
+    updates = jax.tree.map(jnp.asarray, updates)  # Python numbers as arrays.
     real = tree_view_as_real(updates)
     checks.same_structure('updates', real, state.mu, 'the momentum')
     out = jax.tree.map(real_step, real, state.mu)
@@ -354,6 +355,7 @@ def effective_weight_decay(
     0.1...
   """
   checks.non_negative('weight_decay', weight_decay, schedule=True)
+  checks.non_negative('count', count)
   if learning_rate is not None:
     checks.non_negative('learning_rate', learning_rate, schedule=True)
   kappa = _convention(weight_decay_convention, learning_rate,
@@ -486,7 +488,7 @@ def add_decoupled_weight_decay(
         'implicit=True with cautious_weight_decay=True: the implicit scheme '
         'solves for the decayed parameters, which the cautious mask would '
         'make depend on themselves; use one or the other.')
-  if mask is not None and not callable(mask):
+  if mask is not None:
     _check_mask_type(mask)
   kappa = _convention(weight_decay_convention, learning_rate,
                       peak_learning_rate)
@@ -501,8 +503,10 @@ def add_decoupled_weight_decay(
     if params is None:
       raise ValueError(
           'params=None: add_decoupled_weight_decay needs the params.')
+    checks.inexact_leaves('updates', updates)
     checks.same_structure('updates', updates, params, 'params')
     checks.inexact_leaves('params', params)
+    updates, params = jax.tree.map(jnp.asarray, (updates, params))
     lam = checks.scheduled('weight_decay', weight_decay, state.count)
     if kappa is not None:
       lam = lam * kappa(state.count)
@@ -533,13 +537,19 @@ def add_decoupled_weight_decay(
 
 
 def _check_mask_type(mask: Any) -> None:
-  """Refuses a number, string or dtype given as the mask (e.g. by order)."""
+  """Refuses a number, string or dtype given as the mask (e.g. by order),
+  and a callable that cannot be called as ``mask(params)``."""
   if isinstance(mask, (str, bytes, int, float, complex, np.number, type,
                        np.dtype)) and not isinstance(mask, (bool, np.bool_)):
     raise TypeError(
         f'mask={mask!r}: expected a tree of bools or a callable returning '
         "one. Since lionx 0.2 the positional order is optax's: "
         '(learning_rate, b1, b2, mu_dtype, weight_decay, mask).')
+  if callable(mask) and not isinstance(mask, (np.ndarray, jax.Array)):
+    bad = checks.one_argument(mask)
+    if bad is not None:
+      raise TypeError(f'mask={mask!r}: expected a tree of bools or a '
+                      f'callable mask(params), got {bad}.')
 
 
 class CautiousState(NamedTuple):
@@ -598,6 +608,8 @@ def cautious(
         grads, state.inner_state, params, **extra_args)
     checks.same_structure('updates', updates, grads, 'the gradients')
     checks.inexact_leaves('updates', updates)
+    checks.inexact_leaves('grads', grads)
+    updates, grads = jax.tree.map(jnp.asarray, (updates, grads))
 
     @on_real_view
     def mask(u, g):
