@@ -8,6 +8,8 @@ import pytest
 from lionx.experiments import lion_k_frontier as frontier
 from tests.train.helpers import tiny_config
 
+RUN = frontier.run  # the tests below monkeypatch frontier.run
+
 
 @pytest.fixture(scope='module')
 def result():
@@ -58,5 +60,17 @@ def test_the_command_writes_once(tmp_path, result, monkeypatch):
   assert (tmp_path / 'frontier.md').read_text() == before
   with pytest.raises(FileNotFoundError, match='--replot: no'):
     frontier.main(['--out', str(tmp_path / 'none'), '--replot'])
+  # --rates: the named optimizers skip the grid; malformed pairs refused.
+  seen = {}
+  monkeypatch.setattr(frontier, 'run',
+                      lambda *a, **k: seen.update(k) or result)
+  assert frontier.main(['--out', str(tmp_path / 'r'),
+                        '--rates', 'lion=1e-3, adamw=3e-3']) == 0
+  assert seen['rates'] == {'lion': 1e-3, 'adamw': 3e-3}
+  for bad in ('lion', 'lion=x', 'lion=-1', '=1e-3', 'lion=inf'):
+    with pytest.raises(ValueError, match='--rates='):
+      frontier.main(['--out', str(tmp_path / 'b'), '--rates', bad])
+  with pytest.raises(ValueError, match="rates names 'lio'"):
+    RUN(tiny_config(), optimizers=['lion'], rates={'lio': 1.0})
   with pytest.raises(ValueError, match="--seeds='x'"):
     frontier.main(['--out', str(tmp_path / 'b'), '--seeds', 'x'])

@@ -164,6 +164,10 @@ def run(config: config_lib.Config, *,
     raise ValueError('seeds=(): expected at least one seed.')
   for name in optimizers:
     optimizers_lib.spec(name)
+  for name in rates or {}:
+    if name not in optimizers:
+      raise ValueError(f'rates names {name!r}, which is not among '
+                       f'optimizers={tuple(optimizers)}.')
   task = tasks.get_task(config.task)
   data = task.load_data(config)
   with tempfile.TemporaryDirectory() as tmp:
@@ -312,6 +316,22 @@ def plot(frontier: Frontier):
   return fig
 
 
+def parse_rates(text: str) -> dict[str, float]:
+  """``'lion=1e-3,adamw=3e-3'`` -> a dict; a one-line error otherwise."""
+  rates = {}
+  for item in filter(None, (x.strip() for x in text.split(','))):
+    name, _, value = item.partition('=')
+    try:
+      rate = float(value)
+    except ValueError:
+      rate = float('nan')
+    if not name or not rate > 0 or rate == float('inf'):
+      raise ValueError(f'--rates={text!r}: expected NAME=RATE pairs with '
+                       'positive finite rates, e.g. lion=1e-3,adamw=3e-3.')
+    rates[name.strip()] = rate
+  return rates
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Command line: runs :func:`run`, writes the PNG, markdown and JSON."""
   parser = argparse.ArgumentParser(
@@ -324,6 +344,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('overrides', nargs='*', metavar='key=value')
   parser.add_argument('--optimizers', default=','.join(OPTIMIZERS))
   parser.add_argument('--grid', default=','.join(f'{r:g}' for r in GRID))
+  parser.add_argument('--rates', default='',
+                      help='NAME=RATE,... : these optimizers skip the grid '
+                      'and run at RATE (e.g. the rates of an earlier run)')
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--rounds', type=int, default=20,
                       help='timed steps per optimizer')
@@ -347,7 +370,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config, optimizers=[n.strip() for n in args.optimizers.split(',')],
         grid=_training.parse_numbers('--grid', args.grid),
         seeds=_training.parse_numbers('--seeds', args.seeds, int),
-        rounds=args.rounds, verbose=True)
+        rates=parse_rates(args.rates), rounds=args.rounds, verbose=True)
     js.write_text(json.dumps(frontier.summary(), indent=1))
   plot(frontier).savefig(png, dpi=110)
   text = report(frontier)
