@@ -33,7 +33,7 @@ def cautious_lion_step(theta, m, g, lr, b1, b2, wd):
 
 
 def lp_grad(x, p):
-  """sign(x)|x|^{p-1} / ||x||_p^{p-1}; 0 at x = 0 (Table 2 row 2 of 003)."""
+  """sign(x)|x|^{p-1} / ||x||_p^{p-1}; 0 at x = 0 (Chen et al. Table 2)."""
   norm = np.sum(np.abs(x) ** p) ** (1 / p)
   if norm == 0:
     return np.zeros_like(x)

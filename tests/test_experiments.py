@@ -107,7 +107,8 @@ def _tanh_endpoint(lam, beta=4.0):
   return min(lo, 1 / lam)
 
 
-# Hand-derived minimisers of f + K*(lam x)/lam on the x1 axis (003 Table 2).
+# Hand-derived minimisers of f + K*(lam x)/lam on the x1 axis
+# (Table 2 of Chen et al.).
 EXPECTED = {
     'sign (Lion)': lambda lam: min(1.5, 1 / lam),
     'l2 (p=2)': lambda lam: min(1.5, 1 / lam),

@@ -76,7 +76,7 @@ def test_bf16_accumulates_in_float32():
   assert float(metrics.kkt_residual(x, -x, 1.0)) == 0.0  # -4096 + 4096
 
 
-# Gradient norm ratio, (8) of 000.
+# Gradient norm ratio, (8) of Dong, Li, Lin.
 
 def test_grad_norm_ratio_hand_computed():
   r = _both(metrics.grad_norm_ratio, jnp.array([3.0, -4.0, 0.0, 0.0]))
@@ -160,7 +160,7 @@ def test_box_feasibility_traced_weight_decay():
   np.testing.assert_allclose(fn(jnp.array([4.0, 1.0]), 0.5), (2.0, 1.0, 0.5))
 
 
-# KKT residual, Lemma 1 and Theorem 2(i) of 000.
+# KKT residual, Lemma 1 and Theorem 2(i) of Dong, Li, Lin.
 
 def test_kkt_residual_hand_computed():
   theta = {'a': jnp.array([10.0, 3.0]), 'b': jnp.array([-1.0])}
@@ -195,10 +195,10 @@ def test_kkt_residual_nonnegative_when_feasible(g, lam, data):
   np.testing.assert_allclose(r, expected, rtol=1e-4, atol=1e-3)
 
 
-# Lyapunov function, Theorem 4.1 of 003.
+# Lyapunov function, Theorem 4.1 of Chen, Liu, Liang, Liu.
 
 def _h_reference(f, x, m_lionx, k, k_conj, lam, eps, b1, b2, scale=None):
-  """H of Theorem 4.1 of 003 in its own convention, m_003 = -m_lionx.
+  """H of Theorem 4.1 of Chen et al. in its convention, m_paper = -m_lionx.
 
   The coefficient is eps * b1 / (eps lam (1 - b1) + (1 - b2)): the printed
   one times eps (see lionx.metrics.lyapunov); ``scale`` replaces that eps.
@@ -318,8 +318,8 @@ def test_lyapunov_one_step_inequality(name, implicit):
   """H_{t+1} - H_t <= (L eps^2 / 2)||grad K(c_t) + lam x_{t+1}||^2.
 
   For both schemes eps (grad K + lam x_{t+1}) = x_t - x_{t+1}, so the
-  right-hand side is (L / 2)||x_{t+1} - x_t||^2 (Theorem 4.1 of 003, with
-  -eps Delta_t <= 0 dropped). Deterministic Lion-K on a quadratic whose
+  right-hand side is (L / 2)||x_{t+1} - x_t||^2 (Theorem 4.1 of Chen et al.,
+  with -eps Delta_t <= 0 dropped). Deterministic Lion-K on a quadratic whose
   minimum (2, -3, .5) lies outside the box 1/lam = 2, in float64.
   """
   reshaper, k, k_conj = CASES[name]
@@ -340,7 +340,7 @@ def test_lyapunov_one_step_inequality(name, implicit):
            for fv, x, m in zip(fs, xs, ms)], rtol=1e-9)
   assert np.all(np.diff(hs) <= slack + 1e-10), np.max(np.diff(hs) - slack)
   assert hs[-1] < hs[0] - 1.0
-  # The coefficient as printed in 003 (scale 1 instead of eps) fails.
+  # The coefficient as printed by Chen et al. (scale 1, not eps) fails.
   assert excess(1.0) > 0.1
 
 

@@ -170,7 +170,7 @@ def test_confinement_errors(data):
 
 
 def test_confinement_main_resnet18_on_cifar_archives(tmp_path, capsys):
-  # ResNet-18 with CIFAR-format data: the code path of 003's own setting.
+  # ResNet-18 with CIFAR-format data: the code path of Chen et al.'s setting.
   write_cifar_archive(tmp_path, 'cifar10')
   args = ['--out', str(tmp_path / 'out'), '--seeds', '0', '--inits',
           'kaiming_normal', '--weight-decays', '20', '--every', '1',
@@ -235,7 +235,7 @@ def test_sweep_speed():
   assert runs[3].epochs_to(1e-2) == float('inf')
   a = ws.analyse(runs)
   assert a.speed_correlation == pytest.approx(-1.0)
-  assert 'as in 003' in ws.verdict_text(a)
+  assert 'as in Chen, Liu, Liang, Liu**' in ws.verdict_text(a)
 
 
 def test_sweep_runs_and_main(tmp_path, data, capsys):

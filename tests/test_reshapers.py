@@ -1,4 +1,5 @@
-"""Each reshaper against its row of Table 2 in 003, on hand-computed vectors."""
+"""Each reshaper against its row of Table 2 of Chen, Liu, Liang, Liu, on
+hand-computed vectors."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""lionx.theory against hand-computed values and the algebra of 000."""
+"""lionx.theory against hand-computed values and Dong, Li, Lin's algebra."""
 
 import math
 
@@ -43,7 +43,7 @@ def test_theorem2_terms_hand_computed():
 def test_corollary_bound_hand_computed_and_exponent():
   assert theory.corollary3_bound(4, 16, 2.0, 1.0, 8.0) == 30.0
   assert theory.corollary5_bound(4, 16, 2.0, 1.0, 8.0) == 30.0
-  # The exponent is 1/4 (not the 1/2 printed in 002): 16x steps halve it.
+  # The exponent is 1/4 (not the journal version's 1/2): 16x steps halve it.
   ratio = (theory.corollary3_bound(9, 1600, 7, 1.4, 50)
            / theory.corollary3_bound(9, 100, 7, 1.4, 50))
   np.testing.assert_allclose(ratio, 0.5)

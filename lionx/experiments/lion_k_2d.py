@@ -1,10 +1,11 @@
-r"""Lion-K on the 2-D quadratic of 003: Figures 1 and 5, the weight-decay sweep
-and Phase 1 of Theorem 4.1.
+r"""Lion-K on the 2-D quadratic of Chen, Liu, Liang, Liu (Figures 1 and 5).
+
+The trajectories, the weight-decay sweep and Phase 1 of Theorem 4.1.
 
 Objective :math:`f(x) = (x_1 - 1.5)^2 + x_2^2` (deterministic gradients),
 whose unconstrained minimum :math:`x^* = (1.5, 0)` has
 :math:`\|x^*\|_\infty = 1.5`. Lion-K with weight decay :math:`\lambda`
-minimises :math:`F(x) = f(x) + \frac1\lambda K^*(\lambda x)` (003 (4)):
+minimises :math:`F(x) = f(x) + \frac1\lambda K^*(\lambda x)` (their (4)):
 
 * :func:`run_trajectories` (Figures 1 and 5): one trajectory per reshaper for
   :math:`\lambda \in \{0.5, 1.5\}`; each run should end at the minimiser of
@@ -65,7 +66,8 @@ def grad_f(x: jax.Array) -> jax.Array:
 
 
 def default_reshapers() -> dict[str, lionx.Reshaper]:
-  """The reshapers of Table 2 of 003 (and tanh), as in Figure 5."""
+  """The reshapers of Table 2 of Chen, Liu, Liang, Liu (and tanh), as in
+  Figure 5."""
   return {
       'sign (Lion)': lionx.sign_reshaper(),
       'l2 (p=2)': lionx.lp_reshaper(2.0),
@@ -179,7 +181,7 @@ def run_trajectories(
     b2: float = 0.99,
     tail: int = 200,
 ) -> list[Trajectory]:
-  """Figures 1 and 5 of 003: one run per reshaper and weight decay.
+  """Figures 1 and 5 of Chen, Liu, Liang, Liu: one run per (reshaper, lambda).
 
   The endpoint is the mean of the last ``tail`` iterates (sign-type
   reshapers keep oscillating at amplitude :math:`\\sim\\eta`).
@@ -249,7 +251,7 @@ def run_weight_decay_sweep(
     tail: int = 200,
     tol: float = 1e-4,
 ) -> Sweep:
-  """Figure 1(d) of 003: where the constraint starts to bind.
+  """Figure 1(d) of Chen, Liu, Liang, Liu: where the constraint binds.
 
   The converged loss is :math:`f` at the mean of the last ``tail`` iterates.
   The threshold is the first :math:`\\lambda` of the grid whose loss exceeds
@@ -328,7 +330,7 @@ def run_phase1(
     rtol: float = 1e-4,
     atol: float = 5e-7,
 ) -> list[Phase1]:
-  r"""Phase 1 of Theorem 4.1 of 003 with both weight-decay schemes.
+  r"""Phase 1 of Theorem 4.1 of Chen, Liu, Liang, Liu, both decay schemes.
 
   ``learning_rate`` is :math:`\epsilon`: ``lionx.lion_k(eps, ...,
   implicit=True)`` is scheme (15) (rate :math:`1/(1+\epsilon\lambda)`), and
@@ -393,7 +395,8 @@ def _constraint_grid(reshaper, wd, lim, num=301):
 
 
 def plot_trajectories(runs: list[Trajectory]):
-  """Figure 5 of 003: each reshaper's runs with their constraint sets."""
+  """Figure 5 of Chen, Liu, Liang, Liu: each reshaper's runs with their
+  constraint sets."""
   names = list(dict.fromkeys(r.reshaper for r in runs))
   cols = min(3, len(names))
   rows = -(-len(names) // cols)
@@ -429,7 +432,7 @@ def plot_trajectories(runs: list[Trajectory]):
 
 
 def plot_sweep(sweep: Sweep):
-  """Figure 1(d) of 003: converged loss against lambda."""
+  """Figure 1(d) of Chen, Liu, Liang, Liu: converged loss against lambda."""
   fig = _common.figure(figsize=(5.5, 4), layout='constrained')
   ax = fig.subplots()
   ax.plot(sweep.weight_decays, sweep.loss, 'o-', ms=3, label='Lion (sign)')
@@ -490,15 +493,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   plot_trajectories(runs).savefig(paths['trajectories.png'], dpi=120)
   plot_sweep(sweep).savefig(paths['weight_decay_sweep.png'], dpi=120)
   plot_phase1(phase1).savefig(paths['phase1.png'], dpi=120)
-  traj_md = ('# Figures 1 and 5 of 003: Lion-K endpoints\n\n'
+  traj_md = ('# Figures 1 and 5 of Chen, Liu, Liang, Liu: Lion-K '
+             'endpoints\n\n'
              + _common.markdown_table([r.row() for r in runs]))
   sweep_md = (
-      '# Figure 1(d) of 003: converged loss against lambda\n\n'
+      '# Figure 1(d) of Chen, Liu, Liang, Liu: converged loss against '
+      'lambda\n\n'
       f'threshold: the loss first rises (by > {sweep.tol:g}) at lambda = '
       f'{sweep.threshold:.4g} (previous grid point {sweep.previous:.4g}); '
       f'theory: 1/1.5 = {THRESHOLD:.4f}\n\n'
       + _common.markdown_table(sweep.rows()))
-  phase_md = ('# Phase 1 of Theorem 4.1 (003)\n\n'
+  phase_md = ('# Phase 1 of Theorem 4.1 of Chen, Liu, Liang, Liu\n\n'
               + _common.markdown_table([r.row() for r in phase1]))
   paths['trajectories.md'].write_text(traj_md)
   paths['weight_decay_sweep.md'].write_text(sweep_md)

@@ -1,10 +1,10 @@
-r"""Figures 6 and 7 of Chen, Liu, Liang, Liu (003), vision panels: Lion-ℓp
+r"""Figures 6 and 7 of Chen, Liu, Liang, Liu, vision panels: Lion-ℓp
 on a ResNet and a ViT.
 
 Lion-:math:`\ell_p` (:func:`lionx.lp_reshaper`, the global norm over all
 :math:`d` parameters) with weight decay :math:`\lambda` solves :math:`\min f`
-s.t. :math:`\|\lambda\theta\|_q \le 1`, :math:`1/p + 1/q = 1`. 003 shows on
-ImageNet (ResNet-50, ViT-B/16) that the constraint holds over training
+s.t. :math:`\|\lambda\theta\|_q \le 1`, :math:`1/p + 1/q = 1`. The paper
+shows on ImageNet (ResNet-50, ViT-B/16) that the constraint holds over training
 (Figure 6) and compares the loss for several :math:`p` (Figure 7): "Lion-ℓ1
 performs better than Lion with other p ... when ViT is used", and "the
 trend is reversed when ResNet-50 is used".
@@ -416,13 +416,15 @@ def verdict_text(runs: Sequence[LpRun]) -> str:
     if not isinstance(w, dict):
       continue
     if 'vit' in network:
-      claims.append(f'  003 (ViT: p = 1 is best): here p = {w["best_p"]:g}: '
+      claims.append(f'  Chen, Liu, Liang, Liu (ViT: p = 1 is best): here '
+                    f'p = {w["best_p"]:g}: '
                     + ('**agrees**.' if w['best_p'] == 1 else
                        '**disagrees**.'))
     if 'resnet' in network:
       reversed_ = w['best_p'] != 1 and (w['spearman_p_loss'] or 0) < 0
-      claims.append(f'  003 (ResNet-50: the trend reverses, larger p better):'
-                    f' here p = {w["best_p"]:g} is best: '
+      claims.append(f'  Chen, Liu, Liang, Liu (ResNet-50: the trend '
+                    f'reverses, larger p better): here p = {w["best_p"]:g} '
+                    'is best: '
                     + ('**agrees**.' if reversed_ else '**disagrees**.'))
   return '\n'.join(lines + claims)
 
@@ -471,7 +473,8 @@ FILES = ('figures6_7.png', 'figures6_7.md', 'figures6_7.csv',
 def report(runs: Sequence[LpRun], command: str = '') -> str:
   seeds = sorted({r.seed for r in runs})
   return (
-      '# Figures 6 and 7 of 003 (vision): Lion-ℓp on a ResNet and a ViT\n\n'
+      '# Figures 6 and 7 of Chen, Liu, Liang, Liu (vision): Lion-ℓp on a '
+      'ResNet and a ViT\n\n'
       + (f'Command: `{command}`\n\n' if command else '')
       + f'Seeds {seeds}; cells: median [min, max] over the seeds.\n\n'
       '## Figure 6: ‖λθ‖_q over training, from the boundary\n\n'

@@ -1,4 +1,4 @@
-r"""Figures 6 and 7 of Chen, Liu, Liang, Liu (003), language panel:
+r"""Figures 6 and 7 of Chen, Liu, Liang, Liu, language panel:
 Lion-ℓp on a byte-level GPT.
 
 Lion-:math:`\ell_p` (the harness's ``lion_lp``: :func:`lionx.lp_reshaper`
@@ -320,8 +320,8 @@ def claims(result: Result) -> list[tuple[str, str, str]]:
 def report(result: Result) -> str:
   s = result.settings
   return '\n'.join([
-      '# Figures 6 and 7 of 003, language panel: Lion-ℓp on a byte-level '
-      'GPT', '',
+      '# Figures 6 and 7 of Chen, Liu, Liang, Liu, language panel: '
+      'Lion-ℓp on a byte-level GPT', '',
       f'Config {s["config"]} (d = {result.d:,}; Lion rate η = {s["eta"]:g},'
       f' weight decay λ = {s["weight_decay"]:g}), {s["steps"]} steps, '
       f'seeds {s["seeds"]}, rate multipliers {s["multipliers"]}; every '

@@ -1,4 +1,4 @@
-r"""The toy problem of 002, Appendix A.1.1: Lion's rate vs Corollaries 3 and 5.
+r"""Lion's rate on the toy problem of Dong, Li, Lin (journal version, A.1.1).
 
 Objective (d = 2), with the noisy gradient :math:`g = \nabla f + \varepsilon`,
 :math:`\varepsilon \sim N(0, I_2)`, so :math:`\sigma^2 = 2`:
@@ -326,7 +326,7 @@ def run(
     schedule: str = 'fixed',
     seed: int = 0,
 ) -> ToyRateResult:
-  """Runs the toy problem of 002 A.1.1 (defaults: the paper's settings).
+  """Runs Dong, Li, Lin's toy problem (defaults: the paper's settings).
 
   Args:
     n_points: initial points per setting.
@@ -386,7 +386,8 @@ def run(
 
 
 def plot(result: ToyRateResult):
-  """Fig. 2 of 002: running averages (solid) against the bounds (dashed)."""
+  """Fig. 2 of Dong, Li, Lin's journal version: running averages (solid)
+  against the bounds (dashed)."""
   fig = _common.figure(figsize=(11, 4.2), layout='constrained')
   axes = fig.subplots(1, 2)
   titles = {'constrained': 'Corollary 3: box, LHS = avg KKT residual',
@@ -411,7 +412,8 @@ def report(result: ToyRateResult) -> str:
   """A markdown report: the constants, the summary and per-run margins."""
   s = result.summary()
   lines = [
-      '# Toy problem of 002 Appendix A.1.1', '',
+      '# Toy problem of Dong, Li, Lin (journal version), Appendix A.1.1',
+      '',
       f"settings: {json.dumps(s['settings'])}", '',
       f"global minimisers found: {s['minimizers']} "
       f'(paper: (0, ±2.125), (±2.125, 0))',

@@ -1,4 +1,4 @@
-r"""Figures 2 and 3 of Chen, Liu, Liang, Liu (003): the weights of a network
+r"""Figures 2 and 3 of Chen, Liu, Liang, Liu: the weights of a network
 trained by Lion are confined to :math:`[-1/\lambda, 1/\lambda]`.
 
 Lion with weight decay :math:`\lambda` and :math:`\eta\lambda \le 1` solves
@@ -343,7 +343,8 @@ def verdict(runs: Sequence[ConfinementRun]) -> dict[str, Any]:
 
 
 def verdict_text(runs: Sequence[ConfinementRun]) -> str:
-  """Markdown lines: each claim of 003's Figure 3 against the runs."""
+  """Markdown lines: each claim of Figure 3 of Chen, Liu, Liang, Liu
+  against the runs."""
   v = verdict(runs)
   lines = []
   if 'confined_all' in v:
@@ -372,9 +373,9 @@ def verdict_text(runs: Sequence[ConfinementRun]) -> str:
 
 def plot_histograms(runs: Sequence[ConfinementRun], seed: Optional[int] = None,
                     columns: int = 2):
-  """Figure 3 of 003: the histogram of the weights over training (x: the
-  weight, y: the step, colour: weights per bin), one panel per
-  (initialisation, lambda), for one seed; red lines at +-1/lambda."""
+  """Figure 3 of Chen, Liu, Liang, Liu: the histogram of the weights over
+  training (x: the weight, y: the step, colour: weights per bin), one panel
+  per (initialisation, lambda), for one seed; red lines at +-1/lambda."""
   from matplotlib.colors import LogNorm  # pylint: disable=g-import-not-at-top
   seed = runs[0].seed if seed is None else seed
   chosen = [r for r in runs if r.seed == seed]
@@ -452,7 +453,8 @@ def report(runs: Sequence[ConfinementRun], command: str = '') -> str:
   seeds = sorted({r.seed for r in runs})
   rows = summary_rows(runs)
   return (
-      '# Figure 3 of 003: weight histograms for two initialisations\n\n'
+      '# Figure 3 of Chen, Liu, Liang, Liu: weight histograms for two '
+      'initialisations\n\n'
       + (f'Command: `{command}`\n\n' if command else '')
       + f'd = {first.d:,}; {first.steps} steps, learning rate '
       f'{first.learning_rates[0]:g} → {first.learning_rates[-1]:g}; seeds '

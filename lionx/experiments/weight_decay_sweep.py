@@ -1,14 +1,14 @@
-r"""Figure 4 of Chen, Liu, Liang, Liu (003) on a network: the converged
+r"""Figure 4 of Chen, Liu, Liang, Liu on a network: the converged
 training loss of Lion against the weight decay :math:`\lambda`.
 
 Lion with weight decay :math:`\lambda` solves :math:`\min f` s.t.
 :math:`\|\theta\|_\infty \le 1/\lambda`. While the box holds an
 unconstrained minimiser :math:`\theta^*`, :math:`\lambda` should not change
 the converged loss (it only speeds up Phase 1); once :math:`1/\lambda <
-\|\theta^*\|_\infty` for every minimiser, the loss must rise. 003 reads
-from its CIFAR-10 ResNet (Figure 4) an optimal :math:`\lambda = 0.56`,
-beyond which the training loss rises (left panel), and shows that a larger
-:math:`\lambda` converges faster (right panel). It proposes
+\|\theta^*\|_\infty` for every minimiser, the loss must rise. The paper
+reads from its CIFAR-10 ResNet (Figure 4) an optimal :math:`\lambda =
+0.56`, beyond which the training loss rises (left panel), and shows that a
+larger :math:`\lambda` converges faster (right panel). It proposes
 :math:`\lambda = 1/\|\theta^*_{\text{unc}}\|_\infty` as the ideal choice.
 
 :func:`run` trains the digits CNN of ``configs/default.py`` (Lion, learning
@@ -138,7 +138,7 @@ def run(config: Optional[config_lib.Config] = None, *,
 
 @dataclasses.dataclass
 class Analysis:
-  """The sweep's answers to 003's Figure 4."""
+  """The sweep's answers to Figure 4 of Chen, Liu, Liang, Liu."""
 
   weight_decays: np.ndarray  # the grid, ascending
   median: np.ndarray  # final f(theta), median over seeds
@@ -220,8 +220,9 @@ def verdict_text(a: Analysis) -> str:
       a.threshold is None or lam < a.threshold)]
   resolved = all(a.low[i] > a.high[i_best] for i in below)
   lines = [f'* Lowest median final f(θ) at λ = {a.best:g} '
-           f'({a.median[i_best]:.3g}); 003 reads an optimum λ = 0.56 off its '
-           'CIFAR-10 ResNet, with the loss rising beyond it. '
+           f'({a.median[i_best]:.3g}); Chen, Liu, Liang, Liu read an '
+           'optimum λ = 0.56 off their CIFAR-10 ResNet, with the loss '
+           'rising beyond it. '
            + ('Every other λ below the threshold ends above its range.'
               if resolved else
               'The ranges over the seeds of the λ below the threshold '
@@ -244,11 +245,12 @@ def verdict_text(a: Analysis) -> str:
     center = statistics.median(inv)
     lines.append(
         f'* 1/‖θ*‖∞ of the runs with λ = 0 (the unregularised solution they '
-        f'reach): {_training.spread(inv)}. 003 expects the loss to rise once '
-        'λ exceeds it (and calls it the ideal λ).')
+        f'reach): {_training.spread(inv)}. Chen, Liu, Liang, Liu expect '
+        'the loss to rise once λ exceeds it (and call it the ideal λ).')
     if a.threshold is not None:
       if a.previous < center <= a.threshold:
-        where = '**inside the interval of the rise: as 003 predicts.**'
+        where = ('**inside the interval of the rise: as Chen, Liu, Liang, '
+                 'Liu predict.**')
       elif center <= a.previous:
         where = (f'**below the interval**: at λ = {a.previous:g}, '
                  f'{a.previous / center:.3g}× 1/‖θ*‖∞, a seed still ends '
@@ -268,14 +270,17 @@ def verdict_text(a: Analysis) -> str:
         f'{LEVEL:g}: the Spearman correlation of λ with the epoch from which '
         f'f(θ) stays ≤ {LEVEL:g} (median over seeds) is '
         f'{a.speed_correlation:+.2f} '
-        + ('(a larger λ converges faster: **as in 003**).' if faster else
-           '(**not** faster with a larger λ, unlike 003).'))
+        + ('(a larger λ converges faster: **as in Chen, Liu, Liang, '
+           'Liu**).' if faster else
+           '(**not** faster with a larger λ, unlike in Chen, Liu, Liang, '
+           'Liu).'))
   return '\n'.join(lines)
 
 
 def plot(runs: Sequence[SweepRun], a: Optional[Analysis] = None):
-  """Figure 4 of 003: left, the final f(theta) against lambda (median,
-  band min-max over seeds); right, f(theta) over epochs per lambda."""
+  """Figure 4 of Chen, Liu, Liang, Liu: left, the final f(theta) against
+  lambda (median, band min-max over seeds); right, f(theta) over epochs per
+  lambda."""
   a = analyse(runs) if a is None else a
   fig = _common.figure(figsize=(12, 4.4), layout='constrained')
   left, right = fig.subplots(1, 2)
@@ -324,7 +329,8 @@ FILES = ('figure4.png', 'figure4.md', 'figure4.csv', 'summary.json')
 def report(runs: Sequence[SweepRun], command: str = '') -> str:
   a = analyse(runs)
   seeds = sorted({r.seed for r in runs})
-  return ('# Figure 4 of 003: converged loss against the weight decay\n\n'
+  return ('# Figure 4 of Chen, Liu, Liang, Liu: converged loss against '
+          'the weight decay\n\n'
           + (f'Command: `{command}`\n\n' if command else '')
           + f'd = {runs[0].d:,}; {len(runs[0].linf) - 1} steps; seeds '
           f'{seeds} (cells: median [min, max] over the seeds).\n\n'
