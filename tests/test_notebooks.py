@@ -31,6 +31,7 @@ EXPECTED = (
     '04_norm_ratio_sqrt_d.ipynb',
     '05_weight_confinement.ipynb',
     '06_language_models.ipynb',
+    '07_lion_k_frontier.ipynb',
 )
 TIMEOUT = 300  # seconds per cell; each notebook takes 15-90 s on 2 cores
 KERNEL = 'lionx-pytest'
