@@ -41,6 +41,10 @@ def test_table_and_verdict_come_from_the_runs(result):
   text = frontier.report(result)
   assert 'lion_cwd vs lion: median final f(θ)' in text
   assert 'lion_spectral: its constraint went from' in text
+  assert 'lion_spectral' in text.split('## Grid')[1]
+  assert text.rstrip().endswith(
+      'Rates given, not searched (--rates): lion 0.003, lion_cwd 0.003, '
+      'adamw 0.003.')
   summary = json.loads(json.dumps(result.summary()))
   assert math.isnan(summary['optimizers']['lion_cwd']['constraint'][0])
 

@@ -270,13 +270,21 @@ def verdict(frontier: Frontier) -> str:
 
 def report(frontier: Frontier) -> str:
   """The markdown report: the table, the grid, the verdict."""
-  grid_rows = [{'optimizer': n, **{f'{r:g}': f for r, f in g.items()}}
-               for n, g in frontier.grid.items()]
-  return (f'# Lion-K frontier: {frontier.title}\n\n'
+  text = (f'# Lion-K frontier: {frontier.title}\n\n'
           + _common.markdown_table(table(frontier))
           + '\n## Verdict (computed from the table)\n\n'
-          + verdict(frontier) + '\n\n## Grid: final f(θ) of the first seed '
-          'per rate\n\n' + _common.markdown_table(grid_rows))
+          + verdict(frontier) + '\n')
+  grid_rows = [{'optimizer': n, **{f'{r:g}': f for r, f in g.items()}}
+               for n, g in frontier.grid.items()]
+  given = [f'{n} {frontier.rates[n]:g}' for n in frontier.rows
+           if n not in frontier.grid]
+  if grid_rows:
+    text += ('\n## Grid: final f(θ) of the first seed per rate\n\n'
+             + _common.markdown_table(grid_rows))
+  if given:
+    text += ('\nRates given, not searched (--rates): '
+             + ', '.join(given) + '.\n')
+  return text
 
 
 def plot(frontier: Frontier):
