@@ -64,3 +64,45 @@ def cautious_weight_decay_step(theta, u, lr, wd):
   """Cautious weight decay (Chen et al. 2025, arXiv 2510.12402):
   theta <- theta - lr (u + wd 1[u theta >= 0] theta)."""
   return theta - lr * (u + wd * (u * theta >= 0) * theta)
+
+
+def cautious_mask(u, g):
+  """The cautious mask of one tensor (Liang et al. 2024, Algorithm 1):
+  phi = 1[u g > 0] (a zero in u or g is not agreement);
+  u <- n / (sum(phi) + 1) (u phi)."""
+  u, g = np.asarray(u, np.float64), np.asarray(g, np.float64)
+  phi = (np.sign(u) * np.sign(g) > 0).astype(np.float64)
+  return u * phi * (u.size / (phi.sum() + 1))
+
+
+def sparse_sign(x, e):
+  """sign(x) 1(|x| > e) (Chen et al. 2023b, Table 2 row 3): the dead zone
+  |x| <= e is closed, so |x| = e gives 0."""
+  x = np.asarray(x, np.float64)
+  return np.sign(x) * (np.abs(x) > e)
+
+
+def topk_sign(x, k):
+  """sign(x) on the k largest |x| (Chen et al. 2023b, Table 2 row 4), ties
+  to the lower index; 0 elsewhere. A chosen 0 stays 0."""
+  x = np.asarray(x, np.float64).reshape(-1)
+  order = sorted(range(x.size), key=lambda i: (-abs(x[i]), i))[:k]
+  out = np.zeros_like(x)
+  out[order] = np.sign(x[order])
+  return out
+
+
+def huber_grad(x, e):
+  """clip(x, -e, e) / e, the gradient of the Huber K (Chen et al. 2023b,
+  Table 2 row 5)."""
+  return np.clip(np.asarray(x, np.float64), -e, e) / e
+
+
+def sign_votes(deltas, aggregation):
+  """Distributed Lion's aggregation (Liu et al. 2024) of the workers' votes
+  deltas[i] in {-1, 0, 1}: sign(sum_i delta_i) ('majority', a tie gives 0)
+  or mean_i delta_i ('average')."""
+  total = np.sum(np.sign(np.asarray(deltas, np.float64)), axis=0)
+  if aggregation == 'majority':
+    return np.sign(total)
+  return total / len(deltas)

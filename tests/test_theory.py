@@ -29,6 +29,36 @@ def test_corollary3_constants_hand_computed():
   np.testing.assert_allclose(c.c3, 1 / 2)  # 1 / (1 * 2)
 
 
+def test_corollary3_constants_past_float64_range():
+  """The recomputation in factors, where an intermediate leaves float64's
+  range, with each term of min_steps deciding once."""
+  # sigma^6 = 1e360 overflows; sigma^6 / (L Delta)^3 = 1e360 / 1e300 wins.
+  c = theory.corollary3_constants(L=1e100, sigma=1e60, f_gap=1.0)
+  np.testing.assert_allclose(c, (1e-10, 1e-10, 1e-55, 1e60), rtol=1e-12)
+  # sigma^2 = 1e-400 underflows; L Delta / sigma^2 = 1e-300 / 1e-400 wins.
+  c = theory.corollary3_constants(L=1e-150, sigma=1e-200, f_gap=1e-150)
+  np.testing.assert_allclose(c, (1e50, 1e50, 1e25, 1e100), rtol=1e-12)
+  # L Delta = 1e400: min_steps = c^2 = 1e400 is past the range itself.
+  c = theory.corollary3_constants(L=1e200, sigma=1.0, f_gap=1e200)
+  np.testing.assert_allclose(c[:3], (1e200, 1e200, 1e100), rtol=1e-12)
+  assert c.min_steps == math.inf
+  # c = 1e-300 / 1e300 underflows to 0: min_steps = c^-6 is inf.
+  c = theory.corollary3_constants(L=1e-300, sigma=1e300, f_gap=1e-300)
+  assert c.c1 == 0.0 and c.min_steps == math.inf
+  np.testing.assert_allclose(c.c3, 1e-300, rtol=1e-12)
+
+
+def test_corollary3_min_steps_each_term_near_the_crossover():
+  """The two terms of min_steps are equal at L Delta = sigma^2 (c1 = 1)."""
+  # L Delta / sigma^2 = 2: c1^2 = 2 beats c1^-6 = 1/8.
+  assert theory.corollary3_constants(2.0, 1.0, 1.0).min_steps == 2.0
+  # L Delta / sigma^2 = 1/4: c1^-6 = 64 beats c1^2 = 1/4.
+  np.testing.assert_allclose(
+      theory.corollary3_constants(1.0, 2.0, 1.0).min_steps, 64.0)
+  assert theory.corollary3_constants(3.0, math.sqrt(3.0), 1.0).min_steps \
+      == pytest.approx(1.0)
+
+
 def test_theorem2_terms_hand_computed():
   t = theory.theorem2_terms(d=4, K=16, L=1, sigma=1, f_gap=1, c1=1, c2=1,
                             c3=1)
@@ -44,6 +74,12 @@ def test_corollary_bound_hand_computed_and_exponent():
   assert theory.corollary3_bound(4, 16, 2.0, 1.0, 8.0) == 30.0
   assert theory.corollary5_bound(4, 16, 2.0, 1.0, 8.0) == 30.0
   # The exponent is 1/4 (not the journal version's 1/2): 16x steps halve it.
+  # sigma^2 L Delta = 4 * 2 * 8 = 64, 64^(1/4) = 2 sqrt(2); 81^(-1/4) = 1/3.
+  np.testing.assert_allclose(theory.corollary3_bound(9, 81, 2.0, 2.0, 8.0),
+                             15 * 2 * math.sqrt(2), rtol=1e-12)
+  # Each of sigma^2, L and Delta to the power 1/4 on its own.
+  for L, sigma, gap in ((16.0, 1.0, 1.0), (1.0, 4.0, 1.0), (1.0, 1.0, 16.0)):
+    assert theory.corollary3_bound(1, 1, L, sigma, gap) == 30.0
   ratio = (theory.corollary3_bound(9, 1600, 7, 1.4, 50)
            / theory.corollary3_bound(9, 100, 7, 1.4, 50))
   np.testing.assert_allclose(ratio, 0.5)
@@ -128,6 +164,8 @@ BAD = [
      'c3=nan'),
     (lambda: theory.paper_schedule(10, 1, 4, 1, 1), ValueError,
      'c1=4.0 with K=10.0'),
+    (lambda: theory.paper_schedule(10, 1, 1, 4, 1), ValueError,
+     'c2=4.0 with K=10.0'),
     (lambda: theory.paper_schedule(True, 1, 1, 1, 1), TypeError, 'K=True'),
     (lambda: theory.paper_schedule('10', 1, 1, 1, 1), TypeError, "K='10'"),
     (lambda: theory.corollary3_constants(0, 1, 1), ValueError, 'L=0'),
