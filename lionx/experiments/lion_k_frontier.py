@@ -315,6 +315,9 @@ def plot(frontier: Frontier):
   cons.set_title("each Lion-K reshaper's constraint (≤ 1)")
   final.set_xticks(range(len(frontier.rows)), list(frontier.rows),
                    rotation=30)
+  if all(min(frontier.finals(n, 'val_loss')) > 0 for n in frontier.rows):
+    held.set_yscale('log')  # one overfitting row would flatten the rest
+    final.set_yscale('log')
   final.set_title('final held-out loss: median, range')
   for ax in (loss, held, cons):
     ax.set_xlabel(x)
