@@ -29,6 +29,7 @@ def test_corollary3_constants_hand_computed():
   np.testing.assert_allclose(c.c3, 1 / 2)  # 1 / (1 * 2)
 
 
+@pytest.mark.filterwarnings('error')  # and without a floating-point warning
 def test_corollary3_constants_past_float64_range():
   """The recomputation in factors, where an intermediate leaves float64's
   range, with each term of min_steps deciding once."""
@@ -130,7 +131,14 @@ def test_empirical_rate_constant_hand_computed():
   np.testing.assert_allclose(
       theory.empirical_rate_constant([[2.0, 0.0], [0.0, 2.0]], d=1),
       2 ** 0.25)
+  # (repeats, K) = (2, 3): the mean over the repeats, (2, 2, 2), then the
+  # max at K = 3: 2 * 3^(1/4) (over the steps it would be (2, 2): 2 * 2^(1/4)).
+  np.testing.assert_allclose(
+      theory.empirical_rate_constant([[4.0, 2.0, 0.0], [0.0, 2.0, 4.0]], d=1),
+      2 * 3 ** 0.25)
   assert math.isnan(theory.empirical_rate_constant([1.0, math.nan], d=1))
+  # A NaN (a diverged run) is reported as NaN before any other check.
+  assert math.isnan(theory.empirical_rate_constant([math.nan, -1.0], d=1))
   assert theory.empirical_rate_constant([0.0, 0.0], d=1) == 0.0
 
 
@@ -166,6 +174,8 @@ BAD = [
      'c1=4.0 with K=10.0'),
     (lambda: theory.paper_schedule(10, 1, 1, 4, 1), ValueError,
      'c2=4.0 with K=10.0'),
+    (lambda: theory.paper_schedule(10, [1, 4], 1, 1, 1), ValueError,
+     r'd=array\(\[1\., 4\.\]\): expected scalars'),
     (lambda: theory.paper_schedule(True, 1, 1, 1, 1), TypeError, 'K=True'),
     (lambda: theory.paper_schedule('10', 1, 1, 1, 1), TypeError, "K='10'"),
     (lambda: theory.corollary3_constants(0, 1, 1), ValueError, 'L=0'),
@@ -183,6 +193,24 @@ BAD = [
      'K=0'),
     (lambda: theory.theorem2_terms(1, 10, -1, 1, 1, 1, 1, 1), ValueError,
      'L=-1'),
+    (lambda: theory.theorem2_terms(0, 10, 1, 1, 1, 1, 1, 1), ValueError,
+     'd=0: expected'),
+    (lambda: theory.theorem2_terms([1, 4], 10, 1, 1, 1, 1, 1, 1), ValueError,
+     r'd=array\(\[1\., 4\.\]\): expected a scalar'),
+    (lambda: theory.theorem2_terms(1, 10, 1, 0, 1, 1, 1, 1), ValueError,
+     'sigma=0'),
+    (lambda: theory.theorem2_terms(1, 10, 1, 1, -3, 1, 1, 1), ValueError,
+     'f_gap=-3'),
+    (lambda: theory.theorem2_terms(1, 10, 1, 1, 1, 0, 1, 1), ValueError,
+     'c1=0'),
+    (lambda: theory.theorem2_terms(1, 10, 1, 1, 1, 1, -2, 1), ValueError,
+     'c2=-2'),
+    (lambda: theory.corollary3_bound([1, 4], 10, 1, 1, 1), ValueError,
+     r'd=array\(\[1\., 4\.\]\): expected a scalar'),
+    (lambda: theory.corollary3_bound(1, 10, -1, 1, 1), ValueError, 'L=-1'),
+    (lambda: theory.corollary3_bound(1, 10, 1, 0, 1), ValueError, 'sigma=0'),
+    (lambda: theory.empirical_rate_constant([1.0], d=[1, 4]), ValueError,
+     r'd=array\(\[1\., 4\.\]\): expected a scalar'),
     (lambda: theory.empirical_rate_constant([], d=1), ValueError,
      'norms is empty'),
     (lambda: theory.empirical_rate_constant([1.0], d=0), ValueError, 'd=0'),
