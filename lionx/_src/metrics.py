@@ -69,17 +69,28 @@ def tree_size(tree: PyTree) -> int:
   r"""The number of coordinates :math:`d` of a pytree, a static Python int.
 
   ``None`` leaves count 0; an empty tree has :math:`d = 0`; a complex entry
-  counts 2 (its real and imaginary parts).
+  counts 2 (its real and imaginary parts). Abstract leaves
+  (``jax.ShapeDtypeStruct``, as ``jax.eval_shape`` or ``nnx.eval_shape``
+  give them) count by their shape, so a model's :math:`d` needs no memory.
 
   Example:
-    >>> import jax.numpy as jnp
+    >>> import jax, jax.numpy as jnp
     >>> from lionx.metrics import tree_size
     >>> tree_size({'w': jnp.ones((3, 2)), 'b': jnp.ones(2), 'none': None})
     8
+    >>> tree_size(jax.ShapeDtypeStruct((4, 5), jnp.complex64))
+    40
   """
-  checks.numeric_leaves('tree', tree)
-  return int(sum(int(np.size(x)) * (2 if is_complex(x) else 1)
-                 for x in jax.tree.leaves(tree)))
+  def count(x) -> int:
+    dtype = (x.dtype if isinstance(x, jax.ShapeDtypeStruct)
+             else checks.leaf_dtype(x))
+    return int(np.prod(np.shape(x), dtype=np.int64)) * (
+        2 if jnp.issubdtype(dtype, jnp.complexfloating) else 1)
+
+  checks.numeric_leaves('tree', jax.tree.map(  # an abstract leaf: its dtype
+      lambda x: np.zeros((), x.dtype)
+      if isinstance(x, jax.ShapeDtypeStruct) else x, tree))
+  return sum(count(x) for x in jax.tree.leaves(tree))
 
 
 def tree_l2(tree: PyTree) -> Scalar:
