@@ -65,6 +65,19 @@ def test_cautious_mask_hand_computed():
   np.testing.assert_array_equal(out, 0.0)
 
 
+def test_cautious_mask_where_the_product_underflows():
+  """u g = 1e-40 is below float32's normal range, but u and g agree: the
+  mask keeps the entry, and the rescale counts it (lp reshapers emit such
+  u for small coordinates)."""
+  u = np.array([1e-20, 1.0, -1e-20, 1.0, 1e-30], np.float32)
+  g = np.array([1e-20, 1.0, 1e-20, -1.0, 1e-25], np.float32)
+  tx = lionx.cautious(_fixed(u))
+  out, _ = jax.jit(tx.update)(jnp.asarray(g), tx.init(jnp.zeros(5)))
+  np.testing.assert_allclose(out, reference.cautious_mask(u, g), rtol=1e-6,
+                             atol=0)
+  np.testing.assert_allclose(out[1], 5 / 4, rtol=1e-6)  # 3 kept of 5
+
+
 def _sparse_gradients(rng, steps, shape, dead_rows, dead_after):
   """Gaussian gradients with exact zeros: rows never used (an embedding's
   unused rows), rows that die after ``dead_after`` steps (dead units), and
@@ -117,6 +130,19 @@ def test_cautious_weight_decay_at_zero(u, theta):
   want = np.asarray(theta) - reference.cautious_weight_decay_step(
       np.asarray(theta), np.asarray(u), 1.0, 0.5)
   np.testing.assert_array_equal(out, want)
+
+
+def test_cautious_weight_decay_where_the_product_underflows():
+  """u theta = -1e-50 flushes to -0 in float32; the sign rule still says
+  they disagree, so theta is not decayed."""
+  u = np.array([-1e-30, 1e-30, 1e-30, -1e-30], np.float32)
+  theta = np.array([1e-20, 1e-20, -1e-20, -1e-20], np.float32)
+  tx = lionx.add_decoupled_weight_decay(0.5, cautious_weight_decay=True)
+  out, _ = jax.jit(tx.update)(jnp.asarray(u), tx.init(jnp.asarray(theta)),
+                              jnp.asarray(theta))
+  want = theta.astype(np.float64) - reference.cautious_weight_decay_step(
+      theta.astype(np.float64), u.astype(np.float64), 1.0, 0.5)
+  np.testing.assert_allclose(out, want, rtol=1e-6, atol=0)
 
 
 def test_lion_with_cautious_decay_on_dead_rows_is_the_reference():

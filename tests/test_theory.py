@@ -56,8 +56,9 @@ def test_corollary3_min_steps_each_term_near_the_crossover():
   # L Delta / sigma^2 = 1/4: c1^-6 = 64 beats c1^2 = 1/4.
   np.testing.assert_allclose(
       theory.corollary3_constants(1.0, 2.0, 1.0).min_steps, 64.0)
-  assert theory.corollary3_constants(3.0, math.sqrt(3.0), 1.0).min_steps \
-      == pytest.approx(1.0)
+  # At the crossover L Delta = sigma^2 = 16 both terms are exactly 1, and
+  # c3 = 8^(3/4) / (2^(1/4) 4^(1/2)) = 2: exact inputs, exact results.
+  assert theory.corollary3_constants(2.0, 4.0, 8.0) == (1.0, 1.0, 2.0, 1.0)
 
 
 def test_theorem2_terms_hand_computed():

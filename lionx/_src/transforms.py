@@ -520,7 +520,8 @@ def add_decoupled_weight_decay(
       dtype = compute_dtype(u.dtype)
       u32, p32 = u.astype(dtype), p.astype(dtype)
       if cautious_weight_decay:
-        p32 = jnp.where(u32 * p32 >= 0, p32, 0.0)
+        # Signs, not the product u theta, which can underflow to -0.
+        p32 = jnp.where(jnp.sign(u32) * jnp.sign(p32) >= 0, p32, 0.0)
       out = u32 + lam * p32
       if scale is not None:
         out = out * scale
@@ -615,7 +616,9 @@ def cautious(
     def mask(u, g):
       dtype = compute_dtype(u.dtype)
       u32 = u.astype(dtype)
-      agree = u32 * g.astype(dtype)
+      # Signs, not the product u g, which can underflow to 0 where u and g
+      # are tiny and agree (and would change the rescale of every entry).
+      agree = jnp.sign(u32) * jnp.sign(g.astype(dtype))
       rescale = u.size / (jnp.sum(agree > 0, dtype=dtype) + 1.0)
       # Written with <= so that NaN (which fails every comparison) stays NaN.
       return (jnp.where(agree <= 0, 0.0, u32) * rescale).astype(u.dtype)
