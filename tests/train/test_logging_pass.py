@@ -4,11 +4,13 @@ entry of the logging batches, whatever the batch sizes and padding)."""
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+from lionx.train import parallel
 from lionx.train import steps
 from lionx.train.tasks import base
 
@@ -24,8 +26,10 @@ class _Regression(base.Task):
 
   name = 'test_logging_regression'
   data_config = model_config = dict
+  traced_sizes = []  # the batch sizes loss() was traced with
 
   def loss(self, model, batch):
+    self.traced_sizes.append(batch['x'].shape[0])
     err = batch['x'] @ model.w[...] - batch['y']
     mask = batch['mask']
     weight = jnp.sum(mask)
@@ -88,3 +92,29 @@ def test_one_batch_and_no_batch():
   with pytest.raises(ValueError, match="'test_logging_regression' gave no "
                      'logging batches'):
     steps.logging_pass(TASK, _Linear(), iter([]))
+
+
+@pytest.mark.parametrize('devices', [1, 2])
+def test_logging_pass_on_a_mesh_pads_shards_and_waits(devices, monkeypatch):
+  """With a mesh, batches are padded to a multiple of its size with mask 0
+  (weight 0: the result is unchanged) and, with several devices, every
+  step is waited for (module doc of lionx.train.steps)."""
+  waited = []
+  block = jax.block_until_ready
+  monkeypatch.setattr(jax, 'block_until_ready',
+                      lambda x: waited.append(x) or block(x))
+  rng = np.random.default_rng(2)
+  batches = _batches(rng, [3, 5, 1], [0, 1, 0])
+  want = steps.logging_pass(TASK, _Linear(), iter(batches))
+  TASK.traced_sizes.clear()
+  waited.clear()
+  mesh = parallel.make_mesh(devices)
+  got = steps.logging_pass(TASK, _Linear(), iter(batches), mesh)
+  assert got.loss == pytest.approx(want.loss, rel=1e-6)
+  np.testing.assert_allclose(got.grads.w, want.grads.w, rtol=1e-6)
+  if devices > 1:  # padded to 4, 6 and 2 rows: new shapes, new traces
+    assert TASK.traced_sizes
+    assert all(n % devices == 0 for n in TASK.traced_sizes)
+  # One wait per batch, on that step's totals.
+  assert len(waited) == (3 if devices > 1 else 0)
+  assert all(isinstance(x, dict) and 'loss' in x for x in waited)
