@@ -108,6 +108,10 @@ def scale_by_lion(
   the rounding rule above bounds that error from :math:`|m_k|` and
   :math:`|g_k|`, so the signs are still Algorithm 1's above rounding level
   (``tests/test_perf.py`` and ``tests/test_conformance.py`` check this).
+  One known exception: with float32 momentum and :math:`\beta_2 = 0.5`,
+  XLA:CPU rewrites :math:`0.5 m + 0.5 g` as :math:`0.5(m + g)`, recomputes
+  it from the old momentum and copies the buffer again (``tests/test_perf.py``
+  marks it as an expected failure).
   With a narrower ``mu_dtype`` (bfloat16) the rounding level is that of
   the storage, :math:`2^{-8}|m_k|`: :math:`c_k` within it is 0 (about 1e-4
   of the coordinates of random data). With a traced :math:`\beta`
