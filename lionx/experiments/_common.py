@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import numbers
 import pathlib
@@ -84,6 +85,18 @@ def check_outputs(
         f'{existing} already exist; pass --overwrite to replace them.')
   out_dir.mkdir(parents=True, exist_ok=True)
   return paths
+
+
+def write_outputs(paths: Sequence[pathlib.Path], fig: Any, text: str,
+                  summary: Any) -> None:
+  """Writes the figure, the markdown and the JSON summary to ``paths`` (as
+  :func:`check_outputs` returned them) and prints the report."""
+  png, md, js = paths
+  fig.savefig(png, dpi=110)
+  md.write_text(text)
+  js.write_text(json.dumps(summary, indent=1, default=str))
+  print(text)
+  print(f'wrote {png}, {md}, {js}')
 
 
 def _fmt(value: Any) -> str:

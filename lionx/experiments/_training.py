@@ -189,6 +189,17 @@ def make_config(path: Optional[str], overrides: Sequence[str],
   return config_lib.validate(config)
 
 
+def require_paper_lion(config: config_lib.Config) -> None:
+  """Raises ``ValueError`` unless the config trains Lion with the paper's
+  weight-decay convention (whose box is ``||theta||_inf <= 1/lambda``)."""
+  opt = config.optimizer
+  if opt.name != 'lion' or opt.weight_decay_convention != 'paper':
+    raise ValueError(
+        f'optimizer.name={opt.name!r}, optimizer.weight_decay_convention='
+        f'{opt.weight_decay_convention!r}: expected lion with the paper '
+        'convention (the box ||theta||_inf <= 1/lambda).')
+
+
 def parse_numbers(name: str, text: str, kind: type = float) -> tuple:
   """``'0,0.5,1'`` -> ``(0.0, 0.5, 1.0)``; a one-line error otherwise."""
   try:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import pathlib
 import sys
@@ -329,13 +328,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except (ValueError, OSError) as err:
     print(f'{parser.prog}: error: {err}', file=sys.stderr)
     return 2
-  png, md, js = paths
-  plot(result).savefig(png, dpi=110)
-  text = report(result)
-  md.write_text(text)
-  js.write_text(json.dumps(result.summary(), indent=1, default=str))
-  print(text)
-  print(f'wrote {png}, {md}, {js}')
+  _common.write_outputs(paths, plot(result), report(result),
+                        result.summary())
   return 0
 
 

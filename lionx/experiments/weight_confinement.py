@@ -149,12 +149,8 @@ class ConfinementRun:
 
 def _check(config: config_lib.Config, weight_decays: Sequence[float],
            kernel_inits: Sequence[str], seeds: Sequence[int]) -> None:
+  _training.require_paper_lion(config)
   opt = config.optimizer
-  if opt.name != 'lion' or opt.weight_decay_convention != 'paper':
-    raise ValueError(
-        f'optimizer.name={opt.name!r}, optimizer.weight_decay_convention='
-        f'{opt.weight_decay_convention!r}: expected lion with the paper '
-        'convention (the box ||theta||_inf <= 1/lambda).')
   peak = optimizers.learning_rate(opt)
   for lam in weight_decays:
     _common.in_range('weight_decays', lam, 0.0, 1.0 / peak)

@@ -101,12 +101,8 @@ def run(config: Optional[config_lib.Config] = None, *,
       [0, 1/eta], or an empty grid.
   """
   config = config_lib.copy(base_config() if config is None else config)
+  _training.require_paper_lion(config)
   opt = config.optimizer
-  if opt.name != 'lion' or opt.weight_decay_convention != 'paper':
-    raise ValueError(
-        f'optimizer.name={opt.name!r}, optimizer.weight_decay_convention='
-        f'{opt.weight_decay_convention!r}: expected lion with the paper '
-        'convention.')
   if not weight_decays or not seeds:
     raise ValueError('weight_decays and seeds must not be empty.')
   peak = optimizers.learning_rate(opt)
