@@ -8,7 +8,8 @@ file keeps the outputs of the run that produced it.
 
 Each kernel is shut down as soon as its notebook has run (or failed), so
 that at most one kernel (up to 1.3 GB for the training notebooks) is alive
-at a time, not one per notebook until pytest exits.
+at a time in each pytest process (one per worker with ``-n``), not one per
+notebook until pytest exits.
 """
 
 import json
