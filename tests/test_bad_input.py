@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -61,6 +62,11 @@ BAD = [
     (lambda: lionx.cautious('sign'), TypeError, "inner='sign'"),
     (lambda: lionx.scale_by_lion(mu_dtype='float128x'), TypeError,
      "mu_dtype='float128x'"),
+    # An array is not a dtype (jnp.dtype(array) is deprecated in JAX).
+    (lambda: lionx.scale_by_lion(mu_dtype=np.array(1.0)), TypeError,
+     'mu_dtype=array'),
+    (lambda: lionx.lion(1e-3, mu_dtype=jnp.zeros((), jnp.bfloat16)),
+     TypeError, 'mu_dtype=Array'),
 ]
 
 

@@ -231,7 +231,8 @@ class Dtype:
   def valid(self, v, args=None):
     if v is None:
       return self.optional
-    if isinstance(v, (bool, int, float, complex, np.number, list, dict)):
+    if isinstance(v, (bool, int, float, complex, np.number, list, dict,
+                      np.ndarray, jax.Array)):
       return False
     try:
       return jnp.dtype(v) in [jnp.dtype(o) for o in self.options]

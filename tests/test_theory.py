@@ -241,3 +241,14 @@ def test_bad_input(call, error, text):
 def test_public_module():
   for name in theory.__all__:
     assert getattr(theory, name).__doc__
+
+
+@pytest.mark.filterwarnings('error')
+def test_theorem2_terms_past_float64_range_are_inf_without_warnings():
+  terms = theory.theorem2_terms(d=4, K=16, L=1e300, sigma=1e300,
+                                f_gap=1e300, c1=1.0, c2=1.0, c3=1e-300)
+  # f_gap sqrt(d) / (c3 K^(1/4)) = 1e600 and 2 sigma sqrt(d) / (c2 sqrt K)
+  # = 1e300: the first leaves the range, the second does not.
+  assert terms.initial_gap == math.inf
+  assert terms.noise == pytest.approx(1e300)
+  assert terms.smoothness == pytest.approx(4.0)  # 4 L c3 sqrt(d) / (c2 q)

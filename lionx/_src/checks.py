@@ -177,6 +177,19 @@ def scheduled(name: str, value: Any, count: Any) -> Any:
   return out
 
 
+def dtype(name: str, value: Any, expected: str) -> np.dtype:
+  """``value`` as a dtype. None, a number or an array is not one
+  (``jnp.dtype`` reads None as float64 and takes an array's dtype, which
+  JAX deprecates)."""
+  if value is not None and not isinstance(
+      value, (bool, int, float, complex, np.number, np.ndarray, jax.Array)):
+    try:
+      return jnp.dtype(value)
+    except TypeError:
+      pass
+  raise TypeError(f'{name}={value!r}: expected {expected}')
+
+
 def one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:
   if not isinstance(value, str) or value not in choices:
     raise ValueError(f'{name}={value!r} is not one of {choices}.')

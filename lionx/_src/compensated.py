@@ -256,12 +256,8 @@ def compensated(
     raise TypeError(
         f'inner={inner!r}: expected an optax.GradientTransformation such as '
         'lionx.lion(...) or optax.adamw(...).')
-  try:
-    residual_dtype = jnp.dtype(residual_dtype)
-  except TypeError:
-    raise TypeError(
-        f'residual_dtype={residual_dtype!r}: expected jnp.int8 or '
-        'jnp.int16.') from None
+  residual_dtype = checks.dtype('residual_dtype', residual_dtype,
+                                'jnp.int8 or jnp.int16.')
   if residual_dtype not in _RESIDUALS:
     raise ValueError(
         f'residual_dtype={residual_dtype}: expected jnp.int8 or jnp.int16.')
@@ -372,6 +368,10 @@ def _check_residuals(params: PyTree, residual: PyTree) -> None:
   treedef = jax.tree.structure(params)
   try:
     residuals = treedef.flatten_up_to(residual)
+    # A params leaf where the residuals have a subtree: not a match.
+    if any(r is not None and not isinstance(r, (jax.Array, np.ndarray))
+           for r in residuals):
+      raise ValueError
   except (ValueError, TypeError):
     made_for = jax.tree.structure(residual, is_leaf=lambda r: r is None)
     raise ValueError(

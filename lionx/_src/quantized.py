@@ -204,13 +204,9 @@ def dequantize(q: QuantizedArray, shape, dtype=jnp.float32) -> jax.Array:
         f'shape={tuple(shape)!r} has {size} entries; q holds {num_blocks} '
         f'blocks of {block_size}, i.e. {(num_blocks - 1) * block_size + 1} '
         f'to {num_blocks * block_size} entries.')
-  try:
-    real = dtype is not None and jnp.issubdtype(jnp.dtype(dtype),
-                                                jnp.floating)
-  except TypeError:
-    real = False
-  if not real:
-    raise TypeError(f'dtype={dtype!r}: expected a float dtype.')
+  expected = 'a float dtype.'
+  if not jnp.issubdtype(checks.dtype('dtype', dtype, expected), jnp.floating):
+    raise TypeError(f'dtype={dtype!r}: expected {expected}')
   x = _decode(q.codes, q.scales)
   return x.reshape(-1)[:size].reshape(shape).astype(dtype)
 

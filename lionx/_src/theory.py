@@ -231,13 +231,16 @@ def theorem2_terms(
           ('L', L), ('sigma', sigma), ('f_gap', f_gap),
           ('c1', c1), ('c2', c2), ('c3', c3)))
   rd = math.sqrt(d)
-  q = np.power(K, 0.25)
-  return Theorem2Terms(
-      initial_gap=_out(gap * rd / (c3 * q)),
-      noise=_out(2 * sigma * rd / (c2 * np.sqrt(K))),
-      smoothness=_out(4 * L * c3 * rd / (c2 * q)),
-      momentum=_out(2 * sigma * (2 * c1 + c2) * rd / (math.sqrt(c2) * q)),
-      step=_out(2 * L * c3 * rd / np.power(K, 0.75)))
+  # A term past float64's range is inf (or 0), with no warning.
+  with np.errstate(over='ignore', under='ignore'):
+    q = np.power(K, 0.25)
+    return Theorem2Terms(
+        initial_gap=_out(gap * rd / (c3 * q)),
+        noise=_out(2 * sigma * rd / (c2 * np.sqrt(K))),
+        smoothness=_out(4 * L * c3 * rd / (c2 * q)),
+        momentum=_out(2 * sigma * (2 * c1 + c2) * rd
+                      / (math.sqrt(c2) * q)),
+        step=_out(2 * L * c3 * rd / np.power(K, 0.75)))
 
 
 def theorem2_bound(

@@ -40,17 +40,12 @@ def check_mu_dtype(mu_dtype: Any) -> Optional[jnp.dtype]:
   """``mu_dtype`` as a dtype (or None); errors name it."""
   if mu_dtype is None:
     return None
-  hint = ('expected a float dtype such as jnp.bfloat16, jnp.int8 (8-bit '
-          'momentum) or None. Since lionx 0.2 the positional order is '
-          "optax's: (learning_rate, b1, b2, mu_dtype, weight_decay, mask).")
-  if isinstance(mu_dtype, (bool, int, float, complex, np.number)):
-    raise TypeError(f'mu_dtype={mu_dtype!r}: {hint}')
-  try:
-    dtype = jnp.dtype(mu_dtype)
-  except TypeError:
-    raise TypeError(f'mu_dtype={mu_dtype!r}: {hint}') from None
+  hint = ('a float dtype such as jnp.bfloat16, jnp.int8 (8-bit momentum) '
+          'or None. Since lionx 0.2 the positional order is optax\'s: '
+          '(learning_rate, b1, b2, mu_dtype, weight_decay, mask).')
+  dtype = checks.dtype('mu_dtype', mu_dtype, hint)
   if dtype != jnp.int8 and not jnp.issubdtype(dtype, jnp.floating):
-    raise TypeError(f'mu_dtype={mu_dtype!r}: {hint}')
+    raise TypeError(f'mu_dtype={mu_dtype!r}: expected {hint}')
   return dtype
 
 
