@@ -103,3 +103,75 @@ def test_chained_with_sign_is_optax_lion(b1, b2):
     u2, s2 = theirs.update(g, s2, params)
     np.testing.assert_array_equal(u1, u2)
   np.testing.assert_array_equal(s1[0].mu, s2[0].mu)
+
+
+@pytest.mark.parametrize('mu_dtype', [None, jnp.bfloat16])
+@pytest.mark.parametrize('b1,b2,ratio', [
+    (0.75, 0.99, 3.0), (0.5, 0.9, 1.0), (0.875, 0.999, 7.0),
+    (0.5, 0.7, 1.0), (0.75, 0.8, 3.0)])
+def test_no_step_where_algorithm1_c_is_exactly_zero(b1, b2, ratio, mu_dtype):
+  """g = -b1 / (1 - b1) m exactly: Algorithm 1's c_k is 0, while the stored
+  m_k (which c is taken from) is rounded. No coordinate may move."""
+  rng = np.random.default_rng(int(ratio * 10 + b2 * 1000))
+  # Short mantissas, so that ratio * m is exact in float32 (and m in bf16).
+  m = (rng.integers(1, 2 ** 7, 4096) * 2.0 ** rng.integers(-60, 60, 4096)
+       * rng.choice([-1.0, 1.0], 4096)).astype(np.float32)
+  g = (-ratio * m).astype(np.float32)
+  assert np.all(b1 * m.astype(np.float64) + (1 - b1) * g == 0.0)
+  tx = optax.chain(lionx.scale_by_lion(b1, b2, mu_dtype=mu_dtype),
+                   lionx.sign_reshaper())
+  state = tx.init(jnp.zeros(4096))
+  state = (state[0]._replace(mu=jnp.asarray(m, state[0].mu.dtype)),
+           state[1])
+  step, state = jax.jit(tx.update)(jnp.asarray(g), state)
+  np.testing.assert_array_equal(step, 0.0)
+  # The momentum is rounded on many coordinates (the case being tested).
+  exact = b2 * m.astype(np.float64) + (1 - b2) * g.astype(np.float64)
+  stored = np.asarray(jnp.asarray(state[0].mu, jnp.float32), np.float64)
+  assert np.mean(stored != exact) > 0.5
+
+
+@pytest.mark.parametrize('mu_dtype', [None, jnp.bfloat16])
+@pytest.mark.parametrize('grad_dtype', [jnp.float32, jnp.bfloat16])
+def test_float32_arithmetic_also_under_x64(mu_dtype, grad_dtype):
+  """With jax_enable_x64, float32 and bfloat16 gradients still compute in
+  float32: the same bits as without it."""
+  rng = np.random.default_rng(5)
+  gs = [rng.standard_normal(64) * 10.0 ** rng.uniform(-5, 5, 64)
+        for _ in range(4)]
+
+  def run():
+    tx = lionx.scale_by_lion(0.9, 0.99, mu_dtype=mu_dtype)
+    state = tx.init(jnp.zeros(64, grad_dtype))
+    out = []
+    for g in gs:
+      c, state = tx.update(jnp.asarray(g, grad_dtype), state)
+      out += [np.asarray(c.astype(jnp.float32)),
+              np.asarray(state.mu.astype(jnp.float32))]
+      assert c.dtype == grad_dtype
+    return out
+
+  plain = run()
+  with jax.enable_x64(True):
+    wide = run()
+  for a, b in zip(plain, wide, strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize('b,ratio', [(0.9, 9.0), (0.99, 99.0), (0.8, 4.0)])
+def test_no_step_where_c_is_far_below_rounding_level(b, ratio):
+  """b1 = b2 = b and g = -b / (1 - b) m: Algorithm 1's c_k (= m_k) is about
+  1e-16 |m|, far below float32's resolution of |m|, while the float32 m_k
+  is rounding noise of about 1e-8 |m|. Its sign is noise: no step."""
+  rng = np.random.default_rng(int(ratio))
+  m = (rng.integers(1, 2 ** 7, 4096) * 2.0 ** rng.integers(-60, 60, 4096)
+       * rng.choice([-1.0, 1.0], 4096)).astype(np.float32)
+  g = (-ratio * m).astype(np.float32)
+  exact = b * m.astype(np.float64) + (1 - b) * g.astype(np.float64)
+  assert np.all(np.abs(exact) <= 1e-14 * np.abs(m))
+  tx = optax.chain(lionx.scale_by_lion(b, b), lionx.sign_reshaper())
+  state = tx.init(jnp.zeros(4096))
+  state = (state[0]._replace(mu=jnp.asarray(m)), state[1])
+  step, state = jax.jit(tx.update)(jnp.asarray(g), state)
+  np.testing.assert_array_equal(step, 0.0)
+  assert np.mean(np.asarray(state[0].mu) != 0) > 0.5  # noise is there
