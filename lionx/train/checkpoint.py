@@ -49,6 +49,8 @@ class Checkpointer:
     """Writes the checkpoint of ``step`` (replacing one of that step)."""
     tree = {'model': nnx.to_pure_dict(nnx.state(model)),
             'optimizer': nnx.to_pure_dict(nnx.state(optimizer))}
+    if step in self._manager.all_steps():
+      self._manager.delete(step)  # orbax refuses to write over a step
     self._manager.save(
         step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(tree),
