@@ -98,6 +98,11 @@ def test_one_epoch_through_the_cifar_loader(cifar10_dir, tmp_path):
       (27 * 2 + 2) + (18 * 4 + 4) + (16 * 16 * 4 * 8 + 8) + (8 * 10 + 10)))
 
 
+def _latest(workdir):
+  with Checkpointer(workdir / workdir_lib.CHECKPOINT_DIR) as ckpt:
+    return ckpt.latest_step()
+
+
 def _leaves(workdir, config, ds):
   state, _ = _final_state(config, workdir, ds)
   return (jax.tree.leaves(nnx.state(state.model)),
@@ -116,6 +121,8 @@ def test_resume_is_bit_identical(tmp_path, monkeypatch):
   out = experiment.train_and_evaluate(first, tmp_path / 'b', data=ds,
                                 verbose=False)
   assert out.status == 'interrupted' and len(out.rows) == 1
+  # The last evaluation of a run is checkpointed, whatever the interval.
+  assert _latest(tmp_path / 'b') == 4
   # Resumed, then killed hard inside epoch 4: epochs 2 and 3 are logged
   # but the last checkpoint is epoch 2's.
   real = data.train_batch
@@ -129,9 +136,15 @@ def test_resume_is_bit_identical(tmp_path, monkeypatch):
     experiment.train_and_evaluate(config, tmp_path / 'b', data=ds,
                                   verbose=False)
   assert len(workdir_lib.read_metrics(tmp_path / 'b')) == 3
-  monkeypatch.setattr(data, 'train_batch', real)
+  assert _latest(tmp_path / 'b') == 8  # every 2nd evaluation: not epoch 3
+  # It resumes after step 8 (restarting would give the same bits too).
+  seen = []
+  monkeypatch.setattr(data, 'train_batch', lambda dataset, step, **kwargs: (
+      seen.append(step) or real(dataset, step, **kwargs)))
   resumed = experiment.train_and_evaluate(config, tmp_path / 'b', data=ds,
                                     verbose=False)
+  monkeypatch.setattr(data, 'train_batch', real)
+  assert seen == list(range(8, 16)), seen
   assert resumed.status == 'finished'
   a_model, a_opt = _leaves(tmp_path / 'a', config, ds)
   b_model, b_opt = _leaves(tmp_path / 'b', config, ds)
@@ -144,6 +157,18 @@ def test_resume_is_bit_identical(tmp_path, monkeypatch):
   for r, s in zip(straight.rows, resumed.rows):
     assert {k: v for k, v in r.items() if k != 'wall_time'} == {
         k: v for k, v in s.items() if k != 'wall_time'}
+
+
+def test_the_progress_bar_counts_the_steps_of_this_run(tmp_path, capsys):
+  config = tiny_config(num_epochs=2, max_evals_this_run=1)
+  config.progress = True
+  experiment.train_and_evaluate(config, tmp_path, verbose=True)
+  err = capsys.readouterr().err
+  assert '| 4/4 [' in err  # 4 steps of the 8: one evaluation
+  config.max_evals_this_run = 0
+  experiment.train_and_evaluate(config, tmp_path, verbose=True)
+  err = capsys.readouterr().err
+  assert '| 4/4 [' in err and '/8' not in err  # resumed after step 4
 
 
 def test_resume_with_8bit_momentum_is_bit_identical(tmp_path):
