@@ -196,3 +196,67 @@ def test_empty_and_none_trees(name):
   out = _apply(r, {'a': None, 'b': jnp.array([2.0])})
   assert out['a'] is None
   assert float(r.constraint({}, 1.0)) == 0.0
+
+
+# Mutmut survivors of the second round (tests/MUTATION.md).
+
+def test_a_traced_parameter_is_refused_by_name():
+  for make, name in [(lionx.huber_reshaper, 'e'), (lionx.lp_reshaper, 'p'),
+                     (lionx.tanh_reshaper, 'beta')]:
+    def build(x, make=make):
+      make(x)
+      return x
+    with pytest.raises(TypeError, match=rf'^{name}=\w*Tracer'):
+      jax.jit(build)(2.0)
+
+
+def test_lp_with_an_empty_leaf():
+  r = lionx.lp_reshaper(2)
+  out = r.update({'a': jnp.zeros((0,)), 'b': jnp.array([3.0, -4.0])},
+                 r.init(None))[0]
+  assert out['a'].shape == (0,)
+  np.testing.assert_allclose(out['b'], [0.6, -0.8], rtol=1e-6)
+  out = jax.jit(r.update)({'a': jnp.zeros((0, 2))}, r.init(None))[0]
+  assert out['a'].shape == (0, 2)
+
+
+def test_complex_leaves_are_two_real_coordinates_for_grad_k():
+  z = jnp.array([3.0 - 4.0j, -1.0 + 0.0j])
+  r = lionx.sign_reshaper()
+  out = r.update(z, r.init(None))[0]
+  assert out.dtype == jnp.complex64
+  np.testing.assert_array_equal(out, [1.0 - 1.0j, -1.0 + 0.0j])
+  out = lionx.lp_reshaper(2).grad_k(z)  # over the 4 real coordinates
+  np.testing.assert_allclose(
+      out, np.array([3.0 - 4.0j, -1.0]) / math.sqrt(26.0), rtol=1e-6)
+
+
+def test_errors_name_updates_x_and_y():
+  r = lionx.lp_reshaper(2)
+  with pytest.raises(TypeError, match=r'^updates'):
+    r.update(jnp.array([1, 2], jnp.int32), r.init(None))
+  for fn, name in [(r.k, 'x'), (r.conjugate, 'y'), (r.gauge, 'y')]:
+    with pytest.raises(TypeError, match=rf'^{name} has a leaf'):
+      fn({'w': 'abc'})
+
+
+@pytest.mark.parametrize('scope', ['global', 'leaf'])
+def test_topk_k_and_gauge_by_hand(scope):
+  tree = {'a': jnp.array([3.0, -1.0]), 'b': jnp.array([-4.0, 0.5, 2.0])}
+  r = lionx.topk_sign_reshaper(k=2, scope=scope)
+  if scope == 'global':
+    assert float(r.k(tree)) == pytest.approx(7.0)  # |-4| + |3|
+    # max(||y||_inf, ||y||_1 / k) = max(4, 10.5 / 2)
+    assert float(r.gauge(tree)) == pytest.approx(5.25)
+  else:
+    assert float(r.k(tree)) == pytest.approx(4.0 + 6.0)
+    # per leaf max(||y||_inf, ||y||_1 / k): max(max(3, 2), max(4, 3.25))
+    assert float(r.gauge(tree)) == pytest.approx(4.0)
+  assert float(r.k({})) == 0.0 and float(r.gauge({})) == 0.0
+  with jax.enable_x64(True):
+    assert r.gauge({}).dtype == jnp.float32
+
+
+def test_topk_names_carry_k_or_fraction():
+  assert 'fraction=0.25' in lionx.topk_sign_reshaper(fraction=0.25).name
+  assert 'k=3' in lionx.topk_sign_reshaper(k=3).name
