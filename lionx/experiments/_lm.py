@@ -105,26 +105,6 @@ def spread(values: Sequence[float], digits: int = 4) -> str:
   return text
 
 
-def _list(text: str, kind: type, what: str) -> tuple:
-  try:
-    values = tuple(kind(v) for v in text.split(',') if v.strip())
-  except ValueError:
-    raise ValueError(f'{text!r}: expected comma-separated {what}s.') from None
-  if not values:
-    raise ValueError(f'{text!r}: expected at least one {what}.')
-  return values
-
-
-def int_list(text: str) -> tuple[int, ...]:
-  """``'16,32,64'`` -> (16, 32, 64); a clear error otherwise."""
-  return _list(text, int, 'integer')
-
-
-def float_list(text: str) -> tuple[float, ...]:
-  """``'1,1.5,2'`` -> (1.0, 1.5, 2.0); a clear error otherwise."""
-  return _list(text, float, 'number')
-
-
 def steps_overrides(steps: int, evals: int) -> tuple[str, ...]:
   """``num_steps`` and ``eval_every_steps`` for ``evals`` evaluations, and
   a warm-up of 5 % of the steps (as ``configs/lm_default.py``'s 50 of

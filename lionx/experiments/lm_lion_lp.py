@@ -48,6 +48,7 @@ import lionx
 from lionx import metrics
 from lionx.experiments import _common
 from lionx.experiments import _lm
+from lionx.experiments import _training
 from lionx.train import optimizers
 from lionx.train import tasks
 
@@ -357,13 +358,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       'runs of another config)')
   args = parser.parse_args(argv)
   try:
-    seeds = _lm.int_list(args.seeds) if args.seeds else (
-        FULL_SEEDS if args.full else SEEDS)
-    multipliers = (_lm.float_list(args.multipliers) if args.multipliers
-                   else MULTIPLIERS)
+    numbers = _training.parse_numbers
+    seeds = (numbers('--seeds', args.seeds, int) if args.seeds
+             else FULL_SEEDS if args.full else SEEDS)
+    multipliers = (numbers('--multipliers', args.multipliers)
+                   if args.multipliers else MULTIPLIERS)
     steps = args.steps or (FULL_STEPS if args.full else STEPS)
     paths = _common.check_outputs(args.out, NAMES, args.overwrite)
-    result = run(args.config, args.out, ps=_lm.float_list(args.ps),
+    result = run(args.config, args.out, ps=numbers('--ps', args.ps),
                  seeds=seeds, multipliers=multipliers, steps=steps,
                  evals=args.evals, overrides=args.overrides,
                  overwrite=args.overwrite)

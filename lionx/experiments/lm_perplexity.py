@@ -32,6 +32,7 @@ import numpy as np
 
 from lionx.experiments import _common
 from lionx.experiments import _lm
+from lionx.experiments import _training
 from lionx.train import tasks
 
 OPTIMIZERS = ('lion', 'sgd')
@@ -221,7 +222,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       'runs of another config)')
   args = parser.parse_args(argv)
   try:
-    seeds = _lm.int_list(args.seeds)
+    seeds = _training.parse_numbers('--seeds', args.seeds, int)
     optimizers = tuple(n.strip() for n in args.optimizers.split(',')
                        if n.strip())
     paths = _common.check_outputs(args.out, NAMES, args.overwrite)

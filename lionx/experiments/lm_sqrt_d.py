@@ -38,6 +38,7 @@ import numpy as np
 
 from lionx.experiments import _common
 from lionx.experiments import _lm
+from lionx.experiments import _training
 from lionx.train import tasks
 
 WIDTHS, FULL_WIDTHS = (16, 32, 64), (16, 32, 64, 128, 256)
@@ -314,10 +315,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       'runs of another config)')
   args = parser.parse_args(argv)
   try:
-    widths = _lm.int_list(args.widths) if args.widths else (
-        FULL_WIDTHS if args.full else WIDTHS)
-    seeds = _lm.int_list(args.seeds) if args.seeds else (
-        FULL_SEEDS if args.full else SEEDS)
+    numbers = _training.parse_numbers
+    widths = (numbers('--widths', args.widths, int) if args.widths
+              else FULL_WIDTHS if args.full else WIDTHS)
+    seeds = (numbers('--seeds', args.seeds, int) if args.seeds
+             else FULL_SEEDS if args.full else SEEDS)
     steps = args.steps or (FULL_STEPS if args.full else STEPS)
     optimizers = tuple(n.strip() for n in args.optimizers.split(',')
                        if n.strip())

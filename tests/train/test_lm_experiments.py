@@ -127,7 +127,7 @@ def test_results_are_never_overwritten(module, name, tmp_path, capsys):
 @pytest.mark.parametrize('argv,match', [
     (['--steps', '7', '--evals', '2'], '--steps 7 with 2 evaluations'),
     (['--widths', '16,18'], 'expected multiples of 4'),
-    (['--seeds', '0,x'], "'0,x': expected comma-separated integers"),
+    (['--seeds', '0,x'], "--seeds='0,x': expected comma-separated ints"),
 ])
 def test_bad_arguments_are_one_line(argv, match, tmp_path, capsys):
   code = lm_sqrt_d.main(['--out', str(tmp_path), '--config', CONFIG, *argv])

@@ -76,6 +76,12 @@ def test_edges_that_are_accepted():
     ({'warmup_steps': 101}, 'warmup_steps=101'),
     ({'final_fraction': -0.1}, r'final_fraction=-0.1'),
     ({'final_fraction': 1.5}, 'final_fraction=1.5'),
+    ({'name': 'step'}, "schedule.name='step' is not one of"),
+    ({'name': 'cosine', 'learning_rate': 0.0},
+     'learning_rate=0.0: expected a positive'),
+    ({'name': 'cosine', 'total_steps': 0}, 'total_steps=0'),
+    ({'name': 'cosine', 'warmup_steps': 100}, 'warmup_steps=100'),
+    ({'name': 'cosine', 'final_fraction': 2.0}, 'final_fraction=2.0'),
 ])
 def test_edges_that_are_refused(kwargs, match):
   args = dict(name='warmup_cosine', learning_rate=1.0, total_steps=100)
