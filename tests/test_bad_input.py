@@ -67,6 +67,15 @@ BAD = [
      'mu_dtype=array'),
     (lambda: lionx.lion(1e-3, mu_dtype=jnp.zeros((), jnp.bfloat16)),
      TypeError, 'mu_dtype=Array'),
+    (lambda: lionx.compensated(lionx.lion(1e-3), residual_dtype=None),
+     TypeError, 'residual_dtype=None: expected jnp.int8 or jnp.int16'),
+    (lambda: lionx.compensated(lionx.lion(1e-3), np.zeros(2, np.int8)),
+     TypeError, 'residual_dtype=array'),
+    (lambda: lionx.dequantize(lionx.quantize(jnp.ones(4)), (4,),
+                              np.array(1.0)),
+     TypeError, 'dtype=array'),
+    (lambda: lionx.dequantize(lionx.quantize(jnp.ones(4)), (4,), None),
+     TypeError, 'dtype=None: expected a float dtype'),
 ]
 
 
@@ -120,3 +129,10 @@ def test_weight_decay_needs_params():
 def test_schedules_and_traced_values_are_accepted():
   lionx.lion(optax.constant_schedule(0.1), weight_decay=lambda c: 0.1)
   lionx.lion(jnp.array(0.1), b1=jnp.array(0.9))
+
+
+def test_compensated_params_of_another_structure():
+  tx = lionx.compensated(lionx.lion(1e-3))
+  state = tx.init({'w': jnp.ones(3, jnp.bfloat16)})
+  with pytest.raises(ValueError, match='params has tree structure'):
+    lionx.compensated_params(jnp.ones(3, jnp.bfloat16), state)
