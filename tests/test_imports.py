@@ -96,8 +96,8 @@ LAYERS = (
     ('steps', 'diagnostics', 'writers'),
     ('workdir', 'checkpoint', 'plots', 'report'),
     ('config',),
-    ('tasks',),
-    ('data', 'models', 'optimizers', 'schedules', 'parallel'),
+    ('tasks', 'optimizers'),
+    ('data', 'models', 'schedules', 'parallel'),
     ('fields',),
 )
 

@@ -7,8 +7,9 @@ Layers, each importing only the ones below it::
   experiment     train_and_evaluate: the task-agnostic loop
   steps · diagnostics · workdir · checkpoint · writers · plots · report
   config         composes the sections below into one Config
-  tasks          the unit of extension: model + loss + metrics + data
-  data · models · optimizers · schedules · parallel
+  tasks · optimizers   the unit of extension (model + loss + metrics +
+                 data); the optimizer's one owner (rate, schedule, tx)
+  data · models · schedules · parallel
   fields         typed config sections, overrides, ConfigError
 
 This is the only part of lionx that imports Flax, orbax, scikit-learn,

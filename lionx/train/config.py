@@ -218,8 +218,8 @@ def run_identity(config: Config) -> dict[str, Any]:
   for name in SWEEP_FIELDS:
     out.pop(name)
   opt = config.optimizer
-  s = optimizers.settings(opt, lambda step: 0.0)
-  kept = {'name': opt.name, 'learning_rate': optimizers.learning_rate(opt),
+  s = optimizers.resolve(opt)
+  kept = {'name': opt.name, 'learning_rate': s.learning_rate,
           'weight_decay': s.weight_decay,
           'weight_decay_convention': opt.weight_decay_convention,
           'b1': s.b1, 'b2': s.b2, 'mu_dtype': opt.mu_dtype}

@@ -22,51 +22,33 @@ jitted function returning the fields below (float32 scalars):
 * ``kkt_residual`` :math:`\lambda'\langle\nabla f,\theta\rangle +
   \|\nabla f\|_1` (Lemma 1);
 * ``sign_agreement`` and ``zero_sign_fraction`` of the optimizer's
-  direction for :math:`\nabla f` (:func:`lionx.train.optimizers.direction`)
+  direction for :math:`\nabla f` (:meth:`lionx.train.optimizers.Optimizer.direction`)
   against :math:`\nabla f` (NaN for an optimizer without a sign-like
   direction, e.g. Muon).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
 from lionx import metrics
-from lionx.train import fields
 from lionx.train import optimizers
 
 Diagnostics = Callable[[Any, Any, Any, Any], dict[str, jax.Array]]
 
-_CACHE: dict[str, Diagnostics] = {}
 
-
-def make_diagnostics(config: optimizers.OptimizerConfig,
-                     schedule: Callable[[Any], Any]) -> Diagnostics:
-  """A jitted ``(params, grads, opt_state, step) -> dict`` (module doc);
-  ``step`` is the number of updates made so far.
-
-  Equal optimizer settings (and schedule) share one compiled function.
-  """
-  key = json.dumps({'row': id(optimizers.spec(config.name)),
-                    'schedule': id(schedule),
-                    'optimizer': fields.to_dict(config)}, sort_keys=True)
-  if key not in _CACHE:
-    _CACHE[key] = _build(config, schedule)
-  return _CACHE[key]
-
-
-def _build(config: optimizers.OptimizerConfig,
-           schedule: Callable[[Any], Any]) -> Diagnostics:
-  reshaper = optimizers.reshaper(config)
-  has_box = optimizers.spec(config.name).box
+def make_diagnostics(optimizer: optimizers.Optimizer) -> Diagnostics:
+  """A jitted ``(params, grads, opt_state, step) -> dict`` (module doc) for
+  a run of ``optimizer``; ``step`` is the number of updates made so far."""
+  reshaper = optimizer.reshaper()
+  has_box = optimizer.row.box
 
   @jax.jit
   def diagnostics(params, grads, opt_state, step):
-    weight_decay = optimizers.box_weight_decay(config, schedule, step)
+    weight_decay = optimizer.box_weight_decay(step)
     ratio = metrics.grad_norm_ratio(grads)
     box = metrics.box_feasibility(params, weight_decay)
     if not has_box:
@@ -76,7 +58,7 @@ def _build(config: optimizers.OptimizerConfig,
     else:
       constraint = metrics.box_feasibility(
           params, weight_decay, reshaper=reshaper).linf_scaled
-    direction = optimizers.direction(config, opt_state, grads)
+    direction = optimizer.direction(opt_state, grads)
     if direction is None:
       agreement = zeros = jnp.full([], jnp.nan)
     else:

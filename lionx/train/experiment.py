@@ -21,6 +21,12 @@ uninterrupted run. ``wall_time`` is the training time of the run's own
 history, also across resumes. A non-finite loss stops the run and keeps the
 last good checkpoint. The task supplies everything task-specific
 (:mod:`lionx.train.tasks`).
+
+**Hooks** (:class:`Hook`) see the run as it trains: the state before the
+first step this invocation trains, after every step and after every
+evaluation (with its row). The papers' reproductions measure with them
+what the loop does not record (a probe of the parameters after every
+step, weight histograms); they run the same loop as ``lionx-train``.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import math
 import pathlib
 import sys
 import time
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +65,37 @@ METRICS_FIELDS = (
     'box_fraction_at_bound', 'constraint', 'kkt_residual',
     'kkt_residual_running_mean', 'grad_l1_running_mean', 'sign_agreement',
     'zero_sign_fraction', 'wall_time')
+
+
+class Hook:
+  """Watches a run of :func:`train_and_evaluate`; override what you need.
+
+  ``step`` is the number of updates made so far; ``state`` the run's
+  :class:`lionx.train.steps.TrainState` (model, ``nnx.Optimizer``, built
+  optimizer), which a hook must not change.
+
+  Example:
+    >>> import jax
+    >>> from flax import nnx
+    >>> from lionx import metrics
+    >>> class Linf(Hook):
+    ...   def __init__(self):
+    ...     self.values = []
+    ...   def after_step(self, step, state):
+    ...     params = nnx.state(state.model, nnx.Param)
+    ...     self.values.append(metrics.tree_linf(params))
+  """
+
+  def start(self, step: int, state: steps.TrainState) -> None:
+    """Before the first step this invocation trains (``step`` > 0 on
+    resume)."""
+
+  def after_step(self, step: int, state: steps.TrainState) -> None:
+    """After each training step."""
+
+  def after_eval(self, row: dict[str, Any], state: steps.TrainState
+                 ) -> None:
+    """After each evaluation, with its metrics row."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -96,6 +133,7 @@ class _Run:
   data: Any
   mesh: jax.sharding.Mesh
   echo: Optional[Callable[[str], None]]
+  hooks: tuple[Hook, ...] = ()
   total_steps: int = 0
   every: int = 0
   steps_per_epoch: Optional[int] = None
@@ -132,6 +170,7 @@ def train_and_evaluate(
     overwrite: bool = False,
     data: Any = None,
     verbose: bool = True,
+    hooks: Sequence[Hook] = (),
 ) -> RunResult:
   """Trains one run into ``workdir``; resumes or re-reports what is there.
 
@@ -144,6 +183,8 @@ def train_and_evaluate(
     overwrite: discard earlier results in ``workdir`` and start afresh.
     data: the task's loaded data (default: ``task.load_data(config)``).
     verbose: print d, sqrt(d), a line per evaluation and the summary.
+    hooks: :class:`Hook` objects called as the run trains (none when the
+      workdir holds a finished run, which is reported again).
 
   Returns:
     A :class:`RunResult`.
@@ -153,6 +194,11 @@ def train_and_evaluate(
     NonFiniteLossError: the loss became NaN or infinite.
   """
   config = config_lib.validate(config)
+  hooks = tuple(hooks)
+  for i, hook in enumerate(hooks):
+    if not isinstance(hook, Hook):
+      raise TypeError(f'hooks[{i}]={hook!r}: expected a '
+                      'lionx.train.experiment.Hook.')
   task = tasks.get_task(config.task)
   path = pathlib.Path(workdir)
   mesh = parallel.make_mesh(config.parallel.num_devices)
@@ -162,7 +208,7 @@ def train_and_evaluate(
   workdir_lib.check(path, identity, overwrite)
   if overwrite and path.exists():
     workdir_lib.clear(path)
-  run = _Run(config, task, path, data, mesh, _echo(verbose))
+  run = _Run(config, task, path, data, mesh, _echo(verbose), hooks)
   stored = workdir_lib.read_json(path / workdir_lib.RESULT_FILE)
   if stored is not None:
     return _report_again(run, stored)
@@ -244,11 +290,8 @@ def _loop(run: _Run, state: steps.TrainState, ckpt: Checkpointer,
           progress: Progress, writers: list[writers_lib.Writer]) -> str:
   """Trains and evaluates until the end (or max_evals_this_run)."""
   config = run.config
-  train_step = steps.make_train_step(
-      run.task, run.mesh, state,
-      per_device=optimizers.spec(run.name).per_device)
-  diagnostics = diagnostics_lib.make_diagnostics(config.optimizer,
-                                                 state.schedule)
+  train_step = steps.make_train_step(run.task, run.mesh, state)
+  diagnostics = diagnostics_lib.make_diagnostics(state.built)
   stop = run.total_steps
   if config.max_evals_this_run:
     stop = min(stop, progress.step + config.max_evals_this_run * run.every)
@@ -256,6 +299,8 @@ def _loop(run: _Run, state: steps.TrainState, ckpt: Checkpointer,
   bar = report.progress_bar(
       total=stop - progress.step, enabled=config.progress and
       run.echo is not None, desc=f'{run.name} lr={run.lr:g}')
+  for hook in run.hooks:
+    hook.start(progress.step, state)
   with bar:
     while progress.step < stop:
       end = min((progress.step // run.every + 1) * run.every, stop)
@@ -267,6 +312,8 @@ def _loop(run: _Run, state: steps.TrainState, ckpt: Checkpointer,
       row['wall_time'] = history + time.perf_counter() - began
       for writer in writers:
         writer.write(row)
+      for hook in run.hooks:
+        hook.after_eval(row, state)
       if (progress.evals % config.checkpoint_every_evals == 0
           or end == stop):
         progress.wall_time = row['wall_time']
@@ -281,6 +328,8 @@ def _train_interval(run: _Run, state: steps.TrainState, train_step,
   for step in range(start, end):
     batch = run.task.train_batch(run.config, run.data, step)
     losses.append(train_step(state.model, state.optimizer, batch))
+    for hook in run.hooks:
+      hook.after_step(step + 1, state)
     bar.update(1)
     if len(losses) % 10 == 0 and len(losses) > 10:
       # A loss from 10 steps ago: the device has (nearly) finished it.

@@ -64,6 +64,7 @@ import optax
 
 import lionx
 from lionx.train import fields
+from lionx.train import schedules
 
 PyTree = Any
 Schedule = Callable[[Any], Any]
@@ -76,24 +77,27 @@ COMPENSATIONS = {'none': None, 'int8': jnp.int8, 'int16': jnp.int16}
 
 
 class Settings(NamedTuple):
-  """One run's resolved optimizer settings, handed to a row's factory."""
+  """One run's resolved optimizer hyperparameters (:func:`resolve`)."""
 
   name: str
-  schedule: Schedule  # step -> learning rate
+  learning_rate: float  # the peak rate: the schedule's scale
   weight_decay: float
   b1: Optional[float]  # None for optimizers without betas
   b2: Optional[float]
   mu_dtype: Optional[jnp.dtype]
   hparams: Any  # the row's hyperparameter dataclass, or None
   convention: str  # weight_decay_convention (rows that take it)
-  peak_learning_rate: Optional[float]  # the configured rate
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerSpec:
-  """One registry row: how to build an optimizer and read its state."""
+  """One registry row: how to build an optimizer and read its state.
 
-  build: Callable[[Settings], optax.GradientTransformation]
+  ``build(settings, schedule)`` returns the transform; ``direction(settings,
+  opt_state, grads)`` its direction (module doc), or the field is None.
+  """
+
+  build: Callable[[Settings, Schedule], optax.GradientTransformation]
   # None: the optimizer has no sign-like direction (no sign agreement).
   direction: Optional[Callable[[Settings, PyTree, PyTree], PyTree]]
   hparams: Optional[type] = None  # dataclass of optimizer.<name>.*
@@ -238,19 +242,17 @@ def validate(config: OptimizerConfig, *, need_rate: bool = True) -> None:
       check(f'optimizer.{name}')
 
 
-def settings(config: OptimizerConfig, schedule: Schedule) -> Settings:
-  """The resolved :class:`Settings` of ``config``, stepping ``schedule``."""
+def resolve(config: OptimizerConfig) -> Settings:
+  """The resolved :class:`Settings` of ``config`` (rates, betas, dtypes)."""
   row = spec(config.name)
   b1 = b2 = None
   if row.betas is not None:
     b1 = row.betas[0] if config.b1 is None else config.b1
     b2 = row.betas[1] if config.b2 is None else config.b2
   mu_dtype = None if config.mu_dtype is None else MU_DTYPES[config.mu_dtype]
-  peak = (config.learning_rate if config.learning_rate is not None
-          else config.learning_rates.get(config.name))
-  return Settings(config.name, schedule, weight_decay(config), b1, b2,
-                  mu_dtype, config.hparams.get(config.name),
-                  config.weight_decay_convention, peak)
+  return Settings(config.name, learning_rate(config), weight_decay(config),
+                  b1, b2, mu_dtype, config.hparams.get(config.name),
+                  config.weight_decay_convention)
 
 
 def _decay(s: Settings) -> dict[str, Any]:
@@ -258,62 +260,79 @@ def _decay(s: Settings) -> dict[str, Any]:
   out = {'weight_decay': s.weight_decay,
          'weight_decay_convention': s.convention}
   if s.convention != 'paper':
-    out['peak_learning_rate'] = s.peak_learning_rate
+    out['peak_learning_rate'] = s.learning_rate
   return out
 
 
-def box_weight_decay(config: OptimizerConfig, schedule: Schedule,
-                     step: Any) -> jax.Array:
-  """The λ' of the box λ'‖θ‖∞ ≤ 1 after ``step`` updates: the run's weight
-  decay under its convention (:func:`lionx.effective_weight_decay`)."""
-  s = settings(config, schedule)
-  if not spec(config.name).conventions:
-    return jnp.asarray(s.weight_decay, jnp.float32)
-  return lionx.effective_weight_decay(
-      count=step, learning_rate=schedule, **_decay(s))
+class Optimizer(NamedTuple):
+  """A built optimizer (:func:`make_optimizer`): the transform, the
+  learning-rate schedule it steps with and the settings both came from."""
+
+  tx: optax.GradientTransformation
+  schedule: Schedule  # step -> learning rate
+  settings: Settings
+
+  @property
+  def row(self) -> OptimizerSpec:
+    return spec(self.settings.name)
+
+  def direction(self, opt_state: PyTree, grads: PyTree) -> Optional[PyTree]:
+    """The optimizer's direction for the gradient ``grads`` (module doc),
+    or None for an optimizer without one."""
+    if self.row.direction is None:
+      return None
+    return self.row.direction(self.settings, opt_state, grads)
+
+  def reshaper(self) -> Optional[lionx.Reshaper]:
+    """The Lion-K reshaper of the optimizer, or ``None`` (not Lion-K)."""
+    return self.row.reshaper(self.settings)
+
+  def box_weight_decay(self, step: Any) -> jax.Array:
+    """The λ' of the box λ'‖θ‖∞ ≤ 1 after ``step`` updates: the weight
+    decay under its convention (:func:`lionx.effective_weight_decay`)."""
+    s = self.settings
+    if not self.row.conventions:
+      return jnp.asarray(s.weight_decay, jnp.float32)
+    return lionx.effective_weight_decay(
+        count=step, learning_rate=self.schedule, **_decay(s))
 
 
-def make_optimizer(config: OptimizerConfig,
-                   schedule: Schedule) -> optax.GradientTransformation:
-  """The optax transform named ``config.name``, stepping with ``schedule``.
+def make_optimizer(config: Any, total_steps: int,
+                   steps_per_epoch: Optional[int] = None) -> Optimizer:
+  """The optimizer of a run of ``total_steps`` steps: its one owner.
 
-  With ``config.compensation`` other than ``none`` it is wrapped in
-  :func:`lionx.compensated` with that residual dtype.
+  Reads ``config.optimizer`` (the name, the peak rate, the weight decay,
+  the betas) and ``config.schedule`` (the warm-up in epochs needs
+  ``steps_per_epoch``), builds the schedule and the registry row's
+  transform, wrapped in :func:`lionx.compensated` when
+  ``config.optimizer.compensation`` is not ``none``.
 
   Example:
+    >>> from lionx.train.config import Config
+    >>> from lionx.train.optimizers import make_optimizer
     >>> import jax.numpy as jnp
-    >>> from lionx.train.optimizers import OptimizerConfig, make_optimizer
-    >>> tx = make_optimizer(OptimizerConfig(name='lion', weight_decay=0.0),
-    ...                     lambda step: 0.1)
+    >>> config = Config()
+    >>> config.optimizer.learning_rate = 0.1
+    >>> config.optimizer.weight_decay = 0.0
+    >>> config.schedule.name = 'constant'
+    >>> opt = make_optimizer(config, total_steps=10)
     >>> params = jnp.array([1.0, -1.0])
-    >>> updates, _ = tx.update(jnp.array([2.0, -3.0]), tx.init(params),
-    ...                        params)
+    >>> updates, _ = opt.tx.update(jnp.array([2.0, -3.0]),
+    ...                            opt.tx.init(params), params)
     >>> updates
     Array([-0.1,  0.1], dtype=float32)
   """
-  tx = spec(config.name).build(settings(config, schedule))
-  fields.one_of('optimizer.compensation', config.compensation,
-                COMPENSATIONS)
-  residual = COMPENSATIONS[config.compensation]
-  if residual is None:
-    return tx
-  return lionx.compensated(tx, residual_dtype=residual)
-
-
-def direction(config: OptimizerConfig, opt_state: PyTree,
-              grads: PyTree) -> Optional[PyTree]:
-  """The optimizer's direction for the gradient ``grads`` (module doc), or
-  None for an optimizer without one."""
-  row = spec(config.name)
-  if row.direction is None:
-    return None
-  return row.direction(settings(config, lambda step: 0.0), opt_state, grads)
-
-
-def reshaper(config: OptimizerConfig) -> Optional[lionx.Reshaper]:
-  """The Lion-K reshaper of ``config.name``, or ``None`` (not Lion-K)."""
-  s = settings(config, lambda step: 0.0)
-  return spec(config.name).reshaper(s)
+  settings = resolve(config.optimizer)
+  s = config.schedule
+  schedule = schedules.make_schedule(
+      s.name, settings.learning_rate, total_steps=total_steps,
+      warmup_steps=schedules.warmup_steps(s, steps_per_epoch),
+      final_fraction=s.final_fraction)
+  tx = spec(settings.name).build(settings, schedule)
+  residual = COMPENSATIONS[config.optimizer.compensation]
+  if residual is not None:
+    tx = lionx.compensated(tx, residual_dtype=residual)
+  return Optimizer(tx, schedule, settings)
 
 
 # --- reading states -----------------------------------------------------------
@@ -358,13 +377,14 @@ def _sign(s: Settings) -> lionx.Reshaper:
 # --- the rows -----------------------------------------------------------------
 
 
-def _lion(s: Settings) -> optax.GradientTransformation:
-  return lionx.lion(s.schedule, b1=s.b1, b2=s.b2, mu_dtype=s.mu_dtype,
+def _lion(s: Settings, schedule: Schedule) -> optax.GradientTransformation:
+  return lionx.lion(schedule, b1=s.b1, b2=s.b2, mu_dtype=s.mu_dtype,
                     **_decay(s))
 
 
-def _cautious_lion(s: Settings) -> optax.GradientTransformation:
-  return lionx.cautious_lion(s.schedule, b1=s.b1, b2=s.b2,
+def _cautious_lion(s: Settings,
+                   schedule: Schedule) -> optax.GradientTransformation:
+  return lionx.cautious_lion(schedule, b1=s.b1, b2=s.b2,
                              mu_dtype=s.mu_dtype, **_decay(s))
 
 
@@ -443,8 +463,8 @@ def _lion_k(make: Callable[[Any], lionx.Reshaper], hparams: type
   def reshaper(s: Settings) -> lionx.Reshaper:
     return make(s.hparams)
 
-  def build(s: Settings) -> optax.GradientTransformation:
-    return lionx.lion_k(s.schedule, reshaper(s), b1=s.b1, b2=s.b2,
+  def build(s: Settings, schedule: Schedule) -> optax.GradientTransformation:
+    return lionx.lion_k(schedule, reshaper(s), b1=s.b1, b2=s.b2,
                         mu_dtype=s.mu_dtype, **_decay(s))
   return OptimizerSpec(build, lion_direction, hparams, (0.9, 0.99),
                        reshaper, int8_momentum=True, conventions=True)
@@ -461,11 +481,11 @@ class SgdHparams:
     fields.fraction(f'{path}.momentum', self.momentum)
 
 
-def _sgd(s: Settings) -> optax.GradientTransformation:
+def _sgd(s: Settings, schedule: Schedule) -> optax.GradientTransformation:
   momentum = s.hparams.momentum or None
   return optax.chain(
       optax.add_decayed_weights(s.weight_decay),
-      optax.sgd(s.schedule, momentum=momentum, nesterov=s.hparams.nesterov,
+      optax.sgd(schedule, momentum=momentum, nesterov=s.hparams.nesterov,
                 accumulator_dtype=s.mu_dtype))
 
 
@@ -490,8 +510,8 @@ class AdamwHparams:
     fields.positive(f'{path}.eps', self.eps)
 
 
-def _adamw(s: Settings) -> optax.GradientTransformation:
-  return optax.adamw(s.schedule, b1=s.b1, b2=s.b2, eps=s.hparams.eps,
+def _adamw(s: Settings, schedule: Schedule) -> optax.GradientTransformation:
+  return optax.adamw(schedule, b1=s.b1, b2=s.b2, eps=s.hparams.eps,
                      weight_decay=s.weight_decay, mu_dtype=s.mu_dtype)
 
 
@@ -510,9 +530,10 @@ class DistributedLionHparams:
                   ('majority', 'average'))
 
 
-def _distributed_lion(s: Settings) -> optax.GradientTransformation:
+def _distributed_lion(s: Settings,
+                      schedule: Schedule) -> optax.GradientTransformation:
   return lionx.distributed_lion(
-      s.schedule, b1=s.b1, b2=s.b2, mu_dtype=s.mu_dtype,
+      schedule, b1=s.b1, b2=s.b2, mu_dtype=s.mu_dtype,
       aggregation=s.hparams.aggregation, **_decay(s))
 
 
@@ -541,8 +562,8 @@ register('lion_spectral', _lion_k(
     lambda h: lionx.spectral_reshaper(h.method, h.steps), SpectralHparams))
 
 
-def _lion_cwd(s: Settings) -> optax.GradientTransformation:
-  return lionx.lion(s.schedule, b1=s.b1, b2=s.b2, mu_dtype=s.mu_dtype,
+def _lion_cwd(s: Settings, schedule: Schedule) -> optax.GradientTransformation:
+  return lionx.lion(schedule, b1=s.b1, b2=s.b2, mu_dtype=s.mu_dtype,
                     cautious_weight_decay=True, **_decay(s))
 
 
@@ -568,9 +589,9 @@ class MuonHparams:
     fields.positive(f'{path}.ns_steps', self.ns_steps)
 
 
-def _muon(s: Settings) -> optax.GradientTransformation:
+def _muon(s: Settings, schedule: Schedule) -> optax.GradientTransformation:
   return optax.contrib.muon(
-      s.schedule, ns_steps=s.hparams.ns_steps, beta=s.hparams.beta,
+      schedule, ns_steps=s.hparams.ns_steps, beta=s.hparams.beta,
       weight_decay=s.weight_decay, adam_weight_decay=s.weight_decay,
       mu_dtype=s.mu_dtype)
 

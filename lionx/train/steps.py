@@ -21,7 +21,6 @@ deadlock when many steps with collectives are in flight.
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 import jax
@@ -31,19 +30,23 @@ from flax import nnx
 from jax.sharding import Mesh
 
 import lionx
-from lionx.train import fields
 from lionx.train import optimizers
 from lionx.train import parallel
-from lionx.train import schedules
 from lionx.train.tasks import base
 
 
 class TrainState(NamedTuple):
-  """A model, its optimizer and the learning-rate schedule."""
+  """A model, its ``nnx.Optimizer`` and the optimizer they were built with
+  (:class:`lionx.train.optimizers.Optimizer`: transform, schedule,
+  settings)."""
 
   model: nnx.Module
   optimizer: nnx.Optimizer
-  schedule: optax.Schedule
+  built: optimizers.Optimizer
+
+  @property
+  def schedule(self) -> optax.Schedule:
+    return self.built.schedule
 
 
 def count_params(model: nnx.Module) -> int:
@@ -56,6 +59,7 @@ def create_train_state(config: Any, task: base.Task, spec: Any,
                        mesh: Optional[Mesh] = None) -> TrainState:
   """The model, ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` and schedule.
 
+  The optimizer comes from :func:`lionx.train.optimizers.make_optimizer`.
   With a ``mesh`` (:func:`lionx.train.parallel.make_mesh`) the state is
   placed on it as ``config.parallel.mode`` says (an optimizer whose row
   says ``per_device`` gets one momentum per device).
@@ -70,39 +74,13 @@ def create_train_state(config: Any, task: base.Task, spec: Any,
     >>> steps.count_params(state.model)
     151306
   """
-  tx, schedule = _tx_and_schedule(
-      config, total_steps,
-      schedules.warmup_steps(config.schedule, steps_per_epoch))
+  built = optimizers.make_optimizer(config, total_steps, steps_per_epoch)
   model = task.create_model(config, spec, seed=config.seed)
-  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  optimizer = nnx.Optimizer(model, built.tx, wrt=nnx.Param)
   if mesh is not None:
-    parallel.shard_train_state(
-        model, optimizer, mesh, config.parallel.mode,
-        per_device=optimizers.spec(config.optimizer.name).per_device)
-  return TrainState(model, optimizer, schedule)
-
-
-_TX_CACHE: dict[str, tuple[optax.GradientTransformation, Any]] = {}
-
-
-def _tx_and_schedule(config: Any, total: int, warmup: int):
-  """One (tx, schedule) per setting: equal settings share the object, so
-  that the jitted step (whose static part holds tx) compiles once."""
-  key = json.dumps({
-      # The registry row too: a name may be re-registered.
-      'row': id(optimizers.spec(config.optimizer.name)),
-      'optimizer': fields.to_dict(config.optimizer),
-      'schedule': fields.to_dict(config.schedule),
-      'total_steps': total, 'warmup_steps': warmup}, sort_keys=True)
-  if key not in _TX_CACHE:
-    s = config.schedule
-    schedule = schedules.make_schedule(
-        s.name, optimizers.learning_rate(config.optimizer),
-        total_steps=total, warmup_steps=warmup,
-        final_fraction=s.final_fraction)
-    _TX_CACHE[key] = (optimizers.make_optimizer(config.optimizer, schedule),
-                      schedule)
-  return _TX_CACHE[key]
+    parallel.shard_train_state(model, optimizer, mesh, config.parallel.mode,
+                               per_device=built.row.per_device)
+  return TrainState(model, optimizer, built)
 
 
 def eval_view(model: nnx.Module) -> nnx.Module:
@@ -112,11 +90,13 @@ def eval_view(model: nnx.Module) -> nnx.Module:
                   raise_if_not_found=False)
 
 
-def make_train_step(task: base.Task, mesh: Mesh, state: TrainState,
-                    per_device: bool = False) -> parallel.TrainStep:
-  """``step(model, optimizer, batch) -> loss`` for ``task``, on ``mesh``."""
+def make_train_step(task: base.Task, mesh: Mesh,
+                    state: TrainState) -> parallel.TrainStep:
+  """``step(model, optimizer, batch) -> loss`` for ``task``, on ``mesh``
+  (in ``jax.shard_map`` for an optimizer whose row says ``per_device``)."""
   return parallel.make_train_step(mesh, state.model, state.optimizer,
-                                  _mean_loss(task), per_device=per_device)
+                                  _mean_loss(task),
+                                  per_device=state.built.row.per_device)
 
 
 @functools.lru_cache(maxsize=None)

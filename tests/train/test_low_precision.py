@@ -92,9 +92,11 @@ def test_make_optimizer_wraps_the_row_in_compensated():
             'b': jnp.zeros(3, jnp.float32)}
   grads = {'w': jnp.cos(jnp.arange(300.0)).astype(jnp.bfloat16),
            'b': jnp.ones(3, jnp.float32)}
-  opt = optimizers.OptimizerConfig(name='lion', learning_rate=1e-4,
-                                   mu_dtype='int8', compensation='int8')
-  tx = optimizers.make_optimizer(opt, lambda step: 1e-4)
+  config = config_lib.Config()
+  config.optimizer = optimizers.OptimizerConfig(
+      name='lion', learning_rate=1e-4, mu_dtype='int8', compensation='int8')
+  config.schedule.name = 'constant'
+  tx = optimizers.make_optimizer(config, total_steps=3).tx
   # The same transformation built by hand from the public API.
   ref = lionx.compensated(lionx.lion(1e-4, weight_decay=0.1,
                                      mu_dtype=jnp.int8), jnp.int8)

@@ -10,12 +10,22 @@ import pytest
 
 import lionx
 from lionx.train import optimizers
+from lionx.train.config import Config
 from lionx.train.optimizers import OptimizerConfig
 from lionx.train.schedules import make_schedule
 
 PARAMS = {'w': jnp.array([[0.5, -1.0], [2.0, 0.0]]), 'b': jnp.array([0.3])}
 GRADS = [{'w': jnp.array([[1.0, -2.0], [0.5, 3.0]]), 'b': jnp.array([-1.0])},
          {'w': jnp.array([[-1.0, 1.0], [2.0, -0.5]]), 'b': jnp.array([2.0])}]
+
+
+def _build(opt: OptimizerConfig, lr: float = 1e-2) -> optimizers.Optimizer:
+  """``opt`` at the constant rate ``lr``, built by make_optimizer."""
+  opt.learning_rate = lr
+  config = Config()
+  config.optimizer = opt
+  config.schedule.name = 'constant'
+  return optimizers.make_optimizer(config, total_steps=10)
 
 
 def _run(tx, steps=2):
@@ -36,11 +46,10 @@ def test_every_name_is_registered_and_steps():
   per_device = {n for n, s in optimizers.OPTIMIZERS.items() if s.per_device}
   assert per_device == {'distributed_lion'}
   for name in expected - per_device:
-    tx = optimizers.make_optimizer(OptimizerConfig(name=name),
-                                   lambda s: 1e-2)
-    params, state = _run(tx)
+    built = _build(OptimizerConfig(name=name), 1e-2)
+    params, state = _run(built.tx)
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
-    c = optimizers.direction(OptimizerConfig(name=name), state, GRADS[0])
+    c = built.direction(state, GRADS[0])
     if name == 'muon':
       assert c is None  # no sign-like direction
     else:
@@ -50,7 +59,8 @@ def test_every_name_is_registered_and_steps():
 def test_lion_matches_algorithm_1():
   lr, wd = 0.1, 0.2
   config = OptimizerConfig(name='lion', weight_decay=wd)
-  params, state = _run(optimizers.make_optimizer(config, lambda s: lr))
+  built = _build(config, lr)
+  params, state = _run(built.tx)
   # Algorithm 1 of Dong, Li, Lin by hand, b1 = 0.9, b2 = 0.99.
   theta = {k: np.asarray(v) for k, v in PARAMS.items()}
   m = {k: np.zeros_like(v) for k, v in theta.items()}
@@ -62,7 +72,7 @@ def test_lion_matches_algorithm_1():
   for k in theta:
     np.testing.assert_allclose(params[k], theta[k], rtol=1e-6)
   # The direction for a gradient g: 0.9 m + 0.1 g with the current m.
-  c = optimizers.direction(config, state, GRADS[0])
+  c = built.direction(state, GRADS[0])
   for k in theta:
     np.testing.assert_allclose(
         c[k], 0.9 * m[k] + 0.1 * np.asarray(GRADS[0][k]), rtol=1e-6)
@@ -74,30 +84,27 @@ def test_lion_matches_algorithm_1():
 @pytest.mark.parametrize('name', ['lion', 'lion_huber', 'cautious_lion'])
 def test_mu_dtype_sets_the_lion_momentum(name, mu_dtype, leaf_dtypes):
   config = OptimizerConfig(name=name, mu_dtype=mu_dtype)
-  tx = optimizers.make_optimizer(config, lambda s: 1e-2)
-  params, state = _run(tx)
+  built = _build(config, 1e-2)
+  params, state = _run(built.tx)
   node = optimizers.find(state, (lionx.ScaleByLionState,
                                   lionx.ScaleByLion8bitState))
   arrays = [x for x in jax.tree.leaves(node) if x.ndim]
   assert {x.dtype for x in arrays} == {jnp.dtype(d) for d in leaf_dtypes}
   # The direction reads the momentum back (dequantized for int8).
-  c = optimizers.direction(config, state, GRADS[0])
-  float_c = optimizers.direction(
-      OptimizerConfig(name=name), _run(optimizers.make_optimizer(
-          OptimizerConfig(name=name), lambda s: 1e-2))[1], GRADS[0])
+  c = built.direction(state, GRADS[0])
+  plain = _build(OptimizerConfig(name=name), 1e-2)
+  float_c = plain.direction(_run(plain.tx)[1], GRADS[0])
   for k in PARAMS:
     np.testing.assert_allclose(c[k], float_c[k], rtol=0.05, atol=1e-3)
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
 
 
 def test_mu_dtype_for_adamw_and_sgd():
-  adamw = optimizers.make_optimizer(
-      OptimizerConfig(name='adamw', mu_dtype='bfloat16'), lambda s: 1e-2)
+  adamw = _build(OptimizerConfig(name='adamw', mu_dtype='bfloat16'), 1e-2).tx
   state = adamw.init(PARAMS)
   assert optimizers.find(state, optax.ScaleByAdamState).mu[
       'w'].dtype == jnp.bfloat16
-  sgd = optimizers.make_optimizer(
-      OptimizerConfig(name='sgd', mu_dtype='bfloat16'), lambda s: 1e-2)
+  sgd = _build(OptimizerConfig(name='sgd', mu_dtype='bfloat16'), 1e-2).tx
   trace = optimizers.find(sgd.init(PARAMS), optax.TraceState).trace
   assert trace['w'].dtype == jnp.bfloat16
 
@@ -106,7 +113,8 @@ def test_sgd_is_pytorch_sgd_with_weight_decay():
   lr, wd, mu = 0.1, 0.2, 0.9
   config = OptimizerConfig(name='sgd', weight_decay=wd)
   config.sgd.momentum = mu
-  params, state = _run(optimizers.make_optimizer(config, lambda s: lr))
+  built = _build(config, lr)
+  params, state = _run(built.tx)
   theta = {k: np.asarray(v) for k, v in PARAMS.items()}
   buf = {k: np.zeros_like(v) for k, v in theta.items()}
   for g in GRADS:  # torch.optim.SGD(lr, momentum, weight_decay)
@@ -116,21 +124,23 @@ def test_sgd_is_pytorch_sgd_with_weight_decay():
       theta[k] = theta[k] - lr * buf[k]
   for k in theta:
     np.testing.assert_allclose(params[k], theta[k], rtol=1e-6)
-  c = optimizers.direction(config, state, GRADS[0])
+  c = built.direction(state, GRADS[0])
   for k in theta:
     np.testing.assert_allclose(
         c[k], mu * buf[k] + np.asarray(GRADS[0][k]), rtol=1e-6)
   plain = OptimizerConfig(name='sgd')
   plain.sgd.momentum = 0.0
-  _, state = _run(optimizers.make_optimizer(plain, lambda s: lr))
-  assert optimizers.direction(plain, state, GRADS[0]) is GRADS[0]
+  built = _build(plain, lr)
+  _, state = _run(built.tx)
+  assert built.direction(state, GRADS[0]) is GRADS[0]
 
 
 def test_adamw_direction_has_the_sign_of_its_step():
   config = OptimizerConfig(name='adamw', weight_decay=0.0)
-  tx = optimizers.make_optimizer(config, lambda s: 1e-2)
+  built = _build(config, 1e-2)
+  tx = built.tx
   params, state = _run(tx, steps=1)
-  c = optimizers.direction(config, state, GRADS[1])
+  c = built.direction(state, GRADS[1])
   updates, _ = tx.update(GRADS[1], state, params)
   for a, u in zip(jax.tree.leaves(c), jax.tree.leaves(updates)):
     np.testing.assert_array_equal(np.sign(a), -np.sign(u))
@@ -139,18 +149,19 @@ def test_adamw_direction_has_the_sign_of_its_step():
 def test_lion_k_and_cautious_use_their_reshapers():
   config = OptimizerConfig(name='lion_lp', weight_decay=0.0)
   config.lion_lp.p = 3.0
-  ours, _ = _run(optimizers.make_optimizer(config, lambda s: 0.1))
+  built = _build(config, 0.1)
+  ours, _ = _run(built.tx)
   ref, _ = _run(lionx.lion_k(0.1, lionx.lp_reshaper(3.0), weight_decay=0.0))
   for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
     np.testing.assert_array_equal(a, b)
-  assert optimizers.reshaper(config).name == lionx.lp_reshaper(3.0).name
-  assert optimizers.reshaper(OptimizerConfig(name='sgd')) is None
+  assert built.reshaper().name == lionx.lp_reshaper(3.0).name
+  assert _build(OptimizerConfig(name='sgd')).reshaper() is None
   cautious = OptimizerConfig(name='cautious_lion', weight_decay=0.1)
-  ours, state = _run(optimizers.make_optimizer(cautious, lambda s: 0.1))
+  ours, state = _run(_build(cautious, 0.1).tx)
   ref, _ = _run(lionx.cautious_lion(0.1, weight_decay=0.1))
   for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
     np.testing.assert_array_equal(a, b)
-  s = optimizers.settings(cautious, lambda step: 0.1)
+  s = optimizers.resolve(cautious)
   assert (s.b1, s.b2) == (0.95, 0.98)
 
 
@@ -168,7 +179,7 @@ def test_weight_decay_per_optimizer_and_rates():
   # The decay reaches the transform: SGD's L2 term with 5e-4.
   sgd = OptimizerConfig(name='sgd', weight_decays={'sgd': 0.5})
   sgd.sgd.momentum = 0.0
-  params, _ = _run(optimizers.make_optimizer(sgd, lambda s: 0.1), steps=1)
+  params, _ = _run(_build(sgd, 0.1).tx, steps=1)
   np.testing.assert_allclose(
       params['b'], PARAMS['b'] - 0.1 * (GRADS[0]['b'] + 0.5 * PARAMS['b']),
       rtol=1e-6)
@@ -181,9 +192,9 @@ def test_a_new_optimizer_is_one_row():
   class Hparams:
     scale: float = 2.0
 
-  def build(s):
+  def build(s, schedule):
     return optax.chain(optax.scale(s.hparams.scale),
-                       optax.scale_by_learning_rate(s.schedule))
+                       optax.scale_by_learning_rate(schedule))
 
   optimizers.register('scaled_sgd', optimizers.OptimizerSpec(
       build, lambda s, state, grads: grads, Hparams))
@@ -191,7 +202,7 @@ def test_a_new_optimizer_is_one_row():
     config = OptimizerConfig(name='scaled_sgd', learning_rate=0.1)
     config.scaled_sgd.scale = 3.0
     optimizers.validate(config)
-    params, _ = _run(optimizers.make_optimizer(config, lambda s: 0.1),
+    params, _ = _run(_build(config, 0.1).tx,
                      steps=1)
     np.testing.assert_allclose(params['b'], PARAMS['b'] - 0.3 * GRADS[0]['b'],
                                rtol=1e-6)
@@ -226,7 +237,7 @@ def test_bad_hyperparameters():
 
 def test_unknown_optimizer():
   with pytest.raises(ValueError, match="optimizer.name='lamb' is not one"):
-    optimizers.make_optimizer(OptimizerConfig(name='lamb'), lambda s: 1.0)
+    _build(OptimizerConfig(name='lamb'), 1.0).tx
 
 
 def test_schedules_follow_their_formulas():

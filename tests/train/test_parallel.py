@@ -334,10 +334,13 @@ def test_distributed_lion_running_statistics_are_averaged():
 
 
 def test_distributed_lion_direction_is_the_mean_vote():
-  config = optimizers.OptimizerConfig(name='distributed_lion', b1=0.5)
+  config = config_lib.Config()
+  config.optimizer = optimizers.OptimizerConfig(
+      name='distributed_lion', b1=0.5, learning_rate=1e-3)
+  built = optimizers.make_optimizer(config, total_steps=1)
   mu = {'w': jnp.array([[1.0, -3.0, 0.0], [1.0, 1.0, -1.0]])}  # 2 workers
   state = lionx.DistributedLionState(jnp.zeros([], jnp.int32), mu)
-  c = optimizers.direction(config, state, {'w': jnp.array([1.0, 1.0, 0.0])})
+  c = built.direction(state, {'w': jnp.array([1.0, 1.0, 0.0])})
   # sign(0.5 m_i + 0.5 g): worker 0 (+, -, 0), worker 1 (+, +, -).
   np.testing.assert_array_equal(c['w'], [1.0, 0.0, -0.5])
 
@@ -387,7 +390,7 @@ def test_a_new_optimizer_row_keeps_recorded_runs(one_device, tmp_path):
     knob: float = 1.0
 
   optimizers.register('extra', optimizers.OptimizerSpec(
-      lambda s: None, lambda s, state, grads: grads, Extra))
+      lambda s, schedule: None, lambda s, state, grads: grads, Extra))
   try:
     again = _run(one_device.workdir, parallel__num_devices=1)
   finally:
