@@ -199,9 +199,13 @@ def _source(paths):
 
 
 def _check_flags(command, flags, sources):
+  """Each flag is an option of the sources: a quoted argparse name in
+  Python, a case pattern or word in a shell script."""
   text = _source(sources)
   for flag in flags:
-    assert f"'{flag}'" in text, (
+    found = (re.search(rf'(?<![\w-]){flag}(?![\w-])', text)
+             if sources[0].suffix == '.sh' else f"'{flag}'" in text)
+    assert found, (
         f'{command!r}: {flag} is not an option of {[s.name for s in sources]}')
 
 
@@ -268,10 +272,24 @@ def _check_command(command):
     assert program in OTHER_PROGRAMS, f'{command!r}: unknown program'
 
 
+def _inline_commands(path):
+  """Commands quoted in the prose (`python ...`, `lionx-compare ...`), the
+  ones whose numbers a page reports; those with a placeholder (NAME,
+  HOST:PORT) are patterns, not commands."""
+  commands = []
+  prose = re.sub(r'```.*?```', '', path.read_text(), flags=re.S)
+  for match in re.finditer(
+      r'`((?:python3?|lionx-train|lionx-compare|bash)\s[^`]+)`', prose):
+    command = ' '.join(match.group(1).split())
+    if not re.search(r'\b[A-Z][A-Z_]*\b', command):
+      commands.append(command)
+  return commands
+
+
 def _pages_with_commands():
   pages = [ROOT / 'README.md', *sorted(DOCS.glob('*.md')),
            *sorted((DOCS / 'guide').glob('*.md'))]
-  return [p for p in pages if _shell_commands(p)]
+  return [p for p in pages if _shell_commands(p) or _inline_commands(p)]
 
 
 def test_the_command_checks_catch_what_does_not_exist():
@@ -282,6 +300,8 @@ def test_the_command_checks_catch_what_does_not_exist():
               'lionx-train --config configs/default.py --workdir w '
               'optimizer.no_such_field=1',
               'python benchmarks/no_such.py',
+              'python benchmarks/lm_step.py --no-such-flag',
+              'bash benchmarks/gpu.sh --no-such-flag',
               'pip install -e ".[no_such_extra]"',
               'make everything'):
     with pytest.raises(Exception):
@@ -294,7 +314,7 @@ def test_the_commands_name_what_exists(page):
   # Scripts, experiment modules, their flags, config files, config fields
   # and extras: a command of the README or the docs that names something
   # gone fails here, not in a reader's shell.
-  for command in _shell_commands(ROOT / page):
+  for command in _shell_commands(ROOT / page) + _inline_commands(ROOT / page):
     _check_command(command)
 
 
