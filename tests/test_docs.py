@@ -191,7 +191,10 @@ def _experiment_module(name):
   are still in lionx/experiments; the fallback goes with them."""
   top = ROOT / 'experiments'
   folder = top if top.is_dir() else ROOT / 'lionx' / 'experiments'
-  return folder / f'{name}.py', sorted(folder.glob('_*.py'))
+  path = folder / f'{name}.py'
+  if not path.exists() and (folder / name / '__main__.py').exists():
+    path = folder / name / '__main__.py'
+  return path, sorted(folder.glob('_*.py'))
 
 
 def _source(paths):
