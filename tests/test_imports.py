@@ -30,7 +30,11 @@ def _imports(path: pathlib.Path, modules: set[str]) -> set[str]:
       if node.level:
         parent = package.split('.')[:len(package.split('.')) - node.level + 1]
         base = '.'.join(parent + ([base] if base else []))
-      names = [base] + [f'{base}.{a.name}' for a in node.names]
+      # `from pkg import mod` depends on pkg.mod; pkg itself only when a
+      # name is not a submodule (a package's __init__ may import its
+      # children, which import their siblings through the package).
+      subs = [f'{base}.{a.name}' for a in node.names]
+      names = subs + ([] if all(n in modules for n in subs) else [base])
     else:
       continue
     out |= {n for n in names if n in modules}
@@ -98,7 +102,7 @@ LAYERS = (
     ('config',),
     ('tasks', 'optimizers'),
     ('data', 'models', 'schedules', 'parallel'),
-    ('fields',),
+    ('fields', 'registry'),
 )
 
 

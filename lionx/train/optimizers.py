@@ -64,6 +64,7 @@ import optax
 
 import lionx
 from lionx.train import fields
+from lionx.train import registry
 from lionx.train import schedules
 
 PyTree = Any
@@ -112,7 +113,9 @@ class OptimizerSpec:
   box: bool = True
 
 
-OPTIMIZERS: dict[str, OptimizerSpec] = {}
+OPTIMIZERS: registry.Registry[OptimizerSpec] = registry.Registry(
+    'optimizer.name', ' A new optimizer is one call to '
+    'lionx.train.optimizers.register.')
 
 
 def register(name: str, spec: OptimizerSpec) -> None:
@@ -125,7 +128,7 @@ def register(name: str, spec: OptimizerSpec) -> None:
     raise ValueError(f'name={name!r}: expected an identifier.')
   if not isinstance(spec, OptimizerSpec):
     raise TypeError(f'spec={spec!r}: expected an OptimizerSpec.')
-  OPTIMIZERS[name] = spec
+  OPTIMIZERS.register(name, spec)
 
 
 def _default_hparams() -> dict[str, Any]:
@@ -170,9 +173,6 @@ class OptimizerConfig:
 
 def spec(name: str) -> OptimizerSpec:
   """The registry row of ``name``."""
-  if name not in OPTIMIZERS:
-    raise fields.ConfigError(
-        f'optimizer.name={name!r} is not one of {tuple(sorted(OPTIMIZERS))}.')
   return OPTIMIZERS[name]
 
 

@@ -18,9 +18,22 @@ from typing import Callable
 import optax
 
 from lionx.train import fields
+from lionx.train import registry
 
-#: The names of ``schedule.name``.
-SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
+Schedule = Callable[[int], float]
+# (peak rate, total steps T, warm-up W, final fraction a) -> schedule.
+Factory = Callable[[float, int, int, float], Schedule]
+
+#: ``schedule.name`` -> its factory.
+SCHEDULES: registry.Registry[Factory] = registry.Registry('schedule.name')
+SCHEDULES.register(
+    'constant', lambda lr, total, warmup, a: optax.constant_schedule(lr))
+SCHEDULES.register('cosine', lambda lr, total, warmup, a: (
+    optax.cosine_decay_schedule(lr, decay_steps=total, alpha=a)))
+SCHEDULES.register('warmup_cosine', lambda lr, total, warmup, a: (
+    optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=lr, warmup_steps=warmup,
+        decay_steps=total, end_value=a * lr)))
 
 
 @dataclasses.dataclass(slots=True)
@@ -39,7 +52,7 @@ class ScheduleConfig:
 
 def validate(config: ScheduleConfig) -> None:
   """Checks the names and ranges of a :class:`ScheduleConfig`."""
-  fields.one_of('schedule.name', config.name, SCHEDULES)
+  SCHEDULES[config.name]  # raises ConfigError for an unknown name
   fields.non_negative('schedule.warmup_epochs', config.warmup_epochs)
   fields.non_negative('schedule.warmup_steps', config.warmup_steps)
   if config.warmup_epochs and config.warmup_steps:
@@ -67,7 +80,7 @@ def make_schedule(
     total_steps: int,
     warmup_steps: int = 0,
     final_fraction: float = 0.0,
-) -> Callable[[int], float]:
+) -> Schedule:
   """The schedule ``step -> learning rate`` named ``name``.
 
   Args:
@@ -87,8 +100,7 @@ def make_schedule(
     >>> float(s(0)), float(s(5)), float(s(10))
     (1.0, 0.5, 0.0)
   """
-  if name not in SCHEDULES:
-    raise ValueError(f'schedule.name={name!r} is not one of {SCHEDULES}.')
+  factory = SCHEDULES[name]
   if not learning_rate > 0:
     raise ValueError(
         f'learning_rate={learning_rate!r}: expected a positive number.')
@@ -101,11 +113,4 @@ def make_schedule(
   if not 0.0 <= final_fraction <= 1.0:
     raise ValueError(
         f'final_fraction={final_fraction!r}: expected a number in [0, 1].')
-  if name == 'constant':
-    return optax.constant_schedule(learning_rate)
-  if name == 'cosine':
-    return optax.cosine_decay_schedule(
-        learning_rate, decay_steps=total_steps, alpha=final_fraction)
-  return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=learning_rate, warmup_steps=warmup_steps,
-      decay_steps=total_steps, end_value=final_fraction * learning_rate)
+  return factory(learning_rate, total_steps, warmup_steps, final_fraction)

@@ -220,7 +220,7 @@ def compare(config: Config, workdir: str | pathlib.Path,
     if name not in optimizers.OPTIMIZERS:
       raise ConfigError(
           f'--optimizers {",".join(names)}: {name!r} is not one of '
-          f'{tuple(sorted(optimizers.OPTIMIZERS))}.')
+          f'{optimizers.OPTIMIZERS.names()}.')
   workdir = pathlib.Path(workdir)
   workdir_lib.check(workdir, None, overwrite, 'comparison')
   configs = {}

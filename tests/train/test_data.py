@@ -7,6 +7,7 @@ import pytest
 
 from lionx.train.data import images as data
 from lionx.train.data.images import ImageDataConfig as DataConfig
+from lionx.train.fields import ConfigError
 from tests.train.helpers import (
     ARCHIVES, cifar_batches, write_cifar_archive, write_cifar_folder)
 
@@ -139,7 +140,8 @@ def test_synthetic_is_fixed_and_shaped():
 
 
 def test_unknown_dataset_and_register():
-  with pytest.raises(data.DataError, match="'nope' is not one of"):
+  # An unknown name is the config's fault: ConfigError names the field.
+  with pytest.raises(ConfigError, match="data.name='nope' is not one of"):
     data.load_dataset(DataConfig(name='nope'))
   with pytest.raises(TypeError, match='expected a callable'):
     data.register_dataset('x', 3)
@@ -153,7 +155,7 @@ def test_unknown_dataset_and_register():
       data.load_dataset(DataConfig(name='bad'))
     assert data.input_spec(DataConfig(name='bad')) is None
   finally:
-    data.DATASETS.pop('bad')
+    data.DATASETS.unregister('bad')
 
 
 def test_input_specs_match_the_loaded_data(cifar10_dir):

@@ -207,7 +207,7 @@ def test_a_new_optimizer_is_one_row():
     np.testing.assert_allclose(params['b'], PARAMS['b'] - 0.3 * GRADS[0]['b'],
                                rtol=1e-6)
   finally:
-    optimizers.OPTIMIZERS.pop('scaled_sgd')
+    optimizers.OPTIMIZERS.unregister('scaled_sgd')
 
 
 @pytest.mark.parametrize('change,match', [

@@ -394,7 +394,7 @@ def test_a_new_optimizer_row_keeps_recorded_runs(one_device, tmp_path):
   try:
     again = _run(one_device.workdir, parallel__num_devices=1)
   finally:
-    optimizers.OPTIMIZERS.pop('extra')
+    optimizers.OPTIMIZERS.unregister('extra')
   assert again.status == 'finished' and again.rows == one_device.rows
   with pytest.raises(ConfigError, match=r'parallel.num_devices: 1 -> 8'):
     _run(one_device.workdir, parallel__num_devices=N)

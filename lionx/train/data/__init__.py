@@ -3,11 +3,9 @@
 * :mod:`lionx.train.data.images`: image classification sets (digits,
   CIFAR, synthetic, and loaders registered by the user);
 * :mod:`lionx.train.data.imagefolder`: ImageNet-style folders of JPEGs
-  (``data.name=imagefolder``), registered when this package is imported;
+  (``data.name=imagefolder``, registered by the classification task);
 * :mod:`lionx.train.data.text`: the language models' token data.
 
 Nothing is downloaded: data come from a local path, from a package that
 ships them, or are generated.
 """
-
-import lionx.train.data.imagefolder  # noqa: F401 (registers imagefolder)

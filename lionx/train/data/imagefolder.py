@@ -512,5 +512,3 @@ def load_imagefolder(config: images.ImageDataConfig) -> ImageFolder:
   return ImageFolder(NAME, root, classes, train_files, train_labels,
                      test_files, test_labels, config.image_size, workers)
 
-
-images.register_dataset(NAME, load_imagefolder)

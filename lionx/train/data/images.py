@@ -38,6 +38,7 @@ from typing import Callable, Iterator, NamedTuple, Optional
 import numpy as np
 
 from lionx.train import fields
+from lionx.train import registry
 
 # How training batches are drawn (recorded in every checkpoint).
 DATA_ORDER = ('numpy default_rng([seed, epoch, 0]).permutation; augmentation '
@@ -327,18 +328,9 @@ class _Entry(NamedTuple):
   spec: Optional[Spec]  # the input spec from the config alone
 
 
-DATASETS: dict[str, _Entry] = {
-    'digits': _Entry(lambda config: load_digits(),
-                     lambda config: InputSpec((8, 8, 1), 10)),
-    'cifar10': _Entry(lambda config: load_cifar(config.data_dir, 'cifar10'),
-                      lambda config: InputSpec((32, 32, 3), 10)),
-    'cifar100': _Entry(
-        lambda config: load_cifar(config.data_dir, 'cifar100'),
-        lambda config: InputSpec((32, 32, 3), 100)),
-    'synthetic': _Entry(synthetic, lambda config: InputSpec(
-        (config.image_size, config.image_size, config.channels),
-        config.num_classes)),
-}
+DATASETS: registry.Registry[_Entry] = registry.Registry(
+    'data.name', ' Other sets need a loader: see '
+    'lionx.train.data.images.register_dataset.')
 
 
 def register_dataset(name: str, loader: Loader, *,
@@ -357,14 +349,25 @@ def register_dataset(name: str, loader: Loader, *,
     raise TypeError(f'loader={loader!r}: expected a callable.')
   if spec is not None and not callable(spec):
     raise TypeError(f'spec={spec!r}: expected a callable or None.')
-  DATASETS[name] = _Entry(loader, spec)
+  DATASETS.register(name, _Entry(loader, spec))
+
+
+register_dataset('digits', lambda config: load_digits(),
+                 spec=lambda config: InputSpec((8, 8, 1), 10))
+register_dataset('cifar10', lambda config: load_cifar(config.data_dir,
+                                                      'cifar10'),
+                 spec=lambda config: InputSpec((32, 32, 3), 10))
+register_dataset('cifar100', lambda config: load_cifar(config.data_dir,
+                                                       'cifar100'),
+                 spec=lambda config: InputSpec((32, 32, 3), 100))
+register_dataset('synthetic', synthetic, spec=lambda config: InputSpec(
+    (config.image_size, config.image_size, config.channels),
+    config.num_classes))
 
 
 def validate(config: ImageDataConfig) -> None:
   """Checks the names and sizes of an :class:`ImageDataConfig`."""
-  fields.one_of('data.name', config.name, DATASETS,
-                ' Other sets need a loader: see '
-                'lionx.train.data.images.register_dataset.')
+  DATASETS[config.name]  # raises ConfigError for an unknown name
   fields.positive_ints(config, 'data', skip=lambda name: name == 'workers')
   if config.workers < -1:
     raise fields.ConfigError(
@@ -380,10 +383,6 @@ def input_spec(config: ImageDataConfig) -> Optional[InputSpec]:
 
 def load_dataset(config: ImageDataConfig) -> ImageSet:
   """The data set named ``config.name``."""
-  if config.name not in DATASETS:
-    raise DataError(
-        f'data.name={config.name!r} is not one of {tuple(DATASETS)}; '
-        'other sets need a loader, see register_dataset.')
   dataset = DATASETS[config.name].loader(config)
   if not isinstance(dataset, ImageSet):
     raise DataError(

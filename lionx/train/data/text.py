@@ -59,13 +59,13 @@ import os
 import pathlib
 import sys
 import sysconfig
-from typing import Any, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
 from lionx.train import fields
+from lionx.train import registry
 
-DATA_NAMES = ('text_bytes', 'token_files')
 BYTE_VOCAB = 256
 GPT2_VOCAB = 50257
 END_OF_FILE = 0  # the NUL byte after each file of the byte corpus
@@ -115,7 +115,7 @@ class TextData:
 
 def validate(config: TextDataConfig) -> None:
   """Checks the names and sizes of a :class:`TextDataConfig`."""
-  fields.one_of('data.name', config.name, DATA_NAMES)
+  SOURCES[config.name]  # raises ConfigError for an unknown name
   fields.positive_ints(config, 'data', skip=lambda n: n == 'val_max_batches')
   fields.non_negative('data.val_max_batches', config.val_max_batches)
   if config.name == 'text_bytes' and config.vocab_size not in (
@@ -137,7 +137,7 @@ def vocab_size(config: TextDataConfig) -> int:
   """The data's vocabulary (see :class:`TextDataConfig`)."""
   if config.vocab_size is not None:
     return config.vocab_size
-  return BYTE_VOCAB if config.name == 'text_bytes' else GPT2_VOCAB
+  return SOURCES[config.name].vocab_size
 
 
 # --- the embedded byte corpus -------------------------------------------------
@@ -257,20 +257,34 @@ def token_files(data_dir: str, vocab: int, window: int) -> TextData:
   return TextData('token_files', train, val, vocab, info)
 
 
+def _load_bytes(config: TextDataConfig, window: int) -> TextData:
+  del config
+  data = byte_corpus()
+  for split, tokens in (('training', data.train), ('validation', data.val)):
+    if len(tokens) < window:
+      raise DataError(
+          f'the byte corpus has {len(tokens):,} {split} tokens, shorter '
+          f'than one window of {window}; use a smaller data.seq_len.')
+  return data
+
+
+def _load_token_files(config: TextDataConfig, window: int) -> TextData:
+  return token_files(config.data_dir, vocab_size(config), window)
+
+
+class _Source(NamedTuple):
+  load: Callable[[TextDataConfig, int], TextData]  # (config, window)
+  vocab_size: int  # the default data.vocab_size
+
+
+SOURCES: registry.Registry[_Source] = registry.Registry('data.name')
+SOURCES.register('text_bytes', _Source(_load_bytes, BYTE_VOCAB))
+SOURCES.register('token_files', _Source(_load_token_files, GPT2_VOCAB))
+
+
 def load(config: TextDataConfig, window: int) -> TextData:
   """The data of ``config``; every split holds at least one ``window``."""
-  if config.name == 'text_bytes':
-    data = byte_corpus()
-    for split, tokens in (('training', data.train),
-                          ('validation', data.val)):
-      if len(tokens) < window:
-        raise DataError(
-            f'the byte corpus has {len(tokens):,} {split} tokens, shorter '
-            f'than one window of {window}; use a smaller data.seq_len.')
-    return data
-  if config.name == 'token_files':
-    return token_files(config.data_dir, vocab_size(config), window)
-  raise DataError(f'data.name={config.name!r} is not one of {DATA_NAMES}.')
+  return SOURCES[config.name].load(config, window)
 
 
 # --- windows ------------------------------------------------------------------

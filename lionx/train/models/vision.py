@@ -47,6 +47,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lionx.train import fields
+from lionx.train import registry
 from lionx.train.models import precision
 
 
@@ -324,24 +325,24 @@ def _vit(preset: str):
   return build
 
 
-MODELS: dict[str, Callable[..., nnx.Module]] = {
-    'cnn': lambda cfg, n, shape, rngs: CNN(
-        n, shape[2], shape[0], _or(cfg.width, 32), cfg.batch_norm,
-        rngs=rngs, init=KERNEL_INITS[cfg.kernel_init]),
-    'mlp': lambda cfg, n, shape, rngs: MLP(
-        n, math.prod(shape), _or(cfg.width, 256), rngs=rngs,
-        init=KERNEL_INITS[cfg.kernel_init]),
-    'resnet18': _resnet(BasicBlock, (2, 2, 2, 2)),
-    'resnet50': _resnet(Bottleneck, (3, 4, 6, 3)),
-    'vit': _vit('vit'),
-    'vit_s': _vit('vit_s'),
-    'vit_tiny': _vit('vit_tiny'),
-}
+# model.name -> build(config, num_classes, image_shape, rngs).
+MODELS: registry.Registry[Callable[..., nnx.Module]] = registry.Registry(
+    'model.name')
+MODELS.register('cnn', lambda cfg, n, shape, rngs: CNN(
+    n, shape[2], shape[0], _or(cfg.width, 32), cfg.batch_norm,
+    rngs=rngs, init=KERNEL_INITS[cfg.kernel_init]))
+MODELS.register('mlp', lambda cfg, n, shape, rngs: MLP(
+    n, math.prod(shape), _or(cfg.width, 256), rngs=rngs,
+    init=KERNEL_INITS[cfg.kernel_init]))
+MODELS.register('resnet18', _resnet(BasicBlock, (2, 2, 2, 2)))
+MODELS.register('resnet50', _resnet(Bottleneck, (3, 4, 6, 3)))
+for _name in ('vit', 'vit_s', 'vit_tiny'):
+  MODELS.register(_name, _vit(_name))
 
 
 def validate(config: VisionModelConfig) -> None:
   """Checks the names and sizes of a :class:`VisionModelConfig`."""
-  fields.one_of('model.name', config.name, MODELS)
+  MODELS[config.name]  # raises ConfigError for an unknown name
   fields.one_of('model.stem', config.stem, STEMS)
   fields.one_of('model.kernel_init', config.kernel_init, KERNEL_INITS)
   precision.validate('model.param_dtype', config.param_dtype)
@@ -360,9 +361,7 @@ def create_model(config: VisionModelConfig, num_classes: int,
     >>> sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
     682
   """
-  if config.name not in MODELS:
-    raise ValueError(
-        f'model.name={config.name!r} is not one of {tuple(MODELS)}.')
+  build = MODELS[config.name]
   if config.kernel_init not in KERNEL_INITS:
     raise ValueError(
         f'model.kernel_init={config.kernel_init!r} is not one of '
@@ -371,6 +370,6 @@ def create_model(config: VisionModelConfig, num_classes: int,
     raise ValueError(
         f'image_shape={tuple(image_shape)}: expected (height, width, '
         'channels).')
-  model = MODELS[config.name](config, num_classes, tuple(image_shape),
-                              nnx.Rngs(params=seed))
+  model = build(config, num_classes, tuple(image_shape),
+                nnx.Rngs(params=seed))
   return precision.cast_params(model, config.param_dtype)

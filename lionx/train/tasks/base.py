@@ -5,8 +5,8 @@ loss, the evaluation metrics, the data, and the batches of the logging
 pass. The loop (:mod:`lionx.train.experiment`), checkpoints, diagnostics,
 resume and refusals never look inside a batch; they only call the methods
 below. A new task is a new module in :mod:`lionx.train.tasks` that calls
-:func:`register_task` (modules there are imported when the package is), or
-a call to :func:`register_task` in a config file.
+:func:`register_task` (:mod:`lionx.train.tasks` registers the built-in
+ones), or a call to :func:`register_task` in a config file.
 
 **The objective.** :meth:`Task.loss` returns the batch's mean loss and its
 weight :math:`w` (the number of examples, or tokens, the mean is over; 0 for
@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Iterator, NamedTuple, Optional
 import jax
 from flax import nnx
 
-from lionx.train.fields import ConfigError
+from lionx.train import registry
 
 Batch = dict[str, Any]
 # name -> (sum, count): the loop reports sum / count accumulated over batches.
@@ -124,7 +124,8 @@ class Task(abc.ABC):
     return {}
 
 
-TASKS: dict[str, Task] = {}
+TASKS: registry.Registry[Task] = registry.Registry(
+    'task', ' A new task is a call to lionx.train.tasks.register_task.')
 
 
 def register_task(task: Task) -> Task:
@@ -134,13 +135,9 @@ def register_task(task: Task) -> Task:
   if not isinstance(getattr(task, 'name', None), str) or not task.name:
     raise ValueError(f'task.name={getattr(task, "name", None)!r}: expected '
                      'a non-empty string.')
-  TASKS[task.name] = task
-  return task
+  return TASKS.register(task.name, task)
 
 
 def get_task(name: str) -> Task:
   """The registered task called ``name``."""
-  if name not in TASKS:
-    raise ConfigError(
-        f'task={name!r} is not one of {tuple(sorted(TASKS))}.')
   return TASKS[name]

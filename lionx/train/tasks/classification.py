@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from lionx.train.data import imagefolder  # registers data.name=imagefolder
+from lionx.train.data import imagefolder
 from lionx.train.data import images
 from lionx.train.models import vision
 from lionx.train.tasks import base
@@ -111,4 +111,4 @@ class ImageClassification(base.Task):
     return images.DATA_ORDER
 
 
-base.register_task(ImageClassification())
+images.register_dataset(imagefolder.NAME, imagefolder.load_imagefolder)

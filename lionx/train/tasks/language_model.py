@@ -181,5 +181,3 @@ class LanguageModelling(base.Task):
     del config
     return {'data': data.info}
 
-
-base.register_task(LanguageModelling())

@@ -94,5 +94,3 @@ class MaskedLanguageModelling(LanguageModelling):
             'val_mlm_loss': (jnp.sum(mlm * mask), count),
             'val_sop_accuracy': (jnp.sum(hits * mask), count)}
 
-
-base.register_task(MaskedLanguageModelling())
