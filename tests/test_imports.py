@@ -22,7 +22,14 @@ def _imports(path: pathlib.Path, modules: set[str]) -> set[str]:
   out = set()
   package = _module(path) if path.name == '__init__.py' else (
       _module(path).rpartition('.')[0])
-  for node in ast.walk(ast.parse(path.read_text())):
+  tree = ast.parse(path.read_text())
+  typing_only = {id(n) for block in ast.walk(tree)
+                 if isinstance(block, ast.If)
+                 and getattr(block.test, 'id', None) == 'TYPE_CHECKING'
+                 for stmt in block.body for n in ast.walk(stmt)}
+  for node in ast.walk(tree):
+    if id(node) in typing_only:  # annotations only: no import at run time
+      continue
     if isinstance(node, ast.Import):
       names = [a.name for a in node.names]
     elif isinstance(node, ast.ImportFrom):

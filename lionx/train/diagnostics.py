@@ -22,9 +22,10 @@ jitted function returning the fields below (float32 scalars):
 * ``kkt_residual`` :math:`\lambda'\langle\nabla f,\theta\rangle +
   \|\nabla f\|_1` (Lemma 1);
 * ``sign_agreement`` and ``zero_sign_fraction`` of the optimizer's
-  direction for :math:`\nabla f` (:meth:`lionx.train.optimizers.Optimizer.direction`)
-  against :math:`\nabla f` (NaN for an optimizer without a sign-like
-  direction, e.g. Muon).
+  direction for :math:`\nabla f`
+  (:meth:`lionx.train.optimizers.Optimizer.direction`) against
+  :math:`\nabla f` (NaN for an optimizer without a sign-like direction,
+  e.g. Muon).
 """
 
 from __future__ import annotations

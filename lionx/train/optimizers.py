@@ -56,7 +56,7 @@ m_i + (1-\beta_1) g)`, whose sign is the majority vote.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -66,6 +66,9 @@ import lionx
 from lionx.train import fields
 from lionx.train import registry
 from lionx.train import schedules
+
+if TYPE_CHECKING:  # config.py imports this module: the type only
+  from lionx.train.config import Config
 
 PyTree = Any
 Schedule = Callable[[Any], Any]
@@ -289,7 +292,8 @@ class Optimizer(NamedTuple):
 
   def box_weight_decay(self, step: Any) -> jax.Array:
     """The λ' of the box λ'‖θ‖∞ ≤ 1 after ``step`` updates: the weight
-    decay under its convention (:func:`lionx.effective_weight_decay`)."""
+    decay under its convention (:func:`lionx.effective_weight_decay`).
+    """
     s = self.settings
     if not self.row.conventions:
       return jnp.asarray(s.weight_decay, jnp.float32)
@@ -297,7 +301,7 @@ class Optimizer(NamedTuple):
         count=step, learning_rate=self.schedule, **_decay(s))
 
 
-def make_optimizer(config: Any, total_steps: int,
+def make_optimizer(config: Config, total_steps: int,
                    steps_per_epoch: Optional[int] = None) -> Optimizer:
   """The optimizer of a run of ``total_steps`` steps: its one owner.
 

@@ -32,6 +32,7 @@ from jax.sharding import Mesh
 import lionx
 from lionx.train import optimizers
 from lionx.train import parallel
+from lionx.train.config import Config
 from lionx.train.tasks import base
 
 
@@ -54,7 +55,7 @@ def count_params(model: nnx.Module) -> int:
   return lionx.metrics.tree_size(nnx.state(model, nnx.Param))
 
 
-def create_train_state(config: Any, task: base.Task, spec: Any,
+def create_train_state(config: Config, task: base.Task, spec: Any,
                        total_steps: int, steps_per_epoch: Optional[int],
                        mesh: Optional[Mesh] = None) -> TrainState:
   """The model, ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` and schedule.

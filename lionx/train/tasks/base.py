@@ -25,12 +25,15 @@ when :math:`\ell_b` is the mean over the real entries of batch :math:`b`.
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar, Iterator, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, NamedTuple, Optional
 
 import jax
 from flax import nnx
 
 from lionx.train import registry
+
+if TYPE_CHECKING:  # config.py imports this module: the type only
+  from lionx.train.config import Config
 
 Batch = dict[str, Any]
 # name -> (sum, count): the loop reports sum / count accumulated over batches.
@@ -67,15 +70,15 @@ class Task(abc.ABC):
   held_out: ClassVar[str] = 'validation'
 
   @abc.abstractmethod
-  def validate(self, config: Any) -> None:
+  def validate(self, config: Config) -> None:
     """Checks the ``data`` and ``model`` sections (raises ConfigError)."""
 
   @abc.abstractmethod
-  def input_spec(self, config: Any) -> Optional[Any]:
+  def input_spec(self, config: Config) -> Optional[Any]:
     """What :meth:`create_model` needs, from the config alone (or None)."""
 
   @abc.abstractmethod
-  def load_data(self, config: Any) -> Any:
+  def load_data(self, config: Config) -> Any:
     """The data of ``config.data``, loaded (may be shared between runs)."""
 
   @abc.abstractmethod
@@ -83,27 +86,27 @@ class Task(abc.ABC):
     """The input spec of loaded data."""
 
   @abc.abstractmethod
-  def create_model(self, config: Any, spec: Any, seed: int) -> nnx.Module:
+  def create_model(self, config: Config, spec: Any, seed: int) -> nnx.Module:
     """The model of ``config.model`` for inputs of ``spec``."""
 
   @abc.abstractmethod
-  def describe(self, config: Any, data: Any) -> str:
+  def describe(self, config: Config, data: Any) -> str:
     """One line: the model and the data (sizes), for the log."""
 
   @abc.abstractmethod
-  def steps_per_epoch(self, config: Any, data: Any) -> Optional[int]:
+  def steps_per_epoch(self, config: Config, data: Any) -> Optional[int]:
     """Training batches per epoch, or None when the data has no epochs."""
 
   @abc.abstractmethod
-  def train_batch(self, config: Any, data: Any, step: int) -> Batch:
+  def train_batch(self, config: Config, data: Any, step: int) -> Batch:
     """Training batch ``step`` (0-based): a function of (seed, step)."""
 
   @abc.abstractmethod
-  def logging_batches(self, config: Any, data: Any) -> Iterator[Batch]:
+  def logging_batches(self, config: Config, data: Any) -> Iterator[Batch]:
     """The batches of the logging pass over the training split."""
 
   @abc.abstractmethod
-  def held_out_batches(self, config: Any, data: Any) -> Iterator[Batch]:
+  def held_out_batches(self, config: Config, data: Any) -> Iterator[Batch]:
     """The batches of the held-out evaluation."""
 
   @abc.abstractmethod
@@ -118,7 +121,7 @@ class Task(abc.ABC):
     """How training batches are drawn; recorded in checkpoints."""
     return 'numpy default_rng keyed by (seed, step)'
 
-  def provenance(self, config: Any, data: Any) -> dict[str, Any]:
+  def provenance(self, config: Config, data: Any) -> dict[str, Any]:
     """Facts about the data worth recording beside the run."""
     del config, data
     return {}

@@ -15,7 +15,7 @@ for an image folder it is ``val/``): ``val_loss`` is the test loss, beside
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +26,9 @@ from lionx.train.data import imagefolder
 from lionx.train.data import images
 from lionx.train.models import vision
 from lionx.train.tasks import base
+
+if TYPE_CHECKING:  # config.py imports this module: the type only
+  from lionx.train.config import Config
 
 
 def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -47,44 +50,44 @@ class ImageClassification(base.Task):
   summary = (('test_accuracy', 'test top-1'),)
   held_out = 'test'
 
-  def validate(self, config: Any) -> None:
+  def validate(self, config: Config) -> None:
     images.validate(config.data)
     vision.validate(config.model)
 
-  def input_spec(self, config: Any) -> Optional[images.InputSpec]:
+  def input_spec(self, config: Config) -> Optional[images.InputSpec]:
     return images.input_spec(config.data)
 
-  def load_data(self, config: Any) -> images.ImageSet:
+  def load_data(self, config: Config) -> images.ImageSet:
     return images.load_dataset(config.data)
 
   def data_spec(self, data: images.ImageSet) -> images.InputSpec:
     return data.spec
 
-  def create_model(self, config: Any, spec: images.InputSpec,
+  def create_model(self, config: Config, spec: images.InputSpec,
                    seed: int) -> nnx.Module:
     return vision.create_model(config.model, spec.num_classes,
                                spec.image_shape, seed=seed)
 
-  def describe(self, config: Any, data: images.ImageSet) -> str:
+  def describe(self, config: Config, data: images.ImageSet) -> str:
     return (f'{config.model.name} on {data.name} '
             f'({len(data.train_labels)} train / {len(data.test_labels)} '
             f'test, {data.num_classes} classes)')
 
-  def steps_per_epoch(self, config: Any, data: images.ImageSet) -> int:
+  def steps_per_epoch(self, config: Config, data: images.ImageSet) -> int:
     return images.steps_per_epoch(data, config.batch_size)
 
-  def train_batch(self, config: Any, data: images.ImageSet,
+  def train_batch(self, config: Config, data: images.ImageSet,
                   step: int) -> base.Batch:
     return data.train_batch(step, seed=config.seed,
                             batch_size=config.batch_size,
                             augment=config.data.augment)
 
-  def logging_batches(self, config: Any,
+  def logging_batches(self, config: Config,
                       data: images.ImageSet) -> Iterator[base.Batch]:
     return data.eval_batches('train', config.eval_batch_size,
                              config.logging_max_batches)
 
-  def held_out_batches(self, config: Any,
+  def held_out_batches(self, config: Config,
                        data: images.ImageSet) -> Iterator[base.Batch]:
     return data.eval_batches('test', config.eval_batch_size)
 

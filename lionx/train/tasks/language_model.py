@@ -20,7 +20,7 @@ refused. The held-out split is the validation stream.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +32,9 @@ from lionx.train.data import text
 from lionx.train.fields import ConfigError
 from lionx.train.models import lm
 from lionx.train.tasks import base
+
+if TYPE_CHECKING:  # config.py imports this module: the type only
+  from lionx.train.config import Config
 
 
 class TextSpec(NamedTuple):
@@ -55,20 +58,20 @@ class LanguageModelling(base.Task):
   held_out = 'validation'
   models = tuple(lm.GPT_PRESETS)
 
-  def seq_len(self, config: Any) -> int:
+  def seq_len(self, config: Config) -> int:
     """T: the tokens a model sees per example."""
     if config.data.seq_len is not None:
       return config.data.seq_len
     return lm.shape(config.model).context_length
 
-  def window(self, config: Any) -> int:
+  def window(self, config: Config) -> int:
     """Tokens of the stream in one example."""
     return self.seq_len(config) + 1
 
   def min_seq_len(self) -> int:
     return 1
 
-  def validate(self, config: Any) -> None:
+  def validate(self, config: Config) -> None:
     text.validate(config.data)
     lm.validate(config.model, self.models)
     context = lm.shape(config.model).context_length
@@ -92,10 +95,10 @@ class LanguageModelling(base.Task):
           f'{where} does not read in one logging pass; set it to a number '
           'of batches (the paper: logging_max_batches=100).')
 
-  def input_spec(self, config: Any) -> TextSpec:
+  def input_spec(self, config: Config) -> TextSpec:
     return TextSpec(text.vocab_size(config.data))
 
-  def load_data(self, config: Any) -> text.TextData:
+  def load_data(self, config: Config) -> text.TextData:
     return text.load(config.data, self.window(config))
 
   def data_spec(self, data: text.TextData) -> TextSpec:
@@ -104,35 +107,35 @@ class LanguageModelling(base.Task):
   def model_vocab(self, spec: TextSpec) -> int:
     return spec.vocab_size
 
-  def create_model(self, config: Any, spec: TextSpec,
+  def create_model(self, config: Config, spec: TextSpec,
                    seed: int) -> nnx.Module:
     return lm.create_model(config.model, self.model_vocab(spec), seed=seed)
 
-  def describe(self, config: Any, data: text.TextData) -> str:
+  def describe(self, config: Config, data: text.TextData) -> str:
     return (f'{config.model.name} on {data.name} ({len(data.train):,} '
             f'training / {len(data.val):,} validation tokens, vocabulary '
             f'{data.vocab_size}, {self.seq_len(config)} tokens an example)')
 
-  def steps_per_epoch(self, config: Any, data: text.TextData) -> None:
+  def steps_per_epoch(self, config: Config, data: text.TextData) -> None:
     del config, data
     return None
 
   # --- batches ---------------------------------------------------------------
 
-  def make_batch(self, config: Any, data: text.TextData, tokens: np.ndarray,
+  def make_batch(self, config: Config, data: text.TextData, tokens: np.ndarray,
                  starts: np.ndarray, rng: np.random.Generator | None,
                  batch_size: int | None) -> base.Batch:
     del data, rng
     return text.gpt_batch(tokens, starts, self.seq_len(config), batch_size)
 
-  def train_batch(self, config: Any, data: text.TextData,
+  def train_batch(self, config: Config, data: text.TextData,
                   step: int) -> base.Batch:
     rng = np.random.default_rng([config.seed, step])
     starts = text.random_starts(len(data.train), self.window(config),
                                 config.batch_size, rng)
     return self.make_batch(config, data, data.train, starts, rng, None)
 
-  def logging_batches(self, config: Any,
+  def logging_batches(self, config: Config,
                       data: text.TextData) -> Iterator[base.Batch]:
     size = config.eval_batch_size
     for i, starts in enumerate(text.logging_starts(
@@ -141,12 +144,12 @@ class LanguageModelling(base.Task):
       rng = np.random.default_rng([text.LOGGING_SPLIT, i])
       yield self.make_batch(config, data, data.train, starts, rng, size)
 
-  def tiles(self, config: Any) -> tuple[int, bool]:
+  def tiles(self, config: Config) -> tuple[int, bool]:
     """The stride of the held-out windows and whether the last may be
     partial: GPT's overlap by one token, so each target counts once."""
     return self.seq_len(config), True
 
-  def held_out_batches(self, config: Any,
+  def held_out_batches(self, config: Config,
                        data: text.TextData) -> Iterator[base.Batch]:
     size = config.eval_batch_size
     stride, partial = self.tiles(config)
@@ -177,7 +180,7 @@ class LanguageModelling(base.Task):
   def data_order(self) -> str:
     return text.DATA_ORDER
 
-  def provenance(self, config: Any, data: text.TextData) -> dict[str, Any]:
+  def provenance(self, config: Config, data: text.TextData) -> dict[str, Any]:
     del config
     return {'data': data.info}
 

@@ -28,7 +28,7 @@ rules (no epochs, a logging pass of ``logging_max_batches`` batches) apply.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -41,6 +41,9 @@ from lionx.train.tasks.language_model import LanguageModelling
 from lionx.train.tasks.language_model import TextSpec
 from lionx.train.tasks.language_model import cross_entropy
 
+if TYPE_CHECKING:  # config.py imports this module: the type only
+  from lionx.train.config import Config
+
 
 class MaskedLanguageModelling(LanguageModelling):
   """MLM + sentence-order prediction with BERT (see the module doc)."""
@@ -52,7 +55,7 @@ class MaskedLanguageModelling(LanguageModelling):
   summary = (('val_mlm_loss', 'val MLM loss'),
              ('val_sop_accuracy', 'val order acc.'))
 
-  def window(self, config: Any) -> int:
+  def window(self, config: Config) -> int:
     return self.seq_len(config) - len(lm.SPECIAL_TOKENS)
 
   def min_seq_len(self) -> int:
@@ -61,13 +64,13 @@ class MaskedLanguageModelling(LanguageModelling):
   def model_vocab(self, spec: TextSpec) -> int:
     return spec.vocab_size + len(lm.SPECIAL_TOKENS)
 
-  def make_batch(self, config: Any, data: text.TextData, tokens: np.ndarray,
+  def make_batch(self, config: Config, data: text.TextData, tokens: np.ndarray,
                  starts: np.ndarray, rng: np.random.Generator | None,
                  batch_size: int | None) -> base.Batch:
     return text.bert_batch(tokens, starts, self.seq_len(config),
                            data.vocab_size, rng, batch_size)
 
-  def tiles(self, config: Any) -> tuple[int, bool]:
+  def tiles(self, config: Config) -> tuple[int, bool]:
     return self.window(config), False
 
   def _example_losses(self, model: nnx.Module, batch: base.Batch):
