@@ -40,6 +40,17 @@ def _masked(batch: base.Batch) -> jax.Array:
   return batch.get('mask', jnp.ones(batch['label'].shape, jnp.float32))
 
 
+def _sums(model: nnx.Module, batch: base.Batch
+          ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The summed cross-entropy, the correct predictions and the count of
+  the batch's real (unpadded) examples."""
+  logits = model(batch['image'])
+  mask = _masked(batch)
+  losses = _cross_entropy(logits, batch['label']) * mask
+  hits = (jnp.argmax(logits, -1) == batch['label']) * mask
+  return jnp.sum(losses), jnp.sum(hits), jnp.sum(mask)
+
+
 class ImageClassification(base.Task):
   """Images to classes, with cross-entropy and top-1 accuracy."""
 
@@ -92,23 +103,15 @@ class ImageClassification(base.Task):
     return data.eval_batches('test', config.eval_batch_size)
 
   def loss(self, model: nnx.Module, batch: base.Batch) -> base.LossOutput:
-    logits = model(batch['image'])
-    mask = _masked(batch)
-    count = jnp.sum(mask)
-    losses = _cross_entropy(logits, batch['label']) * mask
-    hits = (jnp.argmax(logits, -1) == batch['label']) * mask
+    losses, hits, count = _sums(model, batch)
     return base.LossOutput(
-        loss=jnp.sum(losses) / jnp.maximum(count, 1.0), weight=count,
-        metrics={'train_accuracy': (jnp.sum(hits), count)})
+        loss=losses / jnp.maximum(count, 1.0), weight=count,
+        metrics={'train_accuracy': (hits, count)})
 
   def evaluate(self, model: nnx.Module, batch: base.Batch) -> base.Metrics:
-    logits = model(batch['image'])
-    mask = _masked(batch)
-    count = jnp.sum(mask)
-    losses = _cross_entropy(logits, batch['label']) * mask
-    hits = (jnp.argmax(logits, -1) == batch['label']) * mask
-    return {'val_loss': (jnp.sum(losses), count),
-            'test_accuracy': (jnp.sum(hits), count)}
+    losses, hits, count = _sums(model, batch)
+    return {'val_loss': (losses, count),
+            'test_accuracy': (hits, count)}
 
   def data_order(self) -> str:
     return images.DATA_ORDER
