@@ -117,8 +117,13 @@ def run(config: Config, workdir: str | pathlib.Path, *,
   A non-finite loss does not raise here: the run comes back with status
   ``'diverged'``.
   """
-  config = config_lib.validate(config)
-  workdir = pathlib.Path(workdir)
+  return _run(config_lib.validate(config), pathlib.Path(workdir), overwrite,
+              data, verbose)
+
+
+def _run(config: Config, workdir: pathlib.Path, overwrite: bool, data: Any,
+         verbose: bool) -> SweepResult:
+  """:func:`run` of a validated config."""
   check(config, workdir, overwrite)
   task = tasks.get_task(config.task)
   data = task.load_data(config) if data is None else data
@@ -238,8 +243,8 @@ def compare(config: Config, workdir: str | pathlib.Path,
   data = task.load_data(config) if data is None else data
   results = {}
   for name in names:
-    results[name] = run(configs[name], workdir / name, overwrite=overwrite,
-                        data=data, verbose=verbose)
+    results[name] = _run(configs[name], workdir / name, overwrite, data,
+                         verbose)
     _write_summary(config, configs, task, workdir, results, verbose=False)
   _write_summary(config, configs, task, workdir, results, verbose)
   return results
