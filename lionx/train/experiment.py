@@ -190,7 +190,8 @@ def train_and_evaluate(
     A :class:`RunResult`.
 
   Raises:
-    ConfigError: a bad config, or a workdir holding a different config.
+    ConfigError: a bad config, a workdir holding a different config, or
+      one in use by another process.
     NonFiniteLossError: the loss became NaN or infinite.
   """
   config = config_lib.validate(config)
@@ -206,18 +207,19 @@ def train_and_evaluate(
                            config.parallel.num_devices)
   identity = config_lib.run_identity(config)
   workdir_lib.check(path, identity, overwrite)
-  if overwrite and path.exists():
-    workdir_lib.clear(path)
-  run = _Run(config, task, path, data, mesh, _echo(verbose), hooks)
-  stored = workdir_lib.read_json(path / workdir_lib.RESULT_FILE)
-  if stored is not None:
-    return _report_again(run, stored)
-  if run.data is None:
-    run.data = task.load_data(config)
-  run.steps_per_epoch = task.steps_per_epoch(config, run.data)
-  run.total_steps = config_lib.total_steps(config, run.steps_per_epoch)
-  run.every = config_lib.batches_per_eval(config, run.steps_per_epoch)
-  return _train(run, identity)
+  with workdir_lib.lock(path):
+    if overwrite:
+      workdir_lib.clear(path)
+    run = _Run(config, task, path, data, mesh, _echo(verbose), hooks)
+    stored = workdir_lib.read_json(path / workdir_lib.RESULT_FILE)
+    if stored is not None:
+      return _report_again(run, stored)
+    if run.data is None:
+      run.data = task.load_data(config)
+    run.steps_per_epoch = task.steps_per_epoch(config, run.data)
+    run.total_steps = config_lib.total_steps(config, run.steps_per_epoch)
+    run.every = config_lib.batches_per_eval(config, run.steps_per_epoch)
+    return _train(run, identity)
 
 
 def _train(run: _Run, identity: dict[str, Any]) -> RunResult:

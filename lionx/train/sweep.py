@@ -117,14 +117,15 @@ def run(config: Config, workdir: str | pathlib.Path, *,
   A non-finite loss does not raise here: the run comes back with status
   ``'diverged'``.
   """
-  return _run(config_lib.validate(config), pathlib.Path(workdir), overwrite,
-              data, verbose)
+  config, workdir = config_lib.validate(config), pathlib.Path(workdir)
+  check(config, workdir, overwrite)
+  with workdir_lib.lock(workdir):
+    return _run(config, workdir, overwrite, data, verbose)
 
 
 def _run(config: Config, workdir: pathlib.Path, overwrite: bool, data: Any,
          verbose: bool) -> SweepResult:
-  """:func:`run` of a validated config."""
-  check(config, workdir, overwrite)
+  """:func:`run` of a validated, checked config."""
   task = tasks.get_task(config.task)
   data = task.load_data(config) if data is None else data
   grid = config.optimizer.lr_grid
@@ -234,19 +235,19 @@ def compare(config: Config, workdir: str | pathlib.Path,
     sub.optimizer.name = name
     configs[name] = config_lib.validate(sub)
     check(configs[name], workdir / name, overwrite)  # all before any run
-  if overwrite and workdir.exists():
-    workdir_lib.clear(workdir)
-  workdir_lib.make(workdir)
-  workdir_lib.write_json(workdir / workdir_lib.COMPARISON_FILE, {
-      'optimizers': list(names), 'seeds': list(_seeds(config))})
-  task = tasks.get_task(config.task)
-  data = task.load_data(config) if data is None else data
-  results = {}
-  for name in names:
-    results[name] = _run(configs[name], workdir / name, overwrite, data,
-                         verbose)
-    _write_summary(config, configs, task, workdir, results, verbose=False)
-  _write_summary(config, configs, task, workdir, results, verbose)
+  with workdir_lib.lock(workdir):
+    if overwrite:
+      workdir_lib.clear(workdir)
+    workdir_lib.write_json(workdir / workdir_lib.COMPARISON_FILE, {
+        'optimizers': list(names), 'seeds': list(_seeds(config))})
+    task = tasks.get_task(config.task)
+    data = task.load_data(config) if data is None else data
+    results = {}
+    for name in names:
+      results[name] = _run(configs[name], workdir / name, overwrite, data,
+                           verbose)
+      _write_summary(config, configs, task, workdir, results, verbose=False)
+    _write_summary(config, configs, task, workdir, results, verbose)
   return results
 
 

@@ -14,10 +14,16 @@ with ``comparison.json``; a folder of one kind is never used as another.
 A workdir that holds results of a different config is refused unless the
 caller passes ``overwrite``; one without results (a run that failed before
 its first evaluation) never blocks. JSON files are replaced atomically.
+
+One process at a time works in a workdir: :func:`lock` holds an OS lock on
+``.lock`` in it (``flock``; released by the OS when the process ends, so a
+killed run leaves nothing stale), and a second process is refused in one
+line that names the first one's pid.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -27,7 +33,7 @@ import shutil
 import subprocess
 import sys
 from importlib import metadata
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import jax
 
@@ -36,6 +42,7 @@ from lionx.train.fields import ConfigError
 CONFIG_FILE, METRICS_FILE, RESULT_FILE = (
     'config.json', 'metrics.jsonl', 'result.json')
 CHECKPOINT_DIR = 'checkpoints'
+LOCK_FILE = '.lock'
 GRID_FILE, COMPARISON_FILE = 'grid.json', 'comparison.json'
 MARKERS = {'run': CONFIG_FILE, 'grid': GRID_FILE,
            'comparison': COMPARISON_FILE}
@@ -134,6 +141,72 @@ def clear(path: pathlib.Path) -> None:
         found.unlink()
   except OSError as err:
     raise os_error(path, err, 'clear earlier results') from None
+
+
+_HELD: dict[str, int] = {}  # resolved path -> this process's nesting depth
+
+
+def _try_lock(fd: int) -> bool:
+  """Takes an exclusive, non-blocking OS lock on ``fd``; False if taken."""
+  try:
+    import fcntl  # pylint: disable=g-import-not-at-top
+  except ImportError:  # Windows
+    import msvcrt  # pylint: disable=g-import-not-at-top
+    try:
+      msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:
+      return False
+    return True
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    return False
+  return True
+
+
+@contextlib.contextmanager
+def lock(path: pathlib.Path) -> Iterator[None]:
+  """Holds the workdir ``path`` for this process while the body runs.
+
+  Creates ``path``. Nested calls on the same path in one process pass
+  through; in a multi-host run only process 0, which writes the run's
+  files, takes the lock. Raises ``ConfigError`` naming the other process
+  when one holds it.
+  """
+  path = pathlib.Path(path)
+  if path.exists() and not path.is_dir():
+    raise ConfigError(f'--workdir {path} is a file; expected a directory.')
+  key = str(path.resolve())
+  if key in _HELD or jax.process_index() != 0:
+    _HELD[key] = _HELD.get(key, 0) + 1
+    try:
+      yield
+    finally:
+      _HELD[key] -= 1
+      if not _HELD[key]:
+        del _HELD[key]
+    return
+  make(path)
+  file = path / LOCK_FILE
+  try:
+    fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as err:
+    raise os_error(path, err, f'create {LOCK_FILE}') from None
+  try:
+    if not _try_lock(fd):
+      holder = os.read(fd, 64).decode(errors='replace').strip() or '?'
+      raise ConfigError(
+          f'--workdir {path} is in use by another process (pid {holder}); '
+          'wait for it to end, or choose another --workdir.')
+    os.ftruncate(fd, 0)
+    os.write(fd, f'{os.getpid()}\n'.encode())
+    _HELD[key] = 1
+    try:
+      yield
+    finally:
+      del _HELD[key]
+  finally:
+    os.close(fd)  # releases the lock
 
 
 def make(path: pathlib.Path) -> None:

@@ -124,7 +124,8 @@ def test_console_script_prints_no_traceback(tmp_path):
       "lionx-train: error: optimizer.name='lamb' is not one of "
       "('adamw', 'cautious_lion', 'distributed_lion', 'lion', 'lion_cwd', "
       "'lion_huber', 'lion_lp', 'lion_sparse_sign', 'lion_spectral', "
-      "'lion_tanh', 'lion_topk_sign', 'muon', 'sgd')."]
+      "'lion_tanh', 'lion_topk_sign', 'muon', 'sgd'). A new optimizer is one "
+      'call to lionx.train.optimizers.register.']
 
 
 def test_dry_run_prints_d_and_a_batch_and_writes_nothing(tiny_file, tmp_path,

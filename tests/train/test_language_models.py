@@ -405,12 +405,15 @@ def test_lm_default_dry_run(tmp_path, capsys):
 @pytest.mark.parametrize('case,match', [
     ('vocab', 'is not below the vocab size 50257 (data.vocab_size)'),
     ('missing', 'no train.bin'),
+    # A missing folder is named as the folder, not as a missing train.bin.
+    ('no folder', "owt' does not exist; expected the folder"),
 ])
 def test_bad_token_files_are_one_line(case, match, tmp_path, capsys):
   tokens = np.arange(3000) % 50257
   if case == 'vocab':
     tokens[2000] = 60000
-  write_tokens(tmp_path / 'owt', tokens)
+  if case != 'no folder':
+    write_tokens(tmp_path / 'owt', tokens)
   if case == 'missing':
     (tmp_path / 'owt' / 'train.bin').unlink()
   code = cli.train_main([

@@ -1,6 +1,9 @@
 """Workdirs: refusals, OS errors, wall time, provenance, what is written."""
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -11,7 +14,7 @@ from lionx.train import cli
 from lionx.train import config as config_lib
 from lionx.train import experiment, plots, sweep, writers
 from lionx.train import workdir as workdir_lib
-from tests.train.helpers import tiny_config
+from tests.train.helpers import ROOT, tiny_config
 
 TINY = '''
 from tests.train.helpers import tiny_config
@@ -205,3 +208,52 @@ def test_summary_has_held_out_loss_peak_rate_and_percentages(tmp_path):
   assert f'{val_loss:.4f}' in cells
   accuracy = results['lion'].best.rows[-1]['test_accuracy']
   assert f'{100 * accuracy:.1f} %' in cells
+
+
+# --- one process per workdir --------------------------------------------------
+
+_HOLD = '''
+import pathlib, sys, time
+from lionx.train import workdir
+with workdir.lock(pathlib.Path(sys.argv[1])):
+  print('held', flush=True)
+  time.sleep(600)
+'''
+
+
+def _holder(path):
+  """A second Python process holding the workdir's lock."""
+  child = subprocess.Popen([sys.executable, '-c', _HOLD, str(path)],
+                           stdout=subprocess.PIPE, text=True,
+                           cwd=str(ROOT))
+  assert child.stdout.readline().strip() == 'held'
+  return child
+
+
+def test_a_second_process_is_refused_and_a_killed_one_leaves_no_lock(
+    tmp_path, capsys):
+  path = tmp_path / 'tiny.py'
+  path.write_text(TINY)
+  w = tmp_path / 'w'
+  child = _holder(w)
+  try:
+    message = f'--workdir {w} is in use by another process (pid {child.pid})'
+    with pytest.raises(config_lib.ConfigError, match=message.replace(
+        '(', r'\(').replace(')', r'\)')):
+      with workdir_lib.lock(w):
+        pass
+    # lionx-train and lionx-compare refuse in one line, writing nothing.
+    for main in (cli.train_main, cli.compare_main):
+      line = _error(capsys, main(['--config', str(path), '--workdir',
+                                  str(w)]))
+      assert message in line and 'wait for it to end' in line
+    assert sorted(p.name for p in w.iterdir()) == [workdir_lib.LOCK_FILE]
+  finally:
+    child.kill()  # SIGKILL: the OS releases the lock with the process
+    child.wait()
+  with workdir_lib.lock(w):
+    with workdir_lib.lock(w):  # nested in one process: passes through
+      assert (w / workdir_lib.LOCK_FILE).read_text().strip() == str(
+          os.getpid())
+  assert cli.train_main(['--config', str(path), '--workdir', str(w)]) == 0
+

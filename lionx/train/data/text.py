@@ -248,6 +248,11 @@ def token_files(data_dir: str, vocab: int, window: int) -> TextData:
   and checked (see the module doc); ``window`` is the tokens of one
   example."""
   directory = pathlib.Path(data_dir).expanduser()
+  if not directory.is_dir():
+    what = 'is a file' if directory.exists() else 'does not exist'
+    raise DataError(
+        f'data.data_dir={str(directory)!r} {what}; expected the folder '
+        "with nanoGPT's train.bin and val.bin.")
   train = _token_file(directory, 'train', window, vocab)
   val = _token_file(directory, 'val', window, vocab)
   info = {'data': 'token_files', 'data_dir': str(directory.resolve()),
