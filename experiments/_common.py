@@ -1,4 +1,5 @@
-"""Shared pieces of the reproductions: the Lion loop and result files."""
+"""Shared pieces of the reproductions: the Lion loop, the config files
+of the repository and the result files."""
 
 from __future__ import annotations
 
@@ -15,6 +16,21 @@ import jax.numpy as jnp
 import optax
 
 GradFn = Callable[[jax.Array], jax.Array]
+
+#: The repository's root: the reproductions run from a clone.
+REPO = pathlib.Path(__file__).resolve().parent.parent
+DIGITS_CONFIG = REPO / 'configs' / 'default.py'  # the embedded digits CNN
+LM_CONFIG = REPO / 'configs' / 'lm_default.py'  # the byte-level GPT
+
+
+def shown(path: str | pathlib.Path) -> str:
+  """``path`` as a report shows it: relative to the repository's root
+  when it lies inside it (``configs/lm_default.py``)."""
+  path = pathlib.Path(path)
+  try:
+    return str(path.resolve().relative_to(REPO))
+  except ValueError:
+    return str(path)
 
 
 def in_range(name: str, value: Any, low: float, high: float, *,

@@ -1,26 +1,34 @@
-"""Shared pieces of the language-model experiments: runs of the harness.
+"""Shared pieces of the language-model experiments: runs, command line,
+plots.
 
 Each experiment trains ``configs/lm_default.py`` (or ``--config``) with a
-few overrides through :func:`lionx.train.experiment.train_and_evaluate`,
-one workdir per run under ``OUT/runs/``; a rerun reports finished runs
-again instead of training them, and resumes an interrupted one. With
-``overwrite`` a run whose workdir holds another config is trained afresh.
+few overrides through :func:`lionx.train.train_and_evaluate`, one workdir
+per run under ``OUT/runs/``; a rerun reports finished runs again instead of
+training them, and resumes an interrupted one. With ``overwrite`` a run
+whose workdir holds another config is trained afresh. :func:`main` is the
+command line of all three: ``--out``, ``--config``, the overrides and
+``--overwrite``, plus each experiment's own options.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import pathlib
 import statistics
+import sys
 import time
-from typing import Any, NamedTuple, Sequence
+from types import ModuleType
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
-from lionx.train import config as config_lib
-from lionx.train import experiment
-from lionx.train import workdir as workdir_lib
-from lionx.train.config import Config, ConfigError
+import numpy as np
 
-DEFAULT_CONFIG = 'configs/lm_default.py'
+import lionx.train as lt
+from experiments import _common
+from experiments import _networks
+
+DEFAULT_CONFIG = _common.LM_CONFIG
 
 
 class Run(NamedTuple):
@@ -50,33 +58,40 @@ class Run(NamedTuple):
 
 
 def load_config(path: str | pathlib.Path,
-                overrides: Sequence[str]) -> Config:
+                overrides: Sequence[str]) -> lt.Config:
   """The config file at ``path`` with ``overrides`` (quiet, one device)."""
-  return config_lib.load_config(
+  return lt.load_config(
       path, tuple(overrides) + ('progress=false', 'parallel.num_devices=1'))
 
 
-def train(config: Config, workdir: pathlib.Path, *, overwrite: bool,
+def _rows(workdir: pathlib.Path) -> list[dict[str, Any]]:
+  """The lines of ``workdir/metrics.jsonl`` (the harness's rows)."""
+  file = workdir / 'metrics.jsonl'
+  if not file.exists():
+    return []
+  return [json.loads(line) for line in file.read_text().splitlines()
+          if line.strip()]
+
+
+def train(config: lt.Config, workdir: pathlib.Path, *, overwrite: bool,
           data: Any = None) -> Run:
   """Trains ``config`` in ``workdir``, or reports the finished run there.
 
   A workdir holding another config is refused unless ``overwrite``.
   """
   began = time.perf_counter()
-  identity = config_lib.run_identity(config_lib.validate(config))
-  fresh = False
+  config = lt.validate(config)
   try:
-    workdir_lib.check(workdir, identity, overwrite=False)
-  except ConfigError as err:
-    if not overwrite:
-      raise ConfigError(f'{err} (or pass --overwrite)') from None
-    fresh = True
-  try:
-    result = experiment.train_and_evaluate(
-        config, workdir, overwrite=fresh, data=data, verbose=False)
-  except experiment.NonFiniteLossError:
-    return Run('diverged', workdir_lib.read_metrics(workdir),
-               time.perf_counter() - began)
+    try:
+      result = lt.train_and_evaluate(config, workdir, data=data,
+                                     verbose=False)
+    except lt.ConfigError as err:  # the workdir holds another run
+      if not overwrite:
+        raise lt.ConfigError(f'{err} (or pass --overwrite)') from None
+      result = lt.train_and_evaluate(config, workdir, overwrite=True,
+                                     data=data, verbose=False)
+  except lt.NonFiniteLossError:
+    return Run('diverged', _rows(workdir), time.perf_counter() - began)
   return Run(result.status, result.rows, time.perf_counter() - began)
 
 
@@ -121,3 +136,83 @@ def claim_table(rows: Sequence[tuple[str, str, str]]) -> str:
   lines = ['| claim (paper) | measured here | verdict |', '|---|---|---|']
   lines += [f'| {a} | {b} | {c} |' for a, b, c in rows]
   return '\n'.join(lines) + '\n'
+
+
+# --- the figures ---------------------------------------------------------
+
+
+def errorbar(ax: Any, x: Sequence[float], values: Sequence[Sequence[float]],
+             fmt: str, **kwargs: Any) -> None:
+  """Per x, the median of ``values[i]`` (over seeds) with a bar from the
+  smallest to the largest finite value."""
+  med = np.array([median(v) for v in values])
+  low = med - np.array([extreme(min, v) for v in values])
+  high = np.array([extreme(max, v) for v in values]) - med
+  ax.errorbar(x, med, yerr=[low, high], fmt=fmt, capsize=3, **kwargs)
+
+
+def finish(axes: Sequence[Any], fontsize: int = 7) -> None:
+  """A light grid and a legend on each panel."""
+  for ax in axes:
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=fontsize)
+
+
+# --- the command line ------------------------------------------------------
+
+
+def sized(args: argparse.Namespace, name: str, small: Any, full: Any,
+          kind: type = int) -> Any:
+  """``--<name>`` when given, else ``full`` with ``--full``, else
+  ``small``; a comma-separated option is parsed as ``kind`` values."""
+  given = getattr(args, name)
+  if given is None:
+    return full if getattr(args, 'full', False) else small
+  if isinstance(given, str):
+    return _networks.parse_numbers(f'--{name}', given, kind)
+  return given
+
+
+def names(text: str) -> tuple[str, ...]:
+  """``'lion, sgd'`` -> ``('lion', 'sgd')``."""
+  return tuple(n.strip() for n in text.split(',') if n.strip())
+
+
+def main(module: ModuleType, argv: Optional[Sequence[str]],
+         add_arguments: Callable[[argparse.ArgumentParser], None],
+         options: Callable[[argparse.Namespace], dict[str, Any]]) -> int:
+  """The command line of the experiment ``module``: its ``run(config,
+  out, **options(args), overrides=..., overwrite=...)``, then its
+  ``plot`` and ``report`` and the result's ``summary()`` written to
+  ``module.NAMES`` (PNG, markdown, JSON) in ``--out``.
+
+  ``add_arguments`` adds the experiment's own options to the parser.
+  Returns the exit status (2 and a one-line error for bad arguments).
+  """
+  parser = argparse.ArgumentParser(
+      prog=f'python -m {getattr(module.__spec__, "name", module.__name__)}',
+      description=module.__doc__.split('\n')[0])
+  parser.add_argument('--out', required=True, type=pathlib.Path,
+                      help=f'directory for {", ".join(module.NAMES)} and '
+                      'runs/')
+  parser.add_argument('--config', default=str(DEFAULT_CONFIG),
+                      help='the language config file (default: the '
+                      "repository's configs/lm_default.py)")
+  parser.add_argument('overrides', nargs='*', metavar='key=value',
+                      help='config overrides of every run')
+  add_arguments(parser)
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace existing result files (and retrain '
+                      'runs of another config)')
+  args = parser.parse_args(argv)
+  try:
+    kwargs = options(args)
+    paths = _common.check_outputs(args.out, module.NAMES, args.overwrite)
+    result = module.run(args.config, args.out, overrides=args.overrides,
+                        overwrite=args.overwrite, **kwargs)
+  except (ValueError, OSError) as err:
+    print(f'{parser.prog}: error: {err}', file=sys.stderr)
+    return 2
+  _common.write_outputs(paths, module.plot(result), module.report(result),
+                        result.summary())
+  return 0

@@ -16,7 +16,7 @@ too.
 Default (the config's 1000 steps, seeds 0, 1, 2; about 6 minutes of CPU
 time)::
 
-  python -m lionx.experiments.lm_perplexity --out results/lm_perplexity
+  python -m experiments.lm_perplexity --out results/lm_perplexity
 """
 
 from __future__ import annotations
@@ -30,10 +30,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from lionx.experiments import _common
-from lionx.experiments import _lm
-from lionx.experiments import _training
-from lionx.train import tasks
+import lionx.train as lt
+from experiments import _common
+from experiments import _lm
 
 OPTIMIZERS = ('lion', 'sgd')
 SEEDS = (0, 1, 2)
@@ -127,7 +126,7 @@ def run(config: str = _lm.DEFAULT_CONFIG, out: str | pathlib.Path = '.', *,
       cfg = _lm.load_config(config, tuple(overrides) + timing + (
           f'optimizer.name={name}', f'seed={seed}'))
       if data is None:
-        data = tasks.get_task(cfg.task).load_data(cfg)
+        data = lt.get_task(cfg.task).load_data(cfg)
       path = pathlib.Path(out) / 'runs' / f'{name}_seed{seed}'
       runs[name, seed] = one = _lm.train(cfg, path, overwrite=overwrite,
                                          data=data)
@@ -137,7 +136,7 @@ def run(config: str = _lm.DEFAULT_CONFIG, out: str | pathlib.Path = '.', *,
               flush=True)
   checkpoints = tuple(steps // CHECKPOINTS * (i + 1)
                       for i in range(CHECKPOINTS))
-  settings = dict(config=str(config), overrides=list(overrides),
+  settings = dict(config=_common.shown(config), overrides=list(overrides),
                   seeds=list(seeds),
                   optimizers=list(optimizers), steps=steps,
                   checkpoints=list(checkpoints))
@@ -161,8 +160,7 @@ def plot(result: Result):
   ax.set_ylabel('validation log-perplexity (nats per byte)')
   ax.set_title('Table B.1 analogue: Lion vs SGD, byte-level GPT',
                fontsize=10)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
+  _lm.finish([ax], 8)
   return fig
 
 
@@ -203,39 +201,18 @@ def report(result: Result) -> str:
       _common.markdown_table(result.rows())])
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  """Command line: runs :func:`run`, writes a PNG, markdown and JSON."""
-  parser = argparse.ArgumentParser(
-      prog='lionx-lm-perplexity', description=__doc__.split('\n')[0])
-  parser.add_argument('--out', required=True, type=pathlib.Path,
-                      help='directory for lm_perplexity.{png,md,json} and '
-                      'runs/')
-  parser.add_argument('--config', default=_lm.DEFAULT_CONFIG)
-  parser.add_argument('overrides', nargs='*', metavar='key=value',
-                      help='config overrides of every run')
+def _arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--seeds', default=','.join(map(str, SEEDS)))
   parser.add_argument('--optimizers', default=','.join(OPTIMIZERS))
   parser.add_argument('--steps', type=int, default=None,
                       help="steps per run (default: the config's)")
-  parser.add_argument('--overwrite', action='store_true',
-                      help='replace existing result files (and retrain '
-                      'runs of another config)')
-  args = parser.parse_args(argv)
-  try:
-    seeds = _training.parse_numbers('--seeds', args.seeds, int)
-    optimizers = tuple(n.strip() for n in args.optimizers.split(',')
-                       if n.strip())
-    paths = _common.check_outputs(args.out, NAMES, args.overwrite)
-    result = run(args.config, args.out, seeds=seeds, optimizers=optimizers,
-                 steps=args.steps, overrides=args.overrides,
-                 overwrite=args.overwrite)
-  except (ValueError, OSError) as err:
-    print(f'{parser.prog}: error: {err}', file=sys.stderr)
-    return 2
-  _common.write_outputs(paths, plot(result), report(result),
-                        result.summary())
-  return 0
 
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Command line: runs :func:`run`, writes a PNG, markdown and JSON."""
+  return _lm.main(sys.modules[__name__], argv, _arguments, lambda args: {
+      'seeds': _lm.sized(args, 'seeds', SEEDS, SEEDS),
+      'optimizers': _lm.names(args.optimizers), 'steps': args.steps})
 
 if __name__ == '__main__':
   sys.exit(main())

@@ -22,7 +22,7 @@ Reduced size (default; about 10 minutes of CPU time): widths 16, 32, 64,
 400 steps, seeds 0 and 1. ``--full``: widths 16 to 256, 1000 steps, seeds
 0, 1, 2::
 
-  python -m lionx.experiments.lm_sqrt_d --out results/lm_sqrt_d
+  python -m experiments.lm_sqrt_d --out results/lm_sqrt_d
 """
 
 from __future__ import annotations
@@ -36,10 +36,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from lionx.experiments import _common
-from lionx.experiments import _lm
-from lionx.experiments import _training
-from lionx.train import tasks
+import lionx.train as lt
+from experiments import _common
+from experiments import _lm
 
 WIDTHS, FULL_WIDTHS = (16, 32, 64), (16, 32, 64, 128, 256)
 SEEDS, FULL_SEEDS = (0, 1), (0, 1, 2)
@@ -162,7 +161,7 @@ def run(config: str = _lm.DEFAULT_CONFIG, out: str | pathlib.Path = '.', *,
             f'optimizer.name={name}', f'model.width={width}',
             'model.num_heads=4', f'seed={seed}'))
         if data is None:
-          data = tasks.get_task(cfg.task).load_data(cfg)
+          data = lt.get_task(cfg.task).load_data(cfg)
         path = pathlib.Path(out) / 'runs' / f'{name}_w{width}_seed{seed}'
         runs[name, width, seed] = one = _lm.train(
             cfg, path, overwrite=overwrite, data=data)
@@ -172,7 +171,7 @@ def run(config: str = _lm.DEFAULT_CONFIG, out: str | pathlib.Path = '.', *,
                 f'{one.final("val_loss"):.4f}, r/√d '
                 f'{one.final("grad_norm_ratio_over_sqrt_d"):.3f} '
                 f'({one.seconds:.0f} s)', flush=True)
-  settings = dict(config=str(config), overrides=list(overrides),
+  settings = dict(config=_common.shown(config), overrides=list(overrides),
                   widths=list(widths),
                   seeds=list(seeds), optimizers=list(optimizers),
                   steps=steps, evals=evals)
@@ -205,13 +204,10 @@ def plot(result: Result):
       ratio.plot(steps, r, '-', color=color, alpha=0.35 + 0.65 * (j + 1)
                  / len(result.widths),
                  label=name if j == len(result.widths) - 1 else None)
-    values = [result.finals(name, w, 'grad_norm_ratio_over_sqrt_d')
-              for w in result.widths]
-    med = np.array([_lm.median(v) for v in values])
-    low = med - np.array([_lm.extreme(min, v) for v in values])
-    high = np.array([_lm.extreme(max, v) for v in values]) - med
-    scaled.errorbar(ds, med, yerr=[low, high], fmt='o-', color=color,
-                    capsize=3, label=f'{name}: median, min-max over seeds')
+    _lm.errorbar(scaled, ds, [
+        result.finals(name, w, 'grad_norm_ratio_over_sqrt_d')
+        for w in result.widths], 'o-', color=color,
+                 label=f'{name}: median, min-max over seeds')
   for value in np.sqrt(ds):
     ratio.axhline(value, color='k', ls=':', lw=0.8)
   loss.set_xscale('log')
@@ -235,9 +231,7 @@ def plot(result: Result):
   scaled.set_xlabel('d (parameters)')
   scaled.set_ylabel('final r / √d')
   scaled.set_title('r/√d across d: flat if r = Θ(√d)', fontsize=10)
-  for ax in (loss, curves, ratio, scaled):
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+  _lm.finish((loss, curves, ratio, scaled))
   return fig
 
 
@@ -290,15 +284,7 @@ def report(result: Result) -> str:
       _common.markdown_table(result.rows())])
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  """Command line: runs :func:`run`, writes a PNG, markdown and JSON."""
-  parser = argparse.ArgumentParser(
-      prog='lionx-lm-sqrt-d', description=__doc__.split('\n')[0])
-  parser.add_argument('--out', required=True, type=pathlib.Path,
-                      help='directory for lm_sqrt_d.{png,md,json} and runs/')
-  parser.add_argument('--config', default=_lm.DEFAULT_CONFIG)
-  parser.add_argument('overrides', nargs='*', metavar='key=value',
-                      help='config overrides of every run')
+def _arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--widths', default=None,
                       help=f'comma-separated (default {WIDTHS})')
   parser.add_argument('--seeds', default=None,
@@ -310,30 +296,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--full', action='store_true',
                       help=f'widths {FULL_WIDTHS}, {FULL_STEPS} steps, '
                       f'seeds {FULL_SEEDS}')
-  parser.add_argument('--overwrite', action='store_true',
-                      help='replace existing result files (and retrain '
-                      'runs of another config)')
-  args = parser.parse_args(argv)
-  try:
-    numbers = _training.parse_numbers
-    widths = (numbers('--widths', args.widths, int) if args.widths
-              else FULL_WIDTHS if args.full else WIDTHS)
-    seeds = (numbers('--seeds', args.seeds, int) if args.seeds
-             else FULL_SEEDS if args.full else SEEDS)
-    steps = args.steps or (FULL_STEPS if args.full else STEPS)
-    optimizers = tuple(n.strip() for n in args.optimizers.split(',')
-                       if n.strip())
-    paths = _common.check_outputs(args.out, NAMES, args.overwrite)
-    result = run(args.config, args.out, widths=widths, seeds=seeds,
-                 optimizers=optimizers, steps=steps, evals=args.evals,
-                 overrides=args.overrides, overwrite=args.overwrite)
-  except (ValueError, OSError) as err:
-    print(f'{parser.prog}: error: {err}', file=sys.stderr)
-    return 2
-  _common.write_outputs(paths, plot(result), report(result),
-                        result.summary())
-  return 0
 
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Command line: runs :func:`run`, writes a PNG, markdown and JSON."""
+  return _lm.main(sys.modules[__name__], argv, _arguments, lambda args: {
+      'widths': _lm.sized(args, 'widths', WIDTHS, FULL_WIDTHS),
+      'seeds': _lm.sized(args, 'seeds', SEEDS, FULL_SEEDS),
+      'steps': _lm.sized(args, 'steps', STEPS, FULL_STEPS),
+      'optimizers': _lm.names(args.optimizers), 'evals': args.evals})
 
 if __name__ == '__main__':
   sys.exit(main())

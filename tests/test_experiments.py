@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import lionx
-from lionx.experiments import lion_k_2d
-from lionx.experiments import toy_rate
+from experiments import lion_k_2d
+from experiments import toy_rate
 
 LAM = 0.1
 

@@ -1,11 +1,11 @@
-"""The Lion-K frontier command (lionx.experiments.lion_k_frontier)."""
+"""The Lion-K frontier command (experiments.lion_k_frontier)."""
 
 import json
 import math
 
 import pytest
 
-from lionx.experiments import lion_k_frontier as frontier
+from experiments import lion_k_frontier as frontier
 from tests.train.helpers import tiny_config
 
 RUN = frontier.run  # the tests below monkeypatch frontier.run

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from lionx import metrics
-from lionx.experiments import _training
-from lionx.experiments import lion_lp_networks as lp
-from lionx.experiments import weight_confinement as wc
-from lionx.experiments import weight_decay_sweep as ws
-from lionx.train import experiment
-from lionx.train import tasks
+from experiments import _networks
+from experiments import lion_lp_networks as lp
+from experiments import weight_confinement as wc
+from experiments import weight_decay_sweep as ws
+import lionx.train as lt
 from tests.train.helpers import tiny_config, write_cifar_archive
 
 LR = 3e-3
@@ -30,62 +29,59 @@ def _tiny(**changes):
 @pytest.fixture(scope='module')
 def data():
   config = _tiny()
-  return tasks.get_task(config.task).load_data(config)
+  return lt.get_task(config.task).load_data(config)
 
 
-# --- the step-by-step runner is the harness ----------------------------------
+# --- the recorder: the harness's loop with a hook ------------------------------
 
 
-def test_runner_evaluations_are_the_harness(tmp_path, data):
+def test_recorder_probes_every_step_of_the_harness_loop(data):
   config = _tiny(seed=3)
-  rec = _training.train(config, data, probes={'linf': metrics.tree_linf})
-  rows = experiment.train_and_evaluate(config, tmp_path, data=data,
-                                       verbose=False).rows
-  assert len(rec.evaluations) == len(rows) == 2
-  for mine, theirs in zip(rec.evaluations, rows):
-    assert mine['step'] == theirs['step']
-    for key in ('full_loss', 'val_loss', 'test_accuracy',
-                'train_accuracy'):
-      assert mine[key] == theirs[key], key
+  rec = _networks.train(config, data, probes={'linf': metrics.tree_linf})
+  # The evaluations are the harness's rows, one per epoch.
+  assert [row['step'] for row in rec.evaluations] == [4, 8]
+  assert {'full_loss', 'val_loss', 'test_accuracy', 'box_linf_scaled'} <= (
+      set(rec.evaluations[-1]))
   assert rec.total_steps == 8 and rec.probes['linf'].shape == (9,)
   assert rec.learning_rates[0] == pytest.approx(LR)  # cosine from LR
   assert np.all(np.diff(rec.learning_rates) < 0)
   # After the last step: the harness's lambda ||theta||_inf, divided by
   # lambda.
   assert rec.probes['linf'][-1] == pytest.approx(
-      rows[-1]['box_linf_scaled'] / 0.1, rel=1e-6)
+      rec.evaluations[-1]['box_linf_scaled'] / 0.1, rel=1e-6)
+  assert rec.d == pytest.approx(rec.evaluations[-1]['sqrt_d'] ** 2)
 
 
-def test_runner_snapshots_and_errors(data):
+def test_recorder_snapshots_and_errors(data):
   seen = []
-  rec = _training.train(_tiny(), data, snapshot=lambda p: seen.append(1)
+  rec = _networks.train(_tiny(), data, snapshot=lambda p: seen.append(1)
                         or len(seen), snapshot_every=3)
   assert list(rec.snapshot_steps) == [0, 3, 6, 8]
   assert rec.snapshots == [1, 2, 3, 4]
   with pytest.raises(ValueError, match='snapshot_every=2'):
-    _training.train(_tiny(), data, snapshot_every=2)
+    _networks.train(_tiny(), data, snapshot_every=2)
   with pytest.raises(TypeError, match='snapshot_every=1.5'):
-    _training.train(_tiny(), data, snapshot=len, snapshot_every=1.5)
+    _networks.train(_tiny(), data, snapshot=len, snapshot_every=1.5)
 
 
 def test_first_step_within():
-  assert _training.first_step_within(np.array([3., 2., 1., 1.]), 1.) == 2
-  assert _training.first_step_within(np.array([1., 2., 1.]), 1.) == 2
-  assert _training.first_step_within(np.array([1., 1.]), 1.) == 0
-  assert _training.first_step_within(np.array([1., 2.]), 1.) == -1
-  assert _training.first_step_within(np.array([np.nan, 1.]), 1.) == 1
+  assert _networks.first_step_within(np.array([3., 2., 1., 1.]), 1.) == 2
+  assert _networks.first_step_within(np.array([1., 2., 1.]), 1.) == 2
+  assert _networks.first_step_within(np.array([1., 1.]), 1.) == 0
+  assert _networks.first_step_within(np.array([1., 2.]), 1.) == -1
+  assert _networks.first_step_within(np.array([np.nan, 1.]), 1.) == 1
 
 
 def test_make_config_and_parse():
-  config = _training.make_config(None, ['num_epochs=2', 'model.width=4'])
+  config = _networks.make_config(None, ['num_epochs=2', 'model.width=4'])
   assert (config.num_epochs, config.model.width) == (2, 4)
   assert config.data.name == 'digits' and config.parallel.num_devices == 1
-  config = _training.make_config('configs/default.py', ['num_epochs=3'])
+  config = _networks.make_config('configs/default.py', ['num_epochs=3'])
   assert config.num_epochs == 3
-  assert _training.parse_numbers('x', '0,2.5') == (0.0, 2.5)
+  assert _networks.parse_numbers('x', '0,2.5') == (0.0, 2.5)
   with pytest.raises(ValueError, match="--seeds='a'"):
-    _training.parse_numbers('--seeds', 'a', int)
-  assert _training.spread([3.0, 1.0, 2.0], 'g') == '2 [1, 3]'
+    _networks.parse_numbers('--seeds', 'a', int)
+  assert _networks.spread([3.0, 1.0, 2.0], 'g') == '2 [1, 3]'
 
 
 # --- Figure 3: weight confinement --------------------------------------------
