@@ -3,6 +3,7 @@ of the repository and the result files."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -88,6 +89,13 @@ def trajectory(
       step, (x0, opt.init(x0)), jnp.arange(num_steps))
   xs = jnp.concatenate([x0[None], xs], axis=0)
   return xs, noise_sq * (noise_scale ** 2)
+
+
+def parser(name: str, doc: str) -> argparse.ArgumentParser:
+  """The parser of ``python -m experiments.<name>``, described by the
+  first line of ``doc`` (the module's docstring)."""
+  return argparse.ArgumentParser(prog=f'python -m experiments.{name}',
+                                 description=doc.split('\n')[0])
 
 
 def check_outputs(

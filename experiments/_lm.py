@@ -8,6 +8,16 @@ training them, and resumes an interrupted one. With ``overwrite`` a run
 whose workdir holds another config is trained afresh. :func:`main` is the
 command line of all three: ``--out``, ``--config``, the overrides and
 ``--overwrite``, plus each experiment's own options.
+
+Every experiment's ``run(config, out, ..., overrides, overwrite,
+verbose)`` takes
+
+* ``config``: the language config file (the repository's
+  ``configs/lm_default.py``);
+* ``out``: the folder whose ``runs/`` holds one workdir per run;
+* ``overrides``: extra ``key=value`` overrides of every run;
+* ``overwrite``: retrain runs whose workdir holds another config;
+* ``verbose``: print a line per run.
 """
 
 from __future__ import annotations
@@ -131,6 +141,17 @@ def steps_overrides(steps: int, evals: int) -> tuple[str, ...]:
           f'schedule.warmup_steps={steps // 20}')
 
 
+def document(title: str, intro: str, claims: Sequence[tuple[str, str, str]],
+             *tables: tuple[str, Sequence[dict[str, Any]]]) -> str:
+  """The markdown report of an experiment: the title, what ran, the
+  papers' claims beside the verdicts, then each (caption, rows) table."""
+  parts = [f'# {title}', '', intro, '', claim_table(claims)]
+  for caption, rows in tables:
+    parts += ([caption, ''] if caption else []) + [
+        _common.markdown_table(rows)]
+  return '\n'.join(parts)
+
+
 def claim_table(rows: Sequence[tuple[str, str, str]]) -> str:
   """The papers' claims beside the measured verdicts, as markdown."""
   lines = ['| claim (paper) | measured here | verdict |', '|---|---|---|']
@@ -149,6 +170,14 @@ def errorbar(ax: Any, x: Sequence[float], values: Sequence[Sequence[float]],
   low = med - np.array([extreme(min, v) for v in values])
   high = np.array([extreme(max, v) for v in values]) - med
   ax.errorbar(x, med, yerr=[low, high], fmt=fmt, capsize=3, **kwargs)
+
+
+def label(ax: Any, xlabel: str, ylabel: str, title: str,
+          **settings: Any) -> None:
+  """The axis labels, a 10-point title and ``settings`` such as
+  ``xscale='log'`` (matplotlib's ``Axes.set``)."""
+  ax.set(xlabel=xlabel, ylabel=ylabel, **settings)
+  ax.set_title(title, fontsize=10)
 
 
 def finish(axes: Sequence[Any], fontsize: int = 7) -> None:
@@ -189,9 +218,8 @@ def main(module: ModuleType, argv: Optional[Sequence[str]],
   ``add_arguments`` adds the experiment's own options to the parser.
   Returns the exit status (2 and a one-line error for bad arguments).
   """
-  parser = argparse.ArgumentParser(
-      prog=f'python -m {getattr(module.__spec__, "name", module.__name__)}',
-      description=module.__doc__.split('\n')[0])
+  name = getattr(module.__spec__, 'name', module.__name__)
+  parser = _common.parser(name.rpartition('.')[2], module.__doc__)
   parser.add_argument('--out', required=True, type=pathlib.Path,
                       help=f'directory for {", ".join(module.NAMES)} and '
                       'runs/')

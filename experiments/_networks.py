@@ -18,6 +18,7 @@ import dataclasses
 import json
 import pathlib
 import statistics
+import sys
 import tempfile
 from typing import Any, Callable, Optional, Sequence
 
@@ -214,6 +215,13 @@ def first_step_within(values: np.ndarray, limit: float) -> int:
   return int(bad[-1] + 1)
 
 
+def parser(name: str, doc: str) -> argparse.ArgumentParser:
+  """:func:`experiments._common.parser` with :func:`add_common_arguments`."""
+  out = _common.parser(name, doc)
+  add_common_arguments(out)
+  return out
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
   """``--out``, ``--overwrite``, ``--seeds``, ``--config`` and the
   ``key=value`` overrides of every network reproduction."""
@@ -231,6 +239,34 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('overrides', nargs='*', metavar='key=value',
                       help='config overrides, e.g. model.name=resnet18 '
                       'data.name=cifar10 data.data_dir=data')
+
+
+def command(name: str, argv: Optional[Sequence[str]]) -> str:
+  """The command line of ``python -m experiments.<name>`` with ``argv``
+  (default: this process's arguments), for the reports."""
+  return ' '.join([f'python -m experiments.{name}']
+                  + list(sys.argv[1:] if argv is None else argv))
+
+
+def write_results(paths: dict[str, pathlib.Path], text: str,
+                  runs: Sequence[Any], command: str, extra: dict[str, Any],
+                  *, curves: bool = True, indent: int = 1,
+                  default: Callable[[Any], Any] = str) -> None:
+  """Writes a network reproduction's report ``text`` (the ``.md`` of
+  ``paths``), a CSV row per run (the ``.csv``) and ``summary.json``:
+  the command, ``extra``, the rows and (``curves``) the runs themselves
+  (:func:`runs_to_json`, for ``--replot``); prints the report."""
+  by_suffix = {p.suffix: p for name, p in paths.items()
+               if name != 'summary.json'}
+  by_suffix['.md'].write_text(text)
+  by_suffix['.csv'].write_text(_common.csv_text([r.row() for r in runs]))
+  summary = {'command': command, **extra, 'runs': [r.row() for r in runs]}
+  if curves:
+    summary['curves'] = runs_to_json(runs)
+  paths['summary.json'].write_text(json.dumps(summary, indent=indent,
+                                              default=default))
+  print(text)
+  print('wrote', ', '.join(str(p) for p in paths.values()))
 
 
 def runs_to_json(runs: Sequence[Any]) -> list[dict[str, Any]]:

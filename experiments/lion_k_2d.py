@@ -35,7 +35,6 @@ Run everything from the command line::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -477,9 +476,7 @@ FILES = ('trajectories.png', 'trajectories.md', 'weight_decay_sweep.png',
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Command line: the three experiments, each a PNG and a table."""
-  parser = argparse.ArgumentParser(
-      prog='python -m experiments.lion_k_2d',
-      description=__doc__.split('\n')[0])
+  parser = _common.parser('lion_k_2d', __doc__)
   parser.add_argument('--out', required=True, type=pathlib.Path)
   parser.add_argument('--lr', type=float, default=0.01)
   parser.add_argument('--steps', type=int, default=3000)

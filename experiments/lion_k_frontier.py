@@ -35,7 +35,6 @@ default with ``--config configs/lm_default.py``)::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import pathlib
@@ -127,10 +126,11 @@ class _StepTimer(lt.Hook):
 
 
 def _step_ms(config: lt.Config, names: Sequence[str],
-             rates: dict[str, float], data: Any, rounds: int,
-             workdir: pathlib.Path) -> dict[str, float]:
+             rates: dict[str, float], data: Any, rounds: int
+             ) -> dict[str, float]:
   """Median ms of one training step of the harness's loop: a run of
-  ``rounds + 1`` steps per optimizer, one evaluation at its end."""
+  ``rounds + 1`` steps per optimizer (in a temporary workdir, so that it
+  always trains), one evaluation at its end."""
   out = {}
   for name in names:
     sub = lt.copy(config)
@@ -140,8 +140,9 @@ def _step_ms(config: lt.Config, names: Sequence[str],
     sub.eval_every_steps, sub.logging_max_batches = rounds + 1, 1
     sub.seeds, sub.optimizer.lr_grid = (), ()
     timer = _StepTimer()
-    lt.train_and_evaluate(sub, workdir / 'timing' / name, data=data,
-                          verbose=False, hooks=[timer])
+    with tempfile.TemporaryDirectory(prefix='lionx-timing-') as workdir:
+      lt.train_and_evaluate(sub, workdir, data=data, verbose=False,
+                            hooks=[timer])
     out[name] = 1e3 * statistics.median(timer.seconds)
   return out
 
@@ -196,7 +197,7 @@ def run(config: lt.Config, *,
     final.seeds = tuple(seeds)
     results = lt.compare(final, root / 'compare', list(optimizers),
                          data=data, verbose=verbose)
-    step_ms = _step_ms(config, optimizers, rates, data, rounds, root)
+  step_ms = _step_ms(config, optimizers, rates, data, rounds)
   rows = {name: [r.rows for r in results[name].seeds] for name in optimizers}
   title = (f'{config.model.name} on {config.data.name}, weight decay '
            f'{config.optimizer.weight_decay:g}, seeds {list(seeds)}')
@@ -357,9 +358,7 @@ def parse_rates(text: str) -> dict[str, float]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Command line: runs :func:`run`, writes the PNG, markdown and JSON."""
-  parser = argparse.ArgumentParser(
-      prog='python -m experiments.lion_k_frontier',
-      description=__doc__.split('\n')[0])
+  parser = _common.parser('lion_k_frontier', __doc__)
   parser.add_argument('--out', required=True, type=pathlib.Path)
   parser.add_argument('--config', default=None,
                       help="a harness config FILE[:ARG] (default: the "

@@ -38,9 +38,7 @@ Command (about 50 minutes on 2 shared CPU cores)::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import statistics
 import sys
 from typing import Any, Optional, Sequence
@@ -485,10 +483,7 @@ def report(runs: Sequence[LpRun], command: str = '') -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Command line: the runs, figures6_7.png and the tables."""
-  parser = argparse.ArgumentParser(
-      prog='python -m experiments.lion_lp_networks',
-      description=__doc__.split('\n')[0])
-  _networks.add_common_arguments(parser)
+  parser = _networks.parser('lion_lp_networks', __doc__)
   parser.add_argument('--ps', default=','.join(f'{p:g}' for p in PS))
   parser.add_argument('--networks', default=','.join(NETWORKS),
                       help=f'names among {tuple(NETWORKS)}')
@@ -523,19 +518,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                         args.rates),
                constraint_epochs=args.constraint_epochs, done=done,
                verbose=True)
-    command = ' '.join(['python -m experiments.lion_lp_networks']
-                       + list(sys.argv[1:] if argv is None else argv))
+    command = _networks.command('lion_lp_networks', argv)
   plot(runs).savefig(paths['figures6_7.png'], dpi=110)
-  text = report(runs, command)
-  paths['figures6_7.md'].write_text(text)
-  paths['figures6_7.csv'].write_text(
-      _common.csv_text([r.row() for r in runs]))
-  paths['summary.json'].write_text(json.dumps(
-      {'command': command, 'verdict': verdict(runs),
-       'runs': [r.row() for r in runs],
-       'curves': _networks.runs_to_json(runs)}, indent=1, default=str))
-  print(text)
-  print('wrote', ', '.join(str(p) for p in paths.values()))
+  _networks.write_results(paths, report(runs, command), runs, command,
+                          {'verdict': verdict(runs)})
   return 0
 
 

@@ -147,20 +147,17 @@ def run(config: str = _lm.DEFAULT_CONFIG, out: str | pathlib.Path = '.', *,
         evals: int = EVALS, overrides: Sequence[str] = (),
         overwrite: bool = False,
         verbose: bool = True) -> Result:
-  """Trains the constraint runs and the loss runs under ``out/runs``.
+  """Trains the constraint runs and the loss runs under ``out/runs``;
+  :mod:`experiments._lm` describes the arguments all three take.
 
   Args:
-    config: the language config file (``configs/lm_default.py``); its Lion
-      rate and weight decay are :math:`\\eta` and :math:`\\lambda`.
-    out: the folder whose ``runs/`` holds one workdir per run.
+    config: its Lion rate and weight decay are :math:`\\eta` and
+      :math:`\\lambda`.
     ps: the exponents :math:`p \\ge 1`.
     seeds: the seeds of the loss runs (the first one picks the rate).
     multipliers: the rate grid, in units of :math:`\\eta_p`.
     steps: ``num_steps`` of every run.
     evals: evaluations of each loss run (the constraint runs have 20).
-    overrides: extra ``key=value`` overrides of every run.
-    overwrite: retrain runs whose workdir holds another config.
-    verbose: print a line per run.
 
   Returns:
     A :class:`Result`.
@@ -253,26 +250,19 @@ def plot(result: Result):
     grid.plot([m for m, _ in seed0], [v for _, v in seed0], 'o-',
               color=color, label=label)
   bound.axhline(1.0, color='k', ls='--', lw=1, label='constraint boundary')
-  bound.set_title('Figure 6 analogue: started on the boundary,\n'
-                  'λ_p = (1 - 1e-4)/‖θ₀‖_q', fontsize=10)
-  matched.set_yscale('log')
-  matched.set_title('‖λ_pθ‖_q of the loss runs (λ_p = λ d^(-1/q)),\n'
-                    'chosen rate, first seed', fontsize=10)
-  for ax in (bound, matched):
-    ax.set_xlabel('step')
-    ax.set_ylabel('‖λθ‖_q')
+  _lm.label(bound, 'step', '‖λθ‖_q', 'Figure 6 analogue: started on the '
+            'boundary,\nλ_p = (1 - 1e-4)/‖θ₀‖_q')
+  _lm.label(matched, 'step', '‖λθ‖_q', '‖λ_pθ‖_q of the loss runs (λ_p = '
+            'λ d^(-1/q)),\nchosen rate, first seed', yscale='log')
   for key, style, label in (('val_loss', 'o-', 'validation loss'),
                             ('full_loss', 's--', 'f(θ)')):
     _lm.errorbar(against, ps, [result.finals(p, key) for p in ps], style,
                  label=f'{label}: median, min-max over seeds')
-  against.set_xlabel('p')
-  against.set_ylabel('final loss (nats per byte)')
-  against.set_title('Figure 7 analogue: loss against p\n'
-                    '(each p at its chosen rate)', fontsize=10)
-  grid.set_xscale('log')
-  grid.set_xlabel('rate multiplier (of η_p = η d^(1/q))')
-  grid.set_ylabel('final validation loss, first seed')
-  grid.set_title('the rate grid behind the chosen rates', fontsize=10)
+  _lm.label(against, 'p', 'final loss (nats per byte)',
+            'Figure 7 analogue: loss against p\n(each p at its chosen rate)')
+  _lm.label(grid, 'rate multiplier (of η_p = η d^(1/q))',
+            'final validation loss, first seed',
+            'the rate grid behind the chosen rates', xscale='log')
   _lm.finish((bound, matched, against, grid))
   return fig
 
@@ -309,19 +299,18 @@ def claims(result: Result) -> list[tuple[str, str, str]]:
 
 
 def report(result: Result) -> str:
+  """A markdown report: the claims and verdicts, then the tables."""
   s = result.settings
-  return '\n'.join([
-      '# Figures 6 and 7 of Chen, Liu, Liang, Liu, language panel: '
-      'Lion-ℓp on a byte-level GPT', '',
+  return _lm.document(
+      'Figures 6 and 7 of Chen, Liu, Liang, Liu, language panel: '
+      'Lion-ℓp on a byte-level GPT',
       f'Config {s["config"]} (d = {result.d:,}; Lion rate η = {s["eta"]:g},'
       f' weight decay λ = {s["weight_decay"]:g}), {s["steps"]} steps, '
       f'seeds {s["seeds"]}, rate multipliers {s["multipliers"]}; every '
-      'number is measured by this run.', '',
-      _lm.claim_table(claims(result)),
-      'Each p at its chosen rate; median [min, max] over the seeds:', '',
-      _common.markdown_table(result.rows()),
-      'The rate grid (first seed):', '',
-      _common.markdown_table(result.grid_rows())])
+      'number is measured by this run.', claims(result),
+      ('Each p at its chosen rate; median [min, max] over the seeds:',
+       result.rows()),
+      ('The rate grid (first seed):', result.grid_rows()))
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

@@ -97,16 +97,13 @@ def run(config: str = _lm.DEFAULT_CONFIG, out: str | pathlib.Path = '.', *,
         verbose: bool = True) -> Result:
   """Trains every (optimizer, seed) under ``out/runs``; 5 evaluations.
 
+  The arguments not listed are :mod:`experiments._lm`'s.
+
   Args:
-    config: the language config file (``configs/lm_default.py``).
-    out: the folder whose ``runs/`` holds one workdir per run.
     seeds: the seeds of each optimizer.
     optimizers: the harness's optimizer names, at the config's rates.
     steps: ``num_steps`` (default: the config's); evaluated at 5 evenly
       spaced checkpoints.
-    overrides: extra ``key=value`` overrides of every run.
-    overwrite: retrain runs whose workdir holds another config.
-    verbose: print a line per run.
 
   Returns:
     A :class:`Result`.
@@ -156,10 +153,8 @@ def plot(result: Result):
     ax.plot(steps, [_lm.median(v) for v in values], 'o-', color=f'C{i}',
             label=f'{name}: median over {len(result.seeds)} seeds (thin: '
             'each seed)')
-  ax.set_xlabel('step')
-  ax.set_ylabel('validation log-perplexity (nats per byte)')
-  ax.set_title('Table B.1 analogue: Lion vs SGD, byte-level GPT',
-               fontsize=10)
+  _lm.label(ax, 'step', 'validation log-perplexity (nats per byte)',
+            'Table B.1 analogue: Lion vs SGD, byte-level GPT')
   _lm.finish([ax], 8)
   return fig
 
@@ -188,17 +183,17 @@ def claims(result: Result) -> list[tuple[str, str, str]]:
 
 
 def report(result: Result) -> str:
+  """A markdown report: the claim and verdict, then the table."""
   s = result.settings
-  return '\n'.join([
-      '# Table B.1 of Dong, Li, Lin on the embedded byte corpus', '',
+  return _lm.document(
+      'Table B.1 of Dong, Li, Lin on the embedded byte corpus',
       f'Config {s["config"]} at its rates, {s["steps"]} steps, seeds '
       f'{s["seeds"]}; the validation loss in nats per byte (the '
       'log-perplexity; ppl = its exp, of the median) at each checkpoint, '
       'median [min, max] over the seeds. The paper measures zero-shot '
       'perplexity on WikiText-103 in GPT-2 tokens; these are bytes of '
-      'Python source, so only the comparison carries over.', '',
-      _lm.claim_table(claims(result)),
-      _common.markdown_table(result.rows())])
+      'Python source, so only the comparison carries over.',
+      claims(result), ('', result.rows()))
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

@@ -125,19 +125,15 @@ def run(config: str = _lm.DEFAULT_CONFIG, out: str | pathlib.Path = '.', *,
         evals: int = EVALS, overrides: Sequence[str] = (),
         overwrite: bool = False,
         verbose: bool = True) -> Result:
-  """Trains every (optimizer, width, seed) under ``out/runs``.
+  """Trains every (optimizer, width, seed) under ``out/runs`` (with
+  ``config``, ``overrides``, ... as :mod:`experiments._lm` says).
 
   Args:
-    config: the language config file (``configs/lm_default.py``).
-    out: the folder whose ``runs/`` holds one workdir per run.
     widths: ``model.width`` of each size (heads: 4).
     seeds: the seeds of each (optimizer, width).
     optimizers: the harness's optimizer names, at the config's rates.
     steps: ``num_steps`` of each run.
     evals: evaluations per run (``eval_every_steps = steps / evals``).
-    overrides: extra ``key=value`` overrides of every run.
-    overwrite: retrain runs whose workdir holds another config.
-    verbose: print a line per run.
 
   Returns:
     A :class:`Result`.
@@ -210,27 +206,18 @@ def plot(result: Result):
                  label=f'{name}: median, min-max over seeds')
   for value in np.sqrt(ds):
     ratio.axhline(value, color='k', ls=':', lw=0.8)
-  loss.set_xscale('log')
-  loss.set_yscale('log')
-  curves.set_yscale('log')
-  loss.set_xlabel('d (parameters)')
-  loss.set_ylabel('final loss (nats per byte)')
-  loss.set_title('Figure 2 analogue: final losses against d\n'
-                 '(median over seeds)', fontsize=10)
-  curves.set_xlabel('step')
-  curves.set_ylabel('loss (nats per byte)')
-  curves.set_title(f'width {mid} (d = {result.d(mid):,}), seed {seed}',
-                   fontsize=10)
-  ratio.set_yscale('log')
-  ratio.set_xlabel('step')
-  ratio.set_ylabel('r = ‖∇f‖₁ / ‖∇f‖₂')
-  ratio.set_title('Figure 3 analogue: r over training (darker: wider),\n'
-                  f'dotted: √d of each width; seed {seed}', fontsize=10)
-  scaled.set_xscale('log')
+  _lm.label(loss, 'd (parameters)', 'final loss (nats per byte)',
+            'Figure 2 analogue: final losses against d\n(median over seeds)',
+            xscale='log', yscale='log')
+  _lm.label(curves, 'step', 'loss (nats per byte)',
+            f'width {mid} (d = {result.d(mid):,}), seed {seed}',
+            yscale='log')
+  _lm.label(ratio, 'step', 'r = ‖∇f‖₁ / ‖∇f‖₂',
+            'Figure 3 analogue: r over training (darker: wider),\n'
+            f'dotted: √d of each width; seed {seed}', yscale='log')
+  _lm.label(scaled, 'd (parameters)', 'final r / √d',
+            'r/√d across d: flat if r = Θ(√d)', xscale='log')
   scaled.set_ylim(bottom=0)
-  scaled.set_xlabel('d (parameters)')
-  scaled.set_ylabel('final r / √d')
-  scaled.set_title('r/√d across d: flat if r = Θ(√d)', fontsize=10)
   _lm.finish((loss, curves, ratio, scaled))
   return fig
 
@@ -273,15 +260,13 @@ def claims(result: Result) -> list[tuple[str, str, str]]:
 def report(result: Result) -> str:
   """A markdown report: the claims and verdicts, then the table."""
   s = result.settings
-  return '\n'.join([
-      '# Figures 2 and 3 of Dong, Li, Lin on the embedded byte corpus', '',
+  return _lm.document(
+      'Figures 2 and 3 of Dong, Li, Lin on the embedded byte corpus',
       f'Config {s["config"]} (its learning rates, tuned at width 64), '
       f'{s["steps"]} steps, {s["evals"]} evaluations, widths '
       f'{s["widths"]}, seeds {s["seeds"]}; every number is measured by '
-      'this run.', '',
-      _lm.claim_table(claims(result)),
-      'Final values, median [min, max] over the seeds:', '',
-      _common.markdown_table(result.rows())])
+      'this run.', claims(result),
+      ('Final values, median [min, max] over the seeds:', result.rows()))
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

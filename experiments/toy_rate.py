@@ -36,7 +36,6 @@ Run the full size from the command line::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -441,9 +440,7 @@ def report(result: ToyRateResult) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Command line: runs :func:`run` and writes a PNG and the tables."""
-  parser = argparse.ArgumentParser(
-      prog='python -m experiments.toy_rate',
-      description=__doc__.split('\n')[0])
+  parser = _common.parser('toy_rate', __doc__)
   parser.add_argument('--out', required=True, type=pathlib.Path,
                       help='directory for toy_rate.{png,md,csv,json}')
   parser.add_argument('--points', type=int, default=5)

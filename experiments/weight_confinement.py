@@ -21,9 +21,9 @@ with :math:`\lambda = 20` (the weights are "quickly confined into
 
 :func:`run` trains one run per (initialisation, :math:`\lambda`, seed)
 through the harness's loop with a hook (:mod:`experiments._networks`),
-recording
-:math:`\|\theta_t\|_\infty` and the root mean square of :math:`\theta_t`
-after every step and a histogram of all :math:`d` weights every few steps.
+recording :math:`\|\theta_t\|_\infty` and the root mean square of
+:math:`\theta_t` after every step and a histogram of all :math:`d` weights
+every few steps.
 The default is the digits CNN of ``configs/default.py`` with a constant
 learning rate :math:`3\cdot10^{-3}` for 15 epochs (330 steps); ResNet-18 on
 CIFAR-10 runs with overrides when the archive is present::
@@ -41,9 +41,7 @@ while the bulk grows.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import statistics
 import sys
 from typing import Any, Optional, Sequence
@@ -456,10 +454,7 @@ def report(runs: Sequence[ConfinementRun], command: str = '') -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Command line: the runs, figure3.png, figure3_linf.png and tables."""
-  parser = argparse.ArgumentParser(
-      prog='python -m experiments.weight_confinement',
-      description=__doc__.split('\n')[0])
-  _networks.add_common_arguments(parser)
+  parser = _networks.parser('weight_confinement', __doc__)
   parser.add_argument('--weight-decays', default='20,0',
                       help='comma-separated lambdas (default 20,0)')
   parser.add_argument('--inits', default=','.join(KERNEL_INITS),
@@ -478,16 +473,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
              every=args.every, verbose=True)
   plot_histograms(runs).savefig(paths['figure3.png'], dpi=110)
   plot_linf(runs).savefig(paths['figure3_linf.png'], dpi=110)
-  command = ' '.join(['python -m experiments.weight_confinement']
-                     + list(sys.argv[1:] if argv is None else argv))
-  text = report(runs, command)
-  paths['figure3.md'].write_text(text)
-  paths['figure3.csv'].write_text(_common.csv_text([r.row() for r in runs]))
-  paths['summary.json'].write_text(json.dumps({
-      'command': command, 'verdict': verdict(runs),
-      'runs': [r.row() for r in runs]}, indent=2))
-  print(text)
-  print('wrote', ', '.join(str(p) for p in paths.values()))
+  command = _networks.command('weight_confinement', argv)
+  _networks.write_results(paths, report(runs, command), runs, command,
+                          {'verdict': verdict(runs)}, curves=False,
+                          indent=2, default=None)
   return 0
 
 

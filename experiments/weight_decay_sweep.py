@@ -13,7 +13,7 @@ larger :math:`\lambda` converges faster (right panel). It proposes
 
 :func:`run` trains the digits CNN of ``configs/default.py`` (Lion, learning
 rate 3e-3 with cosine annealing, batch 64, 30 epochs) once per
-(:math:`\lambda`, seed) through the harness
+(:math:`\lambda`, seed) through the harness's loop
 (:mod:`experiments._networks`), with the exact :math:`f(\theta)` of
 the logging pass after every epoch. The measured *threshold* is the
 smallest :math:`\lambda` of the grid above the best one (lowest median final
@@ -30,9 +30,7 @@ Command (about 15 minutes on 2 CPU cores)::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import statistics
 import sys
 from typing import Any, Optional, Sequence
@@ -333,10 +331,7 @@ def report(runs: Sequence[SweepRun], command: str = '') -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Command line: the sweep, figure4.png and its tables."""
-  parser = argparse.ArgumentParser(
-      prog='python -m experiments.weight_decay_sweep',
-      description=__doc__.split('\n')[0])
-  _networks.add_common_arguments(parser)
+  parser = _networks.parser('weight_decay_sweep', __doc__)
   parser.add_argument('--weight-decays',
                       default=','.join(f'{x:g}' for x in WEIGHT_DECAYS),
                       help='comma-separated lambdas')
@@ -355,22 +350,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                      args.weight_decays),
                seeds=_networks.parse_numbers('--seeds', args.seeds, int),
                verbose=True)
-    command = ' '.join(['python -m experiments.weight_decay_sweep']
-                       + list(sys.argv[1:] if argv is None else argv))
+    command = _networks.command('weight_decay_sweep', argv)
   a = analyse(runs)
   plot(runs, a).savefig(paths['figure4.png'], dpi=110)
-  text = report(runs, command)
-  paths['figure4.md'].write_text(text)
-  paths['figure4.csv'].write_text(_common.csv_text([r.row() for r in runs]))
-  summary = dataclasses.asdict(a)
   summary = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
-             for k, v in summary.items()}
-  paths['summary.json'].write_text(json.dumps(
-      {'command': command, 'analysis': summary,
-       'runs': [r.row() for r in runs],
-       'curves': _networks.runs_to_json(runs)}, indent=1, default=float))
-  print(text)
-  print('wrote', ', '.join(str(p) for p in paths.values()))
+             for k, v in dataclasses.asdict(a).items()}
+  _networks.write_results(paths, report(runs, command), runs, command,
+                          {'analysis': summary}, default=float)
   return 0
 
 

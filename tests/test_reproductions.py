@@ -32,9 +32,10 @@ def data():
   return lt.get_task(config.task).load_data(config)
 
 
-# --- the recorder: the harness's loop with a hook ------------------------------
+# --- the recorder: the harness's loop with a hook ---------------------------
 
 
+@pytest.mark.slow  # 8 steps, but the harness compiles its step, pass, eval
 def test_recorder_probes_every_step_of_the_harness_loop(data):
   config = _tiny(seed=3)
   rec = _networks.train(config, data, probes={'linf': metrics.tree_linf})
@@ -52,12 +53,17 @@ def test_recorder_probes_every_step_of_the_harness_loop(data):
   assert rec.d == pytest.approx(rec.evaluations[-1]['sqrt_d'] ** 2)
 
 
-def test_recorder_snapshots_and_errors(data):
+@pytest.mark.slow
+def test_recorder_snapshots(data):
   seen = []
   rec = _networks.train(_tiny(), data, snapshot=lambda p: seen.append(1)
                         or len(seen), snapshot_every=3)
   assert list(rec.snapshot_steps) == [0, 3, 6, 8]
   assert rec.snapshots == [1, 2, 3, 4]
+
+
+def test_recorder_refuses_bad_snapshots(data):
+  # Refused before anything trains.
   with pytest.raises(ValueError, match='snapshot_every=2'):
     _networks.train(_tiny(), data, snapshot_every=2)
   with pytest.raises(TypeError, match='snapshot_every=1.5'):
@@ -87,6 +93,7 @@ def test_make_config_and_parse():
 # --- Figure 3: weight confinement --------------------------------------------
 
 
+# Every user of this fixture is slow: it trains 4 runs of 32 steps.
 @pytest.fixture(scope='module')
 def confinement(data):
   config = _tiny(num_epochs=8)  # 32 steps
@@ -95,6 +102,7 @@ def confinement(data):
                 seeds=(0,), data=data, every=4, bins=51)
 
 
+@pytest.mark.slow
 def test_confinement_histograms_hold_every_weight(confinement):
   # The bins span what the theory allows, so no weight ever falls outside.
   assert len(confinement) == 4
@@ -105,6 +113,7 @@ def test_confinement_histograms_hold_every_weight(confinement):
     assert r.linf.shape == r.rms.shape == (33,)
 
 
+@pytest.mark.slow
 def test_confinement_follows_phase1(confinement):
   for r in confinement:
     if not r.weight_decay:
@@ -122,6 +131,7 @@ def test_confinement_follows_phase1(confinement):
   assert v['steps_within_bound_all']
 
 
+@pytest.mark.slow
 def test_confinement_inits_differ_as_kaiming(confinement):
   uniform = next(r for r in confinement if r.kernel_init == 'kaiming_uniform')
   normal = next(r for r in confinement if r.kernel_init == 'kaiming_normal')
@@ -165,6 +175,7 @@ def test_confinement_errors(data):
     wc.run(config, data=data)
 
 
+@pytest.mark.slow
 def test_confinement_main_resnet18_on_cifar_archives(tmp_path, capsys):
   # ResNet-18 with CIFAR-format data: the code path of Chen et al.'s setting.
   write_cifar_archive(tmp_path, 'cifar10')
@@ -234,6 +245,7 @@ def test_sweep_speed():
   assert 'as in Chen, Liu, Liang, Liu**' in ws.verdict_text(a)
 
 
+@pytest.mark.slow
 def test_sweep_runs_and_main(tmp_path, data, capsys):
   runs = ws.run(_tiny(), weight_decays=(0.0, 50.0), seeds=(0,), data=data)
   assert [r.weight_decay for r in runs] == [0.0, 50.0]
@@ -266,6 +278,7 @@ def test_sweep_runs_and_main(tmp_path, data, capsys):
 # --- Figures 6 and 7: Lion-lp on networks ------------------------------------
 
 
+# Every user of this fixture is slow: it trains 10 runs.
 @pytest.fixture(scope='module')
 def lp_runs(data):
   return lp.run(_tiny(num_epochs=1), networks={'cnn': ()}, ps=(1.0, 2.0),
@@ -273,6 +286,7 @@ def lp_runs(data):
                 constraint_epochs=2, data=data)
 
 
+@pytest.mark.slow
 def test_lp_constraint_runs_stay_feasible(lp_runs):
   runs = [r for r in lp_runs if r.kind == 'constraint']
   assert [r.p for r in runs] == [1.0, 2.0]
@@ -284,6 +298,7 @@ def test_lp_constraint_runs_stay_feasible(lp_runs):
   assert lp.verdict(lp_runs)['constraint_holds']
 
 
+@pytest.mark.slow
 def test_lp_matched_rates_and_choice(lp_runs, data):
   d = lp_runs[0].d
   loss = [r for r in lp_runs if r.kind == 'loss']
@@ -338,6 +353,7 @@ def test_lp_main_refuses_to_overwrite(tmp_path, capsys):
   capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_lp_resume_trains_only_what_is_missing(lp_runs, data, monkeypatch):
   calls = []
   train_one = lp._train_one

@@ -21,23 +21,31 @@ use (PEP 562), so that ``import lionx.train`` and ``lionx-train --help``
 stay fast.
 
 Configs:
-  :class:`Config`, :exc:`ConfigError`, :func:`load_config` (a config file
-  with ``key=value`` overrides), :func:`override` (one ``key=value``),
-  :func:`validate`, :func:`copy`, :func:`total_steps` (the steps of a run).
+  :class:`~lionx.train.config.Config`,
+  :exc:`~lionx.train.fields.ConfigError`,
+  :func:`~lionx.train.config.load_config` (a config file with ``key=value``
+  overrides), :func:`~lionx.train.fields.override` (one ``key=value``),
+  :func:`~lionx.train.config.validate`, :func:`~lionx.train.config.copy`,
+  :func:`~lionx.train.config.total_steps` (the steps of a run).
 
 Tasks (the unit of extension):
-  :class:`Task`, :func:`register_task`, :func:`get_task`.
+  :class:`~lionx.train.tasks.base.Task`,
+  :func:`~lionx.train.tasks.base.register_task`,
+  :func:`~lionx.train.tasks.base.get_task`.
 
 Optimizers:
-  :func:`make_optimizer` (a config's transform, schedule and settings) and
-  the :class:`Optimizer` it returns; :data:`KERNEL_INITS` (the vision
-  models' ``model.kernel_init`` names).
+  :func:`~lionx.train.optimizers.make_optimizer` (a config's transform,
+  schedule and settings) and the :class:`~lionx.train.optimizers.Optimizer`
+  it returns; ``KERNEL_INITS`` (the vision models' ``model.kernel_init``
+  names, :mod:`lionx.train.models.vision`).
 
 Runs:
-  :func:`train_and_evaluate` (one run into a workdir) with :class:`Hook`
-  callbacks, its :class:`RunResult` and :exc:`NonFiniteLossError`;
-  :func:`compare` (optimizers, learning-rate grids and seeds) and its
-  :class:`SweepResult`.
+  :func:`~lionx.train.experiment.train_and_evaluate` (one run into a
+  workdir) with :class:`~lionx.train.experiment.Hook` callbacks, its
+  :class:`~lionx.train.experiment.RunResult` and
+  :exc:`~lionx.train.experiment.NonFiniteLossError`;
+  :func:`~lionx.train.sweep.compare` (optimizers, learning-rate grids and
+  seeds) and its :class:`~lionx.train.sweep.SweepResult`.
 
 Example:
   >>> import lionx.train as lt
