@@ -168,9 +168,14 @@ def make_config(path: Optional[str], overrides: Sequence[str],
   return lt.validate(config)
 
 
-def peak_learning_rate(config: lt.Config) -> float:
-  """The peak learning rate of ``config``'s optimizer."""
-  return lt.make_optimizer(config, 1).settings.learning_rate
+def optimizer_of(config: lt.Config, data: Any = None) -> lt.Optimizer:
+  """The optimizer (settings, schedule, reshaper) that a run of ``config``
+  builds; ``data``, the task's loaded data, gives the steps of an epoch
+  (None: a task without epochs, such as the language model's)."""
+  task = lt.get_task(config.task)
+  per_epoch = None if data is None else task.steps_per_epoch(config, data)
+  return lt.make_optimizer(config, lt.total_steps(config, per_epoch),
+                           per_epoch)
 
 
 def require_paper_lion(config: lt.Config) -> None:

@@ -154,7 +154,7 @@ def _train_one(config: lt.Config, data: Any, network: str,
   sub.optimizer.learning_rate = float(lr)
   sub.optimizer.weight_decay = float(lam)
   sub.optimizer.weight_decays = {}
-  reshaper = lt.make_optimizer(lt.validate(sub), 1).reshaper()
+  reshaper = _networks.optimizer_of(lt.validate(sub), data).reshaper()
   rec = _networks.train(sub, data, probes={
       'constraint': lambda params: reshaper.constraint(params, lam)})
   return LpRun(network, kind, float(p), seed, float(lr), float(lam),

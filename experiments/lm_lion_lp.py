@@ -48,6 +48,7 @@ import lionx.train as lt
 from lionx import metrics
 from experiments import _common
 from experiments import _lm
+from experiments import _networks
 
 PS = (1.0, 1.25, 1.5, 2.0)
 MULTIPLIERS = (1 / 3, 1.0, 3.0)
@@ -172,7 +173,7 @@ def run(config: str = _lm.DEFAULT_CONFIG, out: str | pathlib.Path = '.', *,
                      'numbers.')
   base = _lm.load_config(config,
                          tuple(overrides) + ('optimizer.name=lion',))
-  settings = lt.make_optimizer(base, 1).settings
+  settings = _networks.optimizer_of(base).settings  # no epochs: no data
   eta, lam = settings.learning_rate, settings.weight_decay
   theta0 = initial_params(_lm.load_config(
       config, tuple(overrides) + (f'seed={seeds[0]}',)))

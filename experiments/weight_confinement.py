@@ -144,10 +144,10 @@ class ConfinementRun:
     return out
 
 
-def _check(config: lt.Config, weight_decays: Sequence[float],
+def _check(config: lt.Config, data: Any, weight_decays: Sequence[float],
            kernel_inits: Sequence[str], seeds: Sequence[int]) -> None:
   _networks.require_paper_lion(config)
-  peak = _networks.peak_learning_rate(config)
+  peak = _networks.optimizer_of(config, data).settings.learning_rate
   for lam in weight_decays:
     _common.in_range('weight_decays', lam, 0.0, 1.0 / peak)
   for name in kernel_inits:
@@ -187,12 +187,12 @@ def run(config: Optional[lt.Config] = None, *,
   """
   config = lt.copy(base_config() if config is None else config)
   weight_decays = tuple(float(x) for x in weight_decays)
-  _check(config, weight_decays, tuple(kernel_inits), tuple(seeds))
   for name, value in (('every', every), ('bins', bins)):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f'{name}={value!r}: expected a positive int.')
   if data is None:
     data = lt.get_task(config.task).load_data(config)
+  _check(config, data, weight_decays, tuple(kernel_inits), tuple(seeds))
   out = []
   for init in kernel_inits:
     for lam in weight_decays:
@@ -214,8 +214,8 @@ def run(config: Optional[lt.Config] = None, *,
 def _one(config: lt.Config, data: Any, lam: float, every: int,
          bins: int) -> ConfinementRun:
   # Every weight of the run lies within +-edge (eta_t <= the peak rate).
-  growth = _networks.peak_learning_rate(config) * _total_steps(
-      config, data)
+  growth = _networks.optimizer_of(
+      config, data).settings.learning_rate * _total_steps(config, data)
   binning = {}
 
   def histogram(params):

@@ -101,11 +101,11 @@ def run(config: Optional[lt.Config] = None, *,
   _networks.require_paper_lion(config)
   if not weight_decays or not seeds:
     raise ValueError('weight_decays and seeds must not be empty.')
-  peak = _networks.peak_learning_rate(config)
-  for lam in weight_decays:
-    _common.in_range('weight_decays', lam, 0.0, 1.0 / peak)
   if data is None:
     data = lt.get_task(config.task).load_data(config)
+  peak = _networks.optimizer_of(config, data).settings.learning_rate
+  for lam in weight_decays:
+    _common.in_range('weight_decays', lam, 0.0, 1.0 / peak)
   out = []
   for lam in weight_decays:
     for seed in seeds:

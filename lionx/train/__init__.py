@@ -15,7 +15,7 @@ Layers, each importing only the ones below it::
 This is the only part of lionx that imports Flax, orbax, scikit-learn,
 matplotlib and tqdm.
 
-The public API is the flat namespace below (:data:`__all__`); the
+The public API is the flat namespace below (``__all__``); the
 submodules are the harness's internals. Each name is imported on first
 use (PEP 562), so that ``import lionx.train`` and ``lionx-train --help``
 stay fast.
