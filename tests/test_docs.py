@@ -186,11 +186,9 @@ def _shell_commands(path):
 
 
 def _experiment_module(name):
-  """The file of ``python -m experiments.NAME``: the top-level package
-  beside configs/. Until that move lands on this branch the reproductions
-  are still in lionx/experiments; the fallback goes with them."""
-  top = ROOT / 'experiments'
-  folder = top if top.is_dir() else ROOT / 'lionx' / 'experiments'
+  """The file of ``python -m experiments.NAME`` (the top-level package
+  beside configs/) and the package's shared ``_*.py`` modules."""
+  folder = ROOT / 'experiments'
   path = folder / f'{name}.py'
   if not path.exists() and (folder / name / '__main__.py').exists():
     path = folder / name / '__main__.py'

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import lionx
-from lionx.experiments import lion_k_2d
-from lionx.experiments import toy_rate
+from experiments import lion_k_2d
+from experiments import toy_rate
 
 LAM = 0.1
 
@@ -67,6 +67,7 @@ def test_toy_report_and_rows(toy):
   assert 'f* found: 1.884' in text and '| constrained |' in text
 
 
+@pytest.mark.slow  # a second run of the toy problem (seconds of jit)
 def test_toy_paper_schedule():
   res = toy_rate.run(n_points=1, n_repeats=1, num_steps=800,
                      schedule='paper')
@@ -82,6 +83,7 @@ def test_toy_paper_schedule():
     toy_rate.run(n_points=1, n_repeats=1, num_steps=50, schedule='paper')
 
 
+@pytest.mark.slow  # a second run of the toy problem (seconds of jit)
 def test_toy_main_writes_and_refuses_to_overwrite(tmp_path, capsys):
   args = ['--out', str(tmp_path), '--points', '1', '--repeats', '2',
           '--steps', '100']
@@ -124,6 +126,7 @@ def trajectories():
   return lion_k_2d.run_trajectories(num_steps=1500)
 
 
+@pytest.mark.slow
 def test_figure1_and_5_endpoints(trajectories):
   """Each run ends at the optimum if it is in the set, else on the boundary."""
   assert {t.reshaper for t in trajectories} == set(EXPECTED)
@@ -151,6 +154,7 @@ def test_weight_decay_sweep_threshold():
   np.testing.assert_allclose(sweep.theory_loss[-1], (1.5 - 1 / 1.2) ** 2)
 
 
+@pytest.mark.slow
 def test_phase1_rates():
   results = lion_k_2d.run_phase1(
       {'sign': lionx.sign_reshaper(), 'l2': lionx.lp_reshaper(2)},

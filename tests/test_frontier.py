@@ -1,11 +1,11 @@
-"""The Lion-K frontier command (lionx.experiments.lion_k_frontier)."""
+"""The Lion-K frontier command (experiments.lion_k_frontier)."""
 
 import json
 import math
 
 import pytest
 
-from lionx.experiments import lion_k_frontier as frontier
+from experiments import lion_k_frontier as frontier
 from tests.train.helpers import tiny_config
 
 RUN = frontier.run  # the tests below monkeypatch frontier.run
@@ -21,6 +21,7 @@ def result():
                       rounds=3)
 
 
+@pytest.mark.slow  # the fixture trains 15 tiny runs
 def test_grid_keeps_the_lowest_final_loss(result):
   assert set(result.grid) == {'lion_spectral'}  # the others: rates given
   for name, grid in result.grid.items():
@@ -28,6 +29,7 @@ def test_grid_keeps_the_lowest_final_loss(result):
   assert result.rates['lion'] == 3e-3
 
 
+@pytest.mark.slow
 def test_table_and_verdict_come_from_the_runs(result):
   rows = {r['optimizer']: r for r in frontier.table(result)}
   finals = result.finals('lion', 'full_loss')
@@ -49,7 +51,24 @@ def test_table_and_verdict_come_from_the_runs(result):
   assert math.isnan(summary['optimizers']['lion_cwd']['constraint'][0])
 
 
-def test_the_command_writes_once(tmp_path, result, monkeypatch):
+def _hand_made():
+  """A frontier of three optimizers, two seeds, two evaluations each."""
+  def rows(loss, constraint):
+    return [{'epoch': e, 'full_loss': loss / e, 'val_loss': 2 * loss / e,
+             'constraint': constraint, 'box_linf_scaled': constraint}
+            for e in (1, 2)]
+  nan = float('nan')
+  return frontier.Frontier(
+      'cnn on synthetic', {'lion': 3e-3, 'lion_cwd': 3e-3, 'adamw': 1e-3},
+      {'adamw': {1e-3: 0.5, 1e-2: nan}},
+      {'lion': [rows(1.0, 0.5), rows(1.2, 0.6)],
+       'lion_cwd': [rows(0.9, nan), rows(1.1, nan)],
+       'adamw': [rows(0.8, nan), rows(0.7, nan)]},
+      {'lion': 1.0, 'lion_cwd': 1.1, 'adamw': 1.5})
+
+
+def test_the_command_writes_once(tmp_path, monkeypatch):
+  result = _hand_made()
   monkeypatch.setattr(frontier, 'run', lambda *a, **k: result)
   assert frontier.main(['--out', str(tmp_path), '--seeds', '0,1']) == 0
   for name in frontier.FILES:

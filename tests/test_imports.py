@@ -152,3 +152,42 @@ def test_train_and_experiments_use_only_the_public_api():
 
 def test_cycle_finder_finds_a_cycle():
   assert _cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == ['a', 'b', 'c', 'a']
+
+
+def test_experiments_use_only_the_public_api():
+  # experiments/ (the papers' reproductions, beside configs/, not in the
+  # wheel) imports lionx's public names and lionx.train's flat namespace
+  # (lionx/train/__init__.py), never a harness module or lionx._src.
+  import lionx.train  # pylint: disable=g-import-not-at-top
+  public = {'lionx': set(lionx.__all__),
+            'lionx.train': set(lionx.train.__all__)}
+  bad = []
+  paths = sorted((ROOT.parent / 'experiments').rglob('*.py'))
+  assert len(paths) > 10, paths
+  for path in paths:
+    aliases = {}  # local name -> 'lionx' | 'lionx.train'
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+      where = f'{path.name}:{getattr(node, "lineno", 0)}'
+      if isinstance(node, ast.Import):
+        for a in node.names:
+          if a.name.startswith('lionx') and a.name not in (
+              'lionx', 'lionx.train', 'lionx.metrics', 'lionx.theory'):
+            bad.append(f'{where} import {a.name}')
+          elif a.name in public:
+            aliases[a.asname or a.name] = a.name
+      elif isinstance(node, ast.ImportFrom) and (node.module or '').startswith(
+          'lionx'):
+        if node.module not in public:
+          bad.append(f'{where} from {node.module} import ...')
+          continue
+        bad += [f'{where} from {node.module} import {a.name}'
+                for a in node.names if a.name not in public[node.module]]
+    for node in ast.walk(tree):
+      if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+          and node.value.id in aliases):
+        module = aliases[node.value.id]
+        if node.attr not in public[module] and not (
+            module == 'lionx' and node.attr == 'train'):
+          bad.append(f'{path.name}:{node.lineno} {module}.{node.attr}')
+  assert not bad, bad

@@ -3,8 +3,10 @@
 Each notebook in ``notebooks/`` is executed with nbclient in a kernel that
 runs *this* interpreter (``sys.executable``), so the lionx under test is the
 one the kernel imports, whatever kernels Jupyter has installed. The working
-directory is ``notebooks/``. The executed copy is thrown away: the committed
-file keeps the outputs of the run that produced it.
+directory is ``notebooks/``; a notebook that imports the reproductions puts
+``..`` (the clone's root, where ``experiments/`` is) on ``sys.path`` itself.
+The executed copy is thrown away: the committed file keeps the outputs of
+the run that produced it.
 
 Each kernel is shut down as soon as its notebook has run (or failed), so
 that at most one kernel (up to 1.3 GB for the training notebooks) is alive
@@ -164,8 +166,13 @@ def test_committed_outputs_are_from_a_clean_run(name):
   assert any('image/png' in o.get('data', {}) for o in _outputs(nb))
   source = '\n'.join(c.source for c in code)
   assert 'import lionx' in source or 'from lionx' in source
+  # The reproductions are the repository's experiments/, not lionx's.
+  assert 'lionx.experiments' not in source
+  if 'from experiments import' in source:
+    assert "sys.path.insert(0, os.path.abspath('..'))" in source
 
 
+@pytest.mark.slow  # 15 s to 9 min a notebook on 2 cores
 @pytest.mark.parametrize('name', EXPECTED)
 def test_notebook_runs(name, kernel_manager):
   path = NOTEBOOKS / name

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from lionx import metrics
-from lionx.experiments import _training
-from lionx.experiments import lion_lp_networks as lp
-from lionx.experiments import weight_confinement as wc
-from lionx.experiments import weight_decay_sweep as ws
-from lionx.train import experiment
-from lionx.train import tasks
+from experiments import _networks
+from experiments import lion_lp_networks as lp
+from experiments import weight_confinement as wc
+from experiments import weight_decay_sweep as ws
+import lionx.train as lt
 from tests.train.helpers import tiny_config, write_cifar_archive
 
 LR = 3e-3
@@ -30,67 +29,71 @@ def _tiny(**changes):
 @pytest.fixture(scope='module')
 def data():
   config = _tiny()
-  return tasks.get_task(config.task).load_data(config)
+  return lt.get_task(config.task).load_data(config)
 
 
-# --- the step-by-step runner is the harness ----------------------------------
+# --- the recorder: the harness's loop with a hook ---------------------------
 
 
-def test_runner_evaluations_are_the_harness(tmp_path, data):
+@pytest.mark.slow  # 8 steps, but the harness compiles its step, pass, eval
+def test_recorder_probes_every_step_of_the_harness_loop(data):
   config = _tiny(seed=3)
-  rec = _training.train(config, data, probes={'linf': metrics.tree_linf})
-  rows = experiment.train_and_evaluate(config, tmp_path, data=data,
-                                       verbose=False).rows
-  assert len(rec.evaluations) == len(rows) == 2
-  for mine, theirs in zip(rec.evaluations, rows):
-    assert mine['step'] == theirs['step']
-    for key in ('full_loss', 'val_loss', 'test_accuracy',
-                'train_accuracy'):
-      assert mine[key] == theirs[key], key
+  rec = _networks.train(config, data, probes={'linf': metrics.tree_linf})
+  # The evaluations are the harness's rows, one per epoch.
+  assert [row['step'] for row in rec.evaluations] == [4, 8]
+  assert {'full_loss', 'val_loss', 'test_accuracy', 'box_linf_scaled'} <= (
+      set(rec.evaluations[-1]))
   assert rec.total_steps == 8 and rec.probes['linf'].shape == (9,)
   assert rec.learning_rates[0] == pytest.approx(LR)  # cosine from LR
   assert np.all(np.diff(rec.learning_rates) < 0)
   # After the last step: the harness's lambda ||theta||_inf, divided by
   # lambda.
   assert rec.probes['linf'][-1] == pytest.approx(
-      rows[-1]['box_linf_scaled'] / 0.1, rel=1e-6)
+      rec.evaluations[-1]['box_linf_scaled'] / 0.1, rel=1e-6)
+  assert rec.d == pytest.approx(rec.evaluations[-1]['sqrt_d'] ** 2)
 
 
-def test_runner_snapshots_and_errors(data):
+@pytest.mark.slow
+def test_recorder_snapshots(data):
   seen = []
-  rec = _training.train(_tiny(), data, snapshot=lambda p: seen.append(1)
+  rec = _networks.train(_tiny(), data, snapshot=lambda p: seen.append(1)
                         or len(seen), snapshot_every=3)
   assert list(rec.snapshot_steps) == [0, 3, 6, 8]
   assert rec.snapshots == [1, 2, 3, 4]
+
+
+def test_recorder_refuses_bad_snapshots(data):
+  # Refused before anything trains.
   with pytest.raises(ValueError, match='snapshot_every=2'):
-    _training.train(_tiny(), data, snapshot_every=2)
+    _networks.train(_tiny(), data, snapshot_every=2)
   with pytest.raises(TypeError, match='snapshot_every=1.5'):
-    _training.train(_tiny(), data, snapshot=len, snapshot_every=1.5)
+    _networks.train(_tiny(), data, snapshot=len, snapshot_every=1.5)
 
 
 def test_first_step_within():
-  assert _training.first_step_within(np.array([3., 2., 1., 1.]), 1.) == 2
-  assert _training.first_step_within(np.array([1., 2., 1.]), 1.) == 2
-  assert _training.first_step_within(np.array([1., 1.]), 1.) == 0
-  assert _training.first_step_within(np.array([1., 2.]), 1.) == -1
-  assert _training.first_step_within(np.array([np.nan, 1.]), 1.) == 1
+  assert _networks.first_step_within(np.array([3., 2., 1., 1.]), 1.) == 2
+  assert _networks.first_step_within(np.array([1., 2., 1.]), 1.) == 2
+  assert _networks.first_step_within(np.array([1., 1.]), 1.) == 0
+  assert _networks.first_step_within(np.array([1., 2.]), 1.) == -1
+  assert _networks.first_step_within(np.array([np.nan, 1.]), 1.) == 1
 
 
 def test_make_config_and_parse():
-  config = _training.make_config(None, ['num_epochs=2', 'model.width=4'])
+  config = _networks.make_config(None, ['num_epochs=2', 'model.width=4'])
   assert (config.num_epochs, config.model.width) == (2, 4)
   assert config.data.name == 'digits' and config.parallel.num_devices == 1
-  config = _training.make_config('configs/default.py', ['num_epochs=3'])
+  config = _networks.make_config('configs/default.py', ['num_epochs=3'])
   assert config.num_epochs == 3
-  assert _training.parse_numbers('x', '0,2.5') == (0.0, 2.5)
+  assert _networks.parse_numbers('x', '0,2.5') == (0.0, 2.5)
   with pytest.raises(ValueError, match="--seeds='a'"):
-    _training.parse_numbers('--seeds', 'a', int)
-  assert _training.spread([3.0, 1.0, 2.0], 'g') == '2 [1, 3]'
+    _networks.parse_numbers('--seeds', 'a', int)
+  assert _networks.spread([3.0, 1.0, 2.0], 'g') == '2 [1, 3]'
 
 
 # --- Figure 3: weight confinement --------------------------------------------
 
 
+# Every user of this fixture is slow: it trains 4 runs of 32 steps.
 @pytest.fixture(scope='module')
 def confinement(data):
   config = _tiny(num_epochs=8)  # 32 steps
@@ -99,6 +102,7 @@ def confinement(data):
                 seeds=(0,), data=data, every=4, bins=51)
 
 
+@pytest.mark.slow
 def test_confinement_histograms_hold_every_weight(confinement):
   # The bins span what the theory allows, so no weight ever falls outside.
   assert len(confinement) == 4
@@ -109,6 +113,7 @@ def test_confinement_histograms_hold_every_weight(confinement):
     assert r.linf.shape == r.rms.shape == (33,)
 
 
+@pytest.mark.slow
 def test_confinement_follows_phase1(confinement):
   for r in confinement:
     if not r.weight_decay:
@@ -126,6 +131,7 @@ def test_confinement_follows_phase1(confinement):
   assert v['steps_within_bound_all']
 
 
+@pytest.mark.slow
 def test_confinement_inits_differ_as_kaiming(confinement):
   uniform = next(r for r in confinement if r.kernel_init == 'kaiming_uniform')
   normal = next(r for r in confinement if r.kernel_init == 'kaiming_normal')
@@ -169,6 +175,7 @@ def test_confinement_errors(data):
     wc.run(config, data=data)
 
 
+@pytest.mark.slow
 def test_confinement_main_resnet18_on_cifar_archives(tmp_path, capsys):
   # ResNet-18 with CIFAR-format data: the code path of Chen et al.'s setting.
   write_cifar_archive(tmp_path, 'cifar10')
@@ -238,6 +245,7 @@ def test_sweep_speed():
   assert 'as in Chen, Liu, Liang, Liu**' in ws.verdict_text(a)
 
 
+@pytest.mark.slow
 def test_sweep_runs_and_main(tmp_path, data, capsys):
   runs = ws.run(_tiny(), weight_decays=(0.0, 50.0), seeds=(0,), data=data)
   assert [r.weight_decay for r in runs] == [0.0, 50.0]
@@ -270,6 +278,7 @@ def test_sweep_runs_and_main(tmp_path, data, capsys):
 # --- Figures 6 and 7: Lion-lp on networks ------------------------------------
 
 
+# Every user of this fixture is slow: it trains 10 runs.
 @pytest.fixture(scope='module')
 def lp_runs(data):
   return lp.run(_tiny(num_epochs=1), networks={'cnn': ()}, ps=(1.0, 2.0),
@@ -277,6 +286,7 @@ def lp_runs(data):
                 constraint_epochs=2, data=data)
 
 
+@pytest.mark.slow
 def test_lp_constraint_runs_stay_feasible(lp_runs):
   runs = [r for r in lp_runs if r.kind == 'constraint']
   assert [r.p for r in runs] == [1.0, 2.0]
@@ -288,6 +298,7 @@ def test_lp_constraint_runs_stay_feasible(lp_runs):
   assert lp.verdict(lp_runs)['constraint_holds']
 
 
+@pytest.mark.slow
 def test_lp_matched_rates_and_choice(lp_runs, data):
   d = lp_runs[0].d
   loss = [r for r in lp_runs if r.kind == 'loss']
@@ -342,6 +353,7 @@ def test_lp_main_refuses_to_overwrite(tmp_path, capsys):
   capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_lp_resume_trains_only_what_is_missing(lp_runs, data, monkeypatch):
   calls = []
   train_one = lp._train_one

@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from lionx.experiments import _lm
-from lionx.experiments import lm_lion_lp
-from lionx.experiments import lm_perplexity
-from lionx.experiments import lm_sqrt_d
+from experiments import _lm
+from experiments import lm_lion_lp
+from experiments import lm_perplexity
+from experiments import lm_sqrt_d
 from tests.train.helpers import ROOT
 
 CONFIG = str(ROOT / 'configs' / 'lm_default.py')

@@ -16,7 +16,7 @@ too.
 Default (the config's 1000 steps, seeds 0, 1, 2; about 6 minutes of CPU
 time)::
 
-  python -m lionx.experiments.lm_perplexity --out results/lm_perplexity
+  python -m experiments.lm_perplexity --out results/lm_perplexity
 """
 
 from __future__ import annotations
@@ -30,10 +30,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from lionx.experiments import _common
-from lionx.experiments import _lm
-from lionx.experiments import _training
-from lionx.train import tasks
+import lionx.train as lt
+from experiments import _common
+from experiments import _lm
 
 OPTIMIZERS = ('lion', 'sgd')
 SEEDS = (0, 1, 2)
@@ -98,16 +97,13 @@ def run(config: str = _lm.DEFAULT_CONFIG, out: str | pathlib.Path = '.', *,
         verbose: bool = True) -> Result:
   """Trains every (optimizer, seed) under ``out/runs``; 5 evaluations.
 
+  The arguments not listed are :mod:`experiments._lm`'s.
+
   Args:
-    config: the language config file (``configs/lm_default.py``).
-    out: the folder whose ``runs/`` holds one workdir per run.
     seeds: the seeds of each optimizer.
     optimizers: the harness's optimizer names, at the config's rates.
     steps: ``num_steps`` (default: the config's); evaluated at 5 evenly
       spaced checkpoints.
-    overrides: extra ``key=value`` overrides of every run.
-    overwrite: retrain runs whose workdir holds another config.
-    verbose: print a line per run.
 
   Returns:
     A :class:`Result`.
@@ -127,7 +123,7 @@ def run(config: str = _lm.DEFAULT_CONFIG, out: str | pathlib.Path = '.', *,
       cfg = _lm.load_config(config, tuple(overrides) + timing + (
           f'optimizer.name={name}', f'seed={seed}'))
       if data is None:
-        data = tasks.get_task(cfg.task).load_data(cfg)
+        data = lt.get_task(cfg.task).load_data(cfg)
       path = pathlib.Path(out) / 'runs' / f'{name}_seed{seed}'
       runs[name, seed] = one = _lm.train(cfg, path, overwrite=overwrite,
                                          data=data)
@@ -137,7 +133,7 @@ def run(config: str = _lm.DEFAULT_CONFIG, out: str | pathlib.Path = '.', *,
               flush=True)
   checkpoints = tuple(steps // CHECKPOINTS * (i + 1)
                       for i in range(CHECKPOINTS))
-  settings = dict(config=str(config), overrides=list(overrides),
+  settings = dict(config=_common.shown(config), overrides=list(overrides),
                   seeds=list(seeds),
                   optimizers=list(optimizers), steps=steps,
                   checkpoints=list(checkpoints))
@@ -157,12 +153,9 @@ def plot(result: Result):
     ax.plot(steps, [_lm.median(v) for v in values], 'o-', color=f'C{i}',
             label=f'{name}: median over {len(result.seeds)} seeds (thin: '
             'each seed)')
-  ax.set_xlabel('step')
-  ax.set_ylabel('validation log-perplexity (nats per byte)')
-  ax.set_title('Table B.1 analogue: Lion vs SGD, byte-level GPT',
-               fontsize=10)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
+  _lm.label(ax, 'step', 'validation log-perplexity (nats per byte)',
+            'Table B.1 analogue: Lion vs SGD, byte-level GPT')
+  _lm.finish([ax], 8)
   return fig
 
 
@@ -190,52 +183,31 @@ def claims(result: Result) -> list[tuple[str, str, str]]:
 
 
 def report(result: Result) -> str:
+  """A markdown report: the claim and verdict, then the table."""
   s = result.settings
-  return '\n'.join([
-      '# Table B.1 of Dong, Li, Lin on the embedded byte corpus', '',
+  return _lm.document(
+      'Table B.1 of Dong, Li, Lin on the embedded byte corpus',
       f'Config {s["config"]} at its rates, {s["steps"]} steps, seeds '
       f'{s["seeds"]}; the validation loss in nats per byte (the '
       'log-perplexity; ppl = its exp, of the median) at each checkpoint, '
       'median [min, max] over the seeds. The paper measures zero-shot '
       'perplexity on WikiText-103 in GPT-2 tokens; these are bytes of '
-      'Python source, so only the comparison carries over.', '',
-      _lm.claim_table(claims(result)),
-      _common.markdown_table(result.rows())])
+      'Python source, so only the comparison carries over.',
+      claims(result), ('', result.rows()))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  """Command line: runs :func:`run`, writes a PNG, markdown and JSON."""
-  parser = argparse.ArgumentParser(
-      prog='lionx-lm-perplexity', description=__doc__.split('\n')[0])
-  parser.add_argument('--out', required=True, type=pathlib.Path,
-                      help='directory for lm_perplexity.{png,md,json} and '
-                      'runs/')
-  parser.add_argument('--config', default=_lm.DEFAULT_CONFIG)
-  parser.add_argument('overrides', nargs='*', metavar='key=value',
-                      help='config overrides of every run')
+def _arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--seeds', default=','.join(map(str, SEEDS)))
   parser.add_argument('--optimizers', default=','.join(OPTIMIZERS))
   parser.add_argument('--steps', type=int, default=None,
                       help="steps per run (default: the config's)")
-  parser.add_argument('--overwrite', action='store_true',
-                      help='replace existing result files (and retrain '
-                      'runs of another config)')
-  args = parser.parse_args(argv)
-  try:
-    seeds = _training.parse_numbers('--seeds', args.seeds, int)
-    optimizers = tuple(n.strip() for n in args.optimizers.split(',')
-                       if n.strip())
-    paths = _common.check_outputs(args.out, NAMES, args.overwrite)
-    result = run(args.config, args.out, seeds=seeds, optimizers=optimizers,
-                 steps=args.steps, overrides=args.overrides,
-                 overwrite=args.overwrite)
-  except (ValueError, OSError) as err:
-    print(f'{parser.prog}: error: {err}', file=sys.stderr)
-    return 2
-  _common.write_outputs(paths, plot(result), report(result),
-                        result.summary())
-  return 0
 
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Command line: runs :func:`run`, writes a PNG, markdown and JSON."""
+  return _lm.main(sys.modules[__name__], argv, _arguments, lambda args: {
+      'seeds': _lm.sized(args, 'seeds', SEEDS, SEEDS),
+      'optimizers': _lm.names(args.optimizers), 'steps': args.steps})
 
 if __name__ == '__main__':
   sys.exit(main())

@@ -13,8 +13,8 @@ larger :math:`\lambda` converges faster (right panel). It proposes
 
 :func:`run` trains the digits CNN of ``configs/default.py`` (Lion, learning
 rate 3e-3 with cosine annealing, batch 64, 30 epochs) once per
-(:math:`\lambda`, seed) through the harness
-(:mod:`lionx.experiments._training`), with the exact :math:`f(\theta)` of
+(:math:`\lambda`, seed) through the harness's loop
+(:mod:`experiments._networks`), with the exact :math:`f(\theta)` of
 the logging pass after every epoch. The measured *threshold* is the
 smallest :math:`\lambda` of the grid above the best one (lowest median final
 :math:`f`) from which on every seed's final :math:`f` lies above every
@@ -25,35 +25,32 @@ the epochs until :math:`f(\theta) \le` ``level`` (median over the seeds).
 
 Command (about 15 minutes on 2 CPU cores)::
 
-  python -m lionx.experiments.weight_decay_sweep --out results/figure4
+  python -m experiments.weight_decay_sweep --out results/figure4
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import statistics
 import sys
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
+import lionx.train as lt
 from lionx import metrics
-from lionx.experiments import _common
-from lionx.experiments import _training
-from lionx.train import config as config_lib
-from lionx.train import optimizers
+from experiments import _common
+from experiments import _networks
 
 WEIGHT_DECAYS = (0.0, 0.1, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 15.0,
                  20.0, 30.0)
 LEVEL = 1e-2  # "converged" for the speed of the right panel: f <= LEVEL
 
 
-def base_config() -> config_lib.Config:
+def base_config() -> lt.Config:
   """The digits CNN of ``configs/default.py`` (Lion, 3e-3, cosine, 30
   epochs)."""
-  return _training.digits_config()
+  return _networks.digits_config()
 
 
 @dataclasses.dataclass
@@ -76,7 +73,7 @@ class SweepRun:
   def epochs_to(self, level: float) -> float:
     """The first epoch from which f(theta) stays <= level (inf: not at
     the end)."""
-    at = _training.first_step_within(self.full_loss, level)
+    at = _networks.first_step_within(self.full_loss, level)
     return float(self.epochs[at]) if at >= 0 else float('inf')
 
   def row(self) -> dict[str, Any]:
@@ -89,7 +86,7 @@ class SweepRun:
             f'epochs_to_f<={LEVEL:g}': self.epochs_to(LEVEL)}
 
 
-def run(config: Optional[config_lib.Config] = None, *,
+def run(config: Optional[lt.Config] = None, *,
         weight_decays: Sequence[float] = WEIGHT_DECAYS,
         seeds: Sequence[int] = (0, 1, 2), data: Any = None,
         verbose: bool = False) -> list[SweepRun]:
@@ -100,25 +97,23 @@ def run(config: Optional[config_lib.Config] = None, *,
     ValueError: not Lion with the paper convention, a lambda outside
       [0, 1/eta], or an empty grid.
   """
-  config = config_lib.copy(base_config() if config is None else config)
-  _training.require_paper_lion(config)
-  opt = config.optimizer
+  config = lt.copy(base_config() if config is None else config)
+  _networks.require_paper_lion(config)
   if not weight_decays or not seeds:
     raise ValueError('weight_decays and seeds must not be empty.')
-  peak = optimizers.learning_rate(opt)
+  if data is None:
+    data = lt.get_task(config.task).load_data(config)
+  peak = _networks.optimizer_of(config, data).settings.learning_rate
   for lam in weight_decays:
     _common.in_range('weight_decays', lam, 0.0, 1.0 / peak)
-  if data is None:
-    from lionx.train import tasks  # pylint: disable=g-import-not-at-top
-    data = tasks.get_task(config.task).load_data(config)
   out = []
   for lam in weight_decays:
     for seed in seeds:
-      sub = config_lib.copy(config)
+      sub = lt.copy(config)
       sub.optimizer.weight_decay = float(lam)
       sub.optimizer.weight_decays = {}
       sub.seed = seed
-      rec = _training.train(sub, data, probes={'linf': metrics.tree_linf})
+      rec = _networks.train(sub, data, probes={'linf': metrics.tree_linf})
       epochs, loss = rec.curve('full_loss')
       out.append(SweepRun(
           weight_decay=float(lam), seed=seed, epochs=epochs,
@@ -195,15 +190,15 @@ def table_rows(runs: Sequence[SweepRun]) -> list[dict[str, Any]]:
     rows.append({
         'λ': f'{lam:g}', 'box 1/λ': f'{1 / lam:.3g}' if lam else '∞',
         'seeds': len(group),
-        'final f(θ)': _training.spread([r.final_loss for r in group]),
-        'final test loss': _training.spread(
+        'final f(θ)': _networks.spread([r.final_loss for r in group]),
+        'final test loss': _networks.spread(
             [r.val_loss[-1] for r in group]),
-        'final test top-1 (%)': _training.spread(
+        'final test top-1 (%)': _networks.spread(
             [100 * r.test_accuracy[-1] for r in group], '.1f'),
-        '‖θ_K‖∞': _training.spread([r.linf[-1] for r in group]),
-        'max_t λ‖θ_t‖∞': _training.spread(
+        '‖θ_K‖∞': _networks.spread([r.linf[-1] for r in group]),
+        'max_t λ‖θ_t‖∞': _networks.spread(
             [lam * r.linf.max() for r in group]),
-        f'epoch from which f(θ) ≤ {LEVEL:g}': _training.spread(
+        f'epoch from which f(θ) ≤ {LEVEL:g}': _networks.spread(
             [r.epochs_to(LEVEL) for r in group], 'g'),
     })
   return rows
@@ -241,7 +236,7 @@ def verdict_text(a: Analysis) -> str:
     center = statistics.median(inv)
     lines.append(
         f'* 1/‖θ*‖∞ of the runs with λ = 0 (the unregularised solution they '
-        f'reach): {_training.spread(inv)}. Chen, Liu, Liang, Liu expect '
+        f'reach): {_networks.spread(inv)}. Chen, Liu, Liang, Liu expect '
         'the loss to rise once λ exceeds it (and call it the ideal λ).')
     if a.threshold is not None:
       if a.previous < center <= a.threshold:
@@ -336,9 +331,7 @@ def report(runs: Sequence[SweepRun], command: str = '') -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Command line: the sweep, figure4.png and its tables."""
-  parser = argparse.ArgumentParser(
-      prog='lionx-weight-decay-sweep', description=__doc__.split('\n')[0])
-  _training.add_common_arguments(parser)
+  parser = _networks.parser('weight_decay_sweep', __doc__)
   parser.add_argument('--weight-decays',
                       default=','.join(f'{x:g}' for x in WEIGHT_DECAYS),
                       help='comma-separated lambdas')
@@ -347,32 +340,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       'OUT/summary.json (with --overwrite); train nothing')
   args = parser.parse_args(argv)
   if args.replot:
-    runs, command = _training.stored_runs(args.out, SweepRun)
+    runs, command = _networks.stored_runs(args.out, SweepRun)
   paths = dict(zip(FILES, _common.check_outputs(args.out, FILES,
                                                 args.overwrite)))
   if not args.replot:
-    config = _training.make_config(args.config, args.overrides, base_config)
+    config = _networks.make_config(args.config, args.overrides, base_config)
     runs = run(config,
-               weight_decays=_training.parse_numbers('--weight-decays',
+               weight_decays=_networks.parse_numbers('--weight-decays',
                                                      args.weight_decays),
-               seeds=_training.parse_numbers('--seeds', args.seeds, int),
+               seeds=_networks.parse_numbers('--seeds', args.seeds, int),
                verbose=True)
-    command = ' '.join(['python -m lionx.experiments.weight_decay_sweep']
-                       + list(sys.argv[1:] if argv is None else argv))
+    command = _networks.command('weight_decay_sweep', argv)
   a = analyse(runs)
   plot(runs, a).savefig(paths['figure4.png'], dpi=110)
-  text = report(runs, command)
-  paths['figure4.md'].write_text(text)
-  paths['figure4.csv'].write_text(_common.csv_text([r.row() for r in runs]))
-  summary = dataclasses.asdict(a)
   summary = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
-             for k, v in summary.items()}
-  paths['summary.json'].write_text(json.dumps(
-      {'command': command, 'analysis': summary,
-       'runs': [r.row() for r in runs],
-       'curves': _training.runs_to_json(runs)}, indent=1, default=float))
-  print(text)
-  print('wrote', ', '.join(str(p) for p in paths.values()))
+             for k, v in dataclasses.asdict(a).items()}
+  _networks.write_results(paths, report(runs, command), runs, command,
+                          {'analysis': summary}, default=float)
   return 0
 
 

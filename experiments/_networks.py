@@ -1,17 +1,14 @@
-r"""One training run of the harness, driven step by step, with probes.
+r"""The network reproductions' runs: the harness's loop, with probes.
 
 The reproductions on networks need what the harness's loop
-(:func:`lionx.train.experiment.train_and_evaluate`) does not record: a
-function of the parameters after *every* step (:math:`\|\theta_t\|_\infty`,
-a reshaper's constraint) and histograms of the weights during an epoch.
-:func:`train` runs the harness's own pieces in order (the model and
-``nnx.Optimizer`` of :func:`lionx.train.steps.create_train_state`, the
-jitted step of :func:`lionx.train.steps.make_train_step`, the task's
-training batches, and at each evaluation the exact :math:`f(\theta)` of
-:func:`lionx.train.steps.logging_pass` and the held-out metrics), so its
-evaluations are those of ``lionx-train`` with the same config
-(``tests/test_reproductions.py`` checks this), but it writes nothing: no
-workdir, no checkpoints.
+(:func:`lionx.train.train_and_evaluate`) does not record: a function of
+the parameters after *every* step (:math:`\|\theta_t\|_\infty`, a
+reshaper's constraint) and histograms of the weights during an epoch.
+:func:`train` runs that loop, the one of ``lionx-train``, with a
+:class:`lionx.train.Hook` that measures them, so its evaluations are the
+harness's rows. Each run trains in a temporary workdir: what persists is
+the reproduction's own result files (never overwritten without
+``--overwrite``), from which ``--replot`` redraws.
 """
 
 from __future__ import annotations
@@ -21,21 +18,24 @@ import dataclasses
 import json
 import pathlib
 import statistics
+import sys
+import tempfile
 from typing import Any, Callable, Optional, Sequence
 
 import jax
 import numpy as np
 from flax import nnx
 
-from lionx.train import config as config_lib
-from lionx.train import fields
-from lionx.train import optimizers
-from lionx.train import parallel
-from lionx.train import steps
-from lionx.train import tasks
+import lionx.train as lt
+from lionx import metrics
+from experiments import _common
 
 Probe = Callable[[Any], jax.Array]  # params -> scalar
 Snapshot = Callable[[Any], Any]  # params -> anything (host side)
+
+# configs/default.py, run quietly on one device.
+DIGITS_OVERRIDES = ('progress=false', 'tensorboard=false',
+                    'parallel.num_devices=1')
 
 
 @dataclasses.dataclass
@@ -43,14 +43,13 @@ class Recording:
   """What :func:`train` measured in one run."""
 
   d: int  # number of trainable parameters
-  steps_per_epoch: int
   total_steps: int
   learning_rates: np.ndarray  # (total_steps,): eta_t of step t = 0 .. K-1
   probes: dict[str, np.ndarray]  # each (total_steps + 1,): t = 0 .. K
   snapshot_steps: np.ndarray  # the steps t of ``snapshots``
   snapshots: list[Any]  # snapshot(params) after step t (t = 0: the start)
-  evaluations: list[dict[str, float]]  # step, epoch, full_loss, val_loss,
-  #                                      train_accuracy, test_accuracy
+  evaluations: list[dict[str, Any]]  # the harness's rows (step, epoch,
+  #                                    full_loss, val_loss, ...)
 
   def final(self, key: str) -> float:
     """The value of ``key`` at the last evaluation."""
@@ -58,19 +57,50 @@ class Recording:
 
   def curve(self, key: str) -> tuple[np.ndarray, np.ndarray]:
     """(epochs, values) of ``key`` over the evaluations."""
-    return (np.array([e['epoch'] for e in self.evaluations]),
+    return (np.array([float(e['epoch']) for e in self.evaluations]),
             np.array([e[key] for e in self.evaluations]))
 
 
-def train(config: config_lib.Config, data: Any = None, *,
+def _params(state: Any) -> Any:
+  return nnx.as_pure(nnx.state(state.model, nnx.Param))
+
+
+class _Recorder(lt.Hook):
+  """Probes after every step, snapshots every ``every`` steps."""
+
+  def __init__(self, probes: dict[str, Probe], snapshot: Optional[Snapshot],
+               every: int, total: int):
+    self.measure = jax.jit(lambda p: {k: f(p) for k, f in probes.items()})
+    self.snapshot, self.every, self.total = snapshot, every, total
+    self.values, self.snapshot_steps, self.snapshots = [], [], []
+    self.schedule, self.d = None, 0
+
+  def _record(self, step: int, state: Any) -> None:
+    params = _params(state)
+    self.values.append(self.measure(params))
+    if self.every and (step % self.every == 0 or step == self.total):
+      self.snapshot_steps.append(step)
+      self.snapshots.append(self.snapshot(params))
+
+  def start(self, step: int, state: Any) -> None:
+    self.schedule = state.built.schedule
+    self.d = int(metrics.tree_size(_params(state)))
+    self._record(step, state)
+
+  def after_step(self, step: int, state: Any) -> None:
+    self._record(step, state)
+
+
+def train(config: lt.Config, data: Any = None, *,
           probes: Optional[dict[str, Probe]] = None,
           snapshot: Optional[Snapshot] = None, snapshot_every: int = 0,
           ) -> Recording:
-  """Trains ``config`` once, recording ``probes`` after every step.
+  """Trains ``config`` once with :func:`lionx.train.train_and_evaluate`
+  (in a temporary workdir), recording ``probes`` after every step.
 
   Args:
-    config: a harness config (validated here); its evaluation interval
-      (``eval_every_steps``, or one epoch) is the harness's.
+    config: a harness config (validated by the harness); its evaluation
+      interval (``eval_every_steps``, or one epoch) is the harness's.
     data: the task's loaded data (default: loaded from the config).
     probes: name -> jit-compatible function of the parameter pytree giving a
       scalar, evaluated at the start and after every step.
@@ -80,68 +110,32 @@ def train(config: config_lib.Config, data: Any = None, *,
 
   Returns:
     A :class:`Recording`.
+
+  Raises:
+    lionx.train.NonFiniteLossError: the loss became NaN or infinite.
   """
-  config = config_lib.validate(config)
+  config = lt.validate(config)
   if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int):
     raise TypeError(f'snapshot_every={snapshot_every!r}: expected an int.')
   if snapshot_every < 0 or (snapshot_every and snapshot is None):
     raise ValueError(f'snapshot_every={snapshot_every}: expected 0, or a '
                      'positive int with a snapshot function.')
-  task = tasks.get_task(config.task)
+  task = lt.get_task(config.task)
   data = task.load_data(config) if data is None else data
-  per_epoch = task.steps_per_epoch(config, data)
-  total = config_lib.total_steps(config, per_epoch)
-  every = config_lib.batches_per_eval(config, per_epoch)
-  mesh = parallel.make_mesh(config.parallel.num_devices)
-  state = steps.create_train_state(config, task, task.data_spec(data), total,
-                                   per_epoch, mesh)
-  train_step = steps.make_train_step(
-      task, mesh, state,
-      per_device=optimizers.spec(config.optimizer.name).per_device)
-  probes = dict(probes or {})
-  measure = jax.jit(lambda p: {k: f(p) for k, f in probes.items()})
-
-  def params():
-    return nnx.as_pure(nnx.state(state.model, nnx.Param))
-
-  values = [measure(params())]
-  snapshot_steps, snapshots = [], []
-  if snapshot_every:
-    snapshot_steps.append(0)
-    snapshots.append(snapshot(params()))
-  evaluations = []
-  for step in range(total):
-    batch = task.train_batch(config, data, step)
-    train_step(state.model, state.optimizer, batch)
-    values.append(measure(params()))
-    done = step + 1
-    if snapshot_every and (done % snapshot_every == 0 or done == total):
-      snapshot_steps.append(done)
-      snapshots.append(snapshot(params()))
-    if done % every == 0 or done == total:
-      evaluations.append(_evaluate(task, config, data, state, mesh, done,
-                                   per_epoch))
-  values = jax.device_get(values)
+  total = lt.total_steps(config, task.steps_per_epoch(config, data))
+  recorder = _Recorder(dict(probes or {}), snapshot, snapshot_every, total)
+  with tempfile.TemporaryDirectory(prefix='lionx-run-') as workdir:
+    result = lt.train_and_evaluate(config, workdir, data=data,
+                                   verbose=False, hooks=[recorder])
+  values = jax.device_get(recorder.values)
   return Recording(
-      d=steps.count_params(state.model), steps_per_epoch=per_epoch,
-      total_steps=total,
-      learning_rates=np.array([float(state.schedule(t))
+      d=recorder.d, total_steps=total,
+      learning_rates=np.array([float(recorder.schedule(t))
                                for t in range(total)]),
       probes={k: np.array([v[k] for v in values], np.float64)
-              for k in probes},
-      snapshot_steps=np.array(snapshot_steps, int), snapshots=snapshots,
-      evaluations=evaluations)
-
-
-def _evaluate(task, config, data, state, mesh, step: int,
-              per_epoch: int) -> dict[str, float]:
-  view = steps.eval_view(state.model)
-  logged = steps.logging_pass(
-      task, view, task.logging_batches(config, data), mesh)
-  held_out = steps.evaluate(task, view, task.held_out_batches(config, data),
-                            mesh)
-  return {'step': step, 'epoch': step / per_epoch, 'full_loss': logged.loss,
-          **logged.metrics, **held_out}
+              for k in probes or {}},
+      snapshot_steps=np.array(recorder.snapshot_steps, int),
+      snapshots=recorder.snapshots, evaluations=result.rows)
 
 
 def flat_params(params: Any) -> np.ndarray:
@@ -154,42 +148,37 @@ def flat_params(params: Any) -> np.ndarray:
 # --- configs and command lines shared by the network reproductions ---------
 
 
-def digits_config() -> config_lib.Config:
-  """``configs/default.py`` in code (the command works without the
-  repository): Lion on the embedded digits with the small CNN (d =
-  151,306), batch 64, learning rate 3e-3, weight decay 0.1, cosine, 30
-  epochs, on one device, quiet."""
-  config = config_lib.Config()
-  config.num_epochs = 30
-  config.batch_size = 64
-  config.eval_batch_size = 512
-  config.data.name = 'digits'
-  config.data.augment = False
-  config.model.name = 'cnn'
-  config.optimizer.name = 'lion'
-  config.optimizer.learning_rate = 3e-3
-  config.optimizer.weight_decay = 0.1
-  config.schedule.name = 'cosine'
-  config.parallel.num_devices = 1
-  config.progress = False
-  config.tensorboard = False
-  return config
+def digits_config() -> lt.Config:
+  """``configs/default.py`` (Lion on the embedded digits with the small
+  CNN, d = 151,306, batch 64, learning rate 3e-3, weight decay 0.1, cosine,
+  30 epochs), quiet, on one device."""
+  return lt.load_config(_common.DIGITS_CONFIG, DIGITS_OVERRIDES)
 
 
 def make_config(path: Optional[str], overrides: Sequence[str],
-                base: Callable[[], config_lib.Config] = digits_config
-                ) -> config_lib.Config:
+                base: Callable[[], lt.Config] = digits_config
+                ) -> lt.Config:
   """``base()`` (or the config file at ``path``, ``FILE[:ARG]``) with the
   ``key=value`` overrides applied, validated."""
   if path:
-    return config_lib.load_config(path, tuple(overrides))
+    return lt.load_config(path, tuple(overrides))
   config = base()
   for item in overrides:
-    fields.override(config, item)
-  return config_lib.validate(config)
+    lt.override(config, item)
+  return lt.validate(config)
 
 
-def require_paper_lion(config: config_lib.Config) -> None:
+def optimizer_of(config: lt.Config, data: Any = None) -> lt.Optimizer:
+  """The optimizer (settings, schedule, reshaper) that a run of ``config``
+  builds; ``data``, the task's loaded data, gives the steps of an epoch
+  (None: a task without epochs, such as the language model's)."""
+  task = lt.get_task(config.task)
+  per_epoch = None if data is None else task.steps_per_epoch(config, data)
+  return lt.make_optimizer(config, lt.total_steps(config, per_epoch),
+                           per_epoch)
+
+
+def require_paper_lion(config: lt.Config) -> None:
   """Raises ``ValueError`` unless the config trains Lion with the paper's
   weight-decay convention (whose box is ``||theta||_inf <= 1/lambda``)."""
   opt = config.optimizer
@@ -231,6 +220,13 @@ def first_step_within(values: np.ndarray, limit: float) -> int:
   return int(bad[-1] + 1)
 
 
+def parser(name: str, doc: str) -> argparse.ArgumentParser:
+  """:func:`experiments._common.parser` with :func:`add_common_arguments`."""
+  out = _common.parser(name, doc)
+  add_common_arguments(out)
+  return out
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
   """``--out``, ``--overwrite``, ``--seeds``, ``--config`` and the
   ``key=value`` overrides of every network reproduction."""
@@ -242,11 +238,40 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                       help='one run per seed (default 0,1,2); tables give '
                       'the median [min, max]')
   parser.add_argument('--config', default=None, metavar='FILE[:ARG]',
-                      help='a harness config file instead of the built-in '
-                      'digits CNN, e.g. configs/cifar.py:cifar10,resnet18')
+                      help="a harness config file instead of the "
+                      "repository's configs/default.py (the digits CNN), "
+                      'e.g. configs/cifar.py:cifar10,resnet18')
   parser.add_argument('overrides', nargs='*', metavar='key=value',
                       help='config overrides, e.g. model.name=resnet18 '
                       'data.name=cifar10 data.data_dir=data')
+
+
+def command(name: str, argv: Optional[Sequence[str]]) -> str:
+  """The command line of ``python -m experiments.<name>`` with ``argv``
+  (default: this process's arguments), for the reports."""
+  return ' '.join([f'python -m experiments.{name}']
+                  + list(sys.argv[1:] if argv is None else argv))
+
+
+def write_results(paths: dict[str, pathlib.Path], text: str,
+                  runs: Sequence[Any], command: str, extra: dict[str, Any],
+                  *, curves: bool = True, indent: int = 1,
+                  default: Callable[[Any], Any] = str) -> None:
+  """Writes a network reproduction's report ``text`` (the ``.md`` of
+  ``paths``), a CSV row per run (the ``.csv``) and ``summary.json``:
+  the command, ``extra``, the rows and (``curves``) the runs themselves
+  (:func:`runs_to_json`, for ``--replot``); prints the report."""
+  by_suffix = {p.suffix: p for name, p in paths.items()
+               if name != 'summary.json'}
+  by_suffix['.md'].write_text(text)
+  by_suffix['.csv'].write_text(_common.csv_text([r.row() for r in runs]))
+  summary = {'command': command, **extra, 'runs': [r.row() for r in runs]}
+  if curves:
+    summary['curves'] = runs_to_json(runs)
+  paths['summary.json'].write_text(json.dumps(summary, indent=indent,
+                                              default=default))
+  print(text)
+  print('wrote', ', '.join(str(p) for p in paths.values()))
 
 
 def runs_to_json(runs: Sequence[Any]) -> list[dict[str, Any]]:

@@ -1,7 +1,9 @@
-"""Shared pieces of the reproductions: the Lion loop and result files."""
+"""Shared pieces of the reproductions: the Lion loop, the config files
+of the repository and the result files."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -15,6 +17,21 @@ import jax.numpy as jnp
 import optax
 
 GradFn = Callable[[jax.Array], jax.Array]
+
+#: The repository's root: the reproductions run from a clone.
+REPO = pathlib.Path(__file__).resolve().parent.parent
+DIGITS_CONFIG = REPO / 'configs' / 'default.py'  # the embedded digits CNN
+LM_CONFIG = REPO / 'configs' / 'lm_default.py'  # the byte-level GPT
+
+
+def shown(path: str | pathlib.Path) -> str:
+  """``path`` as a report shows it: relative to the repository's root
+  when it lies inside it (``configs/lm_default.py``)."""
+  path = pathlib.Path(path)
+  try:
+    return str(path.resolve().relative_to(REPO))
+  except ValueError:
+    return str(path)
 
 
 def in_range(name: str, value: Any, low: float, high: float, *,
@@ -72,6 +89,13 @@ def trajectory(
       step, (x0, opt.init(x0)), jnp.arange(num_steps))
   xs = jnp.concatenate([x0[None], xs], axis=0)
   return xs, noise_sq * (noise_scale ** 2)
+
+
+def parser(name: str, doc: str) -> argparse.ArgumentParser:
+  """The parser of ``python -m experiments.<name>``, described by the
+  first line of ``doc`` (the module's docstring)."""
+  return argparse.ArgumentParser(prog=f'python -m experiments.{name}',
+                                 description=doc.split('\n')[0])
 
 
 def check_outputs(

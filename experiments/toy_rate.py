@@ -31,12 +31,11 @@ instead (then the bound is claimed at the final :math:`K` only).
 
 Run the full size from the command line::
 
-  python -m lionx.experiments.toy_rate --out results/toy_rate
+  python -m experiments.toy_rate --out results/toy_rate
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -52,7 +51,7 @@ import numpy as np
 import lionx
 from lionx import metrics
 from lionx import theory
-from lionx.experiments import _common
+from experiments import _common
 
 D = 2
 L_PAPER = 7.0
@@ -344,7 +343,7 @@ def run(
     A :class:`ToyRateResult`.
 
   Example:
-    >>> from lionx.experiments import toy_rate
+    >>> from experiments import toy_rate
     >>> res = toy_rate.run(n_points=1, n_repeats=1, num_steps=50)
     >>> bool(res.constrained.linf_scaled_max.max() <= 1 + 1e-6)
     True
@@ -441,8 +440,7 @@ def report(result: ToyRateResult) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Command line: runs :func:`run` and writes a PNG and the tables."""
-  parser = argparse.ArgumentParser(
-      prog='lionx-toy-rate', description=__doc__.split('\n')[0])
+  parser = _common.parser('toy_rate', __doc__)
   parser.add_argument('--out', required=True, type=pathlib.Path,
                       help='directory for toy_rate.{png,md,csv,json}')
   parser.add_argument('--points', type=int, default=5)

@@ -30,12 +30,11 @@ to the box; for :math:`\ell_p`, the :math:`\ell_q` distance to the
 
 Run everything from the command line::
 
-  python -m lionx.experiments.lion_k_2d --out results/lion_k_2d
+  python -m experiments.lion_k_2d --out results/lion_k_2d
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -48,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import lionx
-from lionx.experiments import _common
+from experiments import _common
 
 X_STAR = (1.5, 0.0)
 THRESHOLD = 1.0 / 1.5  # lambda above which the box excludes x*.
@@ -188,7 +187,7 @@ def run_trajectories(
 
   Example:
     >>> import lionx
-    >>> from lionx.experiments import lion_k_2d
+    >>> from experiments import lion_k_2d
     >>> runs = lion_k_2d.run_trajectories(
     ...     {'sign': lionx.sign_reshaper()}, num_steps=1500)
     >>> [round(float(r.expected[0]), 3) for r in runs]  # x1; lambda = .5, 1.5
@@ -261,7 +260,7 @@ def run_weight_decay_sweep(
   :math:`1/(1.5 - \\sqrt{tol})`, 0.6711 for the default.)
 
   Example:
-    >>> from lionx.experiments import lion_k_2d
+    >>> from experiments import lion_k_2d
     >>> sweep = lion_k_2d.run_weight_decay_sweep([0.3, 0.6, 0.7, 1.0],
     ...                                          num_steps=1500)
     >>> sweep.previous, sweep.threshold
@@ -344,7 +343,7 @@ def run_phase1(
 
   Example:
     >>> import lionx
-    >>> from lionx.experiments import lion_k_2d
+    >>> from experiments import lion_k_2d
     >>> res = lion_k_2d.run_phase1({'sign': lionx.sign_reshaper()},
     ...                            num_steps=100)
     >>> [(r.scheme, r.holds) for r in res]
@@ -477,8 +476,7 @@ FILES = ('trajectories.png', 'trajectories.md', 'weight_decay_sweep.png',
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Command line: the three experiments, each a PNG and a table."""
-  parser = argparse.ArgumentParser(
-      prog='lionx-lion-k-2d', description=__doc__.split('\n')[0])
+  parser = _common.parser('lion_k_2d', __doc__)
   parser.add_argument('--out', required=True, type=pathlib.Path)
   parser.add_argument('--lr', type=float, default=0.01)
   parser.add_argument('--steps', type=int, default=3000)

@@ -10,7 +10,7 @@ norms following the theory (Figure 6) and the loss against :math:`p`
 
 Here the model is ``configs/lm_default.py``'s GPT on the bytes of the
 standard library, :math:`p \in \{1, 1.25, 1.5, 2\}`, and two kinds of runs,
-as in the vision panel (:mod:`lionx.experiments.lion_lp_networks`):
+as in the vision panel (:mod:`experiments.lion_lp_networks`):
 
 * **Figure 6, the constraint.** One run per :math:`p` started *on* the
   boundary, :math:`\lambda_p = (1 - 10^{-4})/\|\theta_0\|_q`, at the
@@ -29,7 +29,7 @@ as in the vision panel (:mod:`lionx.experiments.lion_lp_networks`):
 Reduced size (default; about 12 minutes of CPU time): 400 steps, seeds 0
 and 1. ``--full``: 1000 steps, seeds 0, 1, 2::
 
-  python -m lionx.experiments.lm_lion_lp --out results/lm_lion_lp
+  python -m experiments.lm_lion_lp --out results/lm_lion_lp
 """
 
 from __future__ import annotations
@@ -41,16 +41,14 @@ import pathlib
 import sys
 from typing import Any, Optional, Sequence
 
-import numpy as np
 from flax import nnx
 
 import lionx
+import lionx.train as lt
 from lionx import metrics
-from lionx.experiments import _common
-from lionx.experiments import _lm
-from lionx.experiments import _training
-from lionx.train import optimizers
-from lionx.train import tasks
+from experiments import _common
+from experiments import _lm
+from experiments import _networks
 
 PS = (1.0, 1.25, 1.5, 2.0)
 MULTIPLIERS = (1 / 3, 1.0, 3.0)
@@ -73,7 +71,7 @@ def scale(p: float, d: int) -> float:
 
 def initial_params(config) -> Any:
   """The parameters the config's model starts from (its seed)."""
-  task = tasks.get_task(config.task)
+  task = lt.get_task(config.task)
   model = task.create_model(config, task.input_spec(config), config.seed)
   return nnx.state(model, nnx.Param)
 
@@ -150,20 +148,17 @@ def run(config: str = _lm.DEFAULT_CONFIG, out: str | pathlib.Path = '.', *,
         evals: int = EVALS, overrides: Sequence[str] = (),
         overwrite: bool = False,
         verbose: bool = True) -> Result:
-  """Trains the constraint runs and the loss runs under ``out/runs``.
+  """Trains the constraint runs and the loss runs under ``out/runs``;
+  :mod:`experiments._lm` describes the arguments all three take.
 
   Args:
-    config: the language config file (``configs/lm_default.py``); its Lion
-      rate and weight decay are :math:`\\eta` and :math:`\\lambda`.
-    out: the folder whose ``runs/`` holds one workdir per run.
+    config: its Lion rate and weight decay are :math:`\\eta` and
+      :math:`\\lambda`.
     ps: the exponents :math:`p \\ge 1`.
     seeds: the seeds of the loss runs (the first one picks the rate).
     multipliers: the rate grid, in units of :math:`\\eta_p`.
     steps: ``num_steps`` of every run.
     evals: evaluations of each loss run (the constraint runs have 20).
-    overrides: extra ``key=value`` overrides of every run.
-    overwrite: retrain runs whose workdir holds another config.
-    verbose: print a line per run.
 
   Returns:
     A :class:`Result`.
@@ -178,8 +173,8 @@ def run(config: str = _lm.DEFAULT_CONFIG, out: str | pathlib.Path = '.', *,
                      'numbers.')
   base = _lm.load_config(config,
                          tuple(overrides) + ('optimizer.name=lion',))
-  eta = optimizers.learning_rate(base.optimizer)
-  lam = optimizers.weight_decay(base.optimizer)
+  settings = _networks.optimizer_of(base).settings  # no epochs: no data
+  eta, lam = settings.learning_rate, settings.weight_decay
   theta0 = initial_params(_lm.load_config(
       config, tuple(overrides) + (f'seed={seeds[0]}',)))
   d = metrics.tree_size(theta0)
@@ -190,7 +185,7 @@ def run(config: str = _lm.DEFAULT_CONFIG, out: str | pathlib.Path = '.', *,
     nonlocal data
     cfg = _lm.load_config(config, tuple(overrides) + extra)
     if data is None:
-      data = tasks.get_task(cfg.task).load_data(cfg)
+      data = lt.get_task(cfg.task).load_data(cfg)
     one = _lm.train(cfg, runs_dir / name, overwrite=overwrite, data=data)
     if verbose:
       print(f'{name}: {one.status}, val {one.final("val_loss"):.4f}, '
@@ -231,7 +226,7 @@ def run(config: str = _lm.DEFAULT_CONFIG, out: str | pathlib.Path = '.', *,
       loss_runs[p, chosen[p], seed] = train(
           f'p{p:g}_x{chosen[p]:.3g}_seed{seed}',
           lp(p, rates[p] * chosen[p], decays[p], seed) + timing)
-  settings = dict(config=str(config), overrides=list(overrides),
+  settings = dict(config=_common.shown(config), overrides=list(overrides),
                   ps=list(ps), seeds=list(seeds),
                   multipliers=list(multipliers), steps=steps, evals=evals,
                   eta=eta, weight_decay=lam)
@@ -256,33 +251,20 @@ def plot(result: Result):
     grid.plot([m for m, _ in seed0], [v for _, v in seed0], 'o-',
               color=color, label=label)
   bound.axhline(1.0, color='k', ls='--', lw=1, label='constraint boundary')
-  bound.set_title('Figure 6 analogue: started on the boundary,\n'
-                  'λ_p = (1 - 1e-4)/‖θ₀‖_q', fontsize=10)
-  matched.set_yscale('log')
-  matched.set_title('‖λ_pθ‖_q of the loss runs (λ_p = λ d^(-1/q)),\n'
-                    'chosen rate, first seed', fontsize=10)
-  for ax in (bound, matched):
-    ax.set_xlabel('step')
-    ax.set_ylabel('‖λθ‖_q')
+  _lm.label(bound, 'step', '‖λθ‖_q', 'Figure 6 analogue: started on the '
+            'boundary,\nλ_p = (1 - 1e-4)/‖θ₀‖_q')
+  _lm.label(matched, 'step', '‖λθ‖_q', '‖λ_pθ‖_q of the loss runs (λ_p = '
+            'λ d^(-1/q)),\nchosen rate, first seed', yscale='log')
   for key, style, label in (('val_loss', 'o-', 'validation loss'),
                             ('full_loss', 's--', 'f(θ)')):
-    values = [result.finals(p, key) for p in ps]
-    med = np.array([_lm.median(v) for v in values])
-    low = med - np.array([_lm.extreme(min, v) for v in values])
-    high = np.array([_lm.extreme(max, v) for v in values]) - med
-    against.errorbar(ps, med, yerr=[low, high], fmt=style, capsize=3,
-                     label=f'{label}: median, min-max over seeds')
-  against.set_xlabel('p')
-  against.set_ylabel('final loss (nats per byte)')
-  against.set_title('Figure 7 analogue: loss against p\n'
-                    '(each p at its chosen rate)', fontsize=10)
-  grid.set_xscale('log')
-  grid.set_xlabel('rate multiplier (of η_p = η d^(1/q))')
-  grid.set_ylabel('final validation loss, first seed')
-  grid.set_title('the rate grid behind the chosen rates', fontsize=10)
-  for ax in (bound, matched, against, grid):
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _lm.errorbar(against, ps, [result.finals(p, key) for p in ps], style,
+                 label=f'{label}: median, min-max over seeds')
+  _lm.label(against, 'p', 'final loss (nats per byte)',
+            'Figure 7 analogue: loss against p\n(each p at its chosen rate)')
+  _lm.label(grid, 'rate multiplier (of η_p = η d^(1/q))',
+            'final validation loss, first seed',
+            'the rate grid behind the chosen rates', xscale='log')
+  _lm.finish((bound, matched, against, grid))
   return fig
 
 
@@ -318,31 +300,21 @@ def claims(result: Result) -> list[tuple[str, str, str]]:
 
 
 def report(result: Result) -> str:
+  """A markdown report: the claims and verdicts, then the tables."""
   s = result.settings
-  return '\n'.join([
-      '# Figures 6 and 7 of Chen, Liu, Liang, Liu, language panel: '
-      'Lion-ℓp on a byte-level GPT', '',
+  return _lm.document(
+      'Figures 6 and 7 of Chen, Liu, Liang, Liu, language panel: '
+      'Lion-ℓp on a byte-level GPT',
       f'Config {s["config"]} (d = {result.d:,}; Lion rate η = {s["eta"]:g},'
       f' weight decay λ = {s["weight_decay"]:g}), {s["steps"]} steps, '
       f'seeds {s["seeds"]}, rate multipliers {s["multipliers"]}; every '
-      'number is measured by this run.', '',
-      _lm.claim_table(claims(result)),
-      'Each p at its chosen rate; median [min, max] over the seeds:', '',
-      _common.markdown_table(result.rows()),
-      'The rate grid (first seed):', '',
-      _common.markdown_table(result.grid_rows())])
+      'number is measured by this run.', claims(result),
+      ('Each p at its chosen rate; median [min, max] over the seeds:',
+       result.rows()),
+      ('The rate grid (first seed):', result.grid_rows()))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  """Command line: runs :func:`run`, writes a PNG, markdown and JSON."""
-  parser = argparse.ArgumentParser(
-      prog='lionx-lm-lion-lp', description=__doc__.split('\n')[0])
-  parser.add_argument('--out', required=True, type=pathlib.Path,
-                      help='directory for lm_lion_lp.{png,md,json} and '
-                      'runs/')
-  parser.add_argument('--config', default=_lm.DEFAULT_CONFIG)
-  parser.add_argument('overrides', nargs='*', metavar='key=value',
-                      help='config overrides of every run')
+def _arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--ps', default=','.join(f'{p:g}' for p in PS))
   parser.add_argument('--seeds', default=None,
                       help=f'comma-separated (default {SEEDS})')
@@ -353,29 +325,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--evals', type=int, default=EVALS)
   parser.add_argument('--full', action='store_true',
                       help=f'{FULL_STEPS} steps, seeds {FULL_SEEDS}')
-  parser.add_argument('--overwrite', action='store_true',
-                      help='replace existing result files (and retrain '
-                      'runs of another config)')
-  args = parser.parse_args(argv)
-  try:
-    numbers = _training.parse_numbers
-    seeds = (numbers('--seeds', args.seeds, int) if args.seeds
-             else FULL_SEEDS if args.full else SEEDS)
-    multipliers = (numbers('--multipliers', args.multipliers)
-                   if args.multipliers else MULTIPLIERS)
-    steps = args.steps or (FULL_STEPS if args.full else STEPS)
-    paths = _common.check_outputs(args.out, NAMES, args.overwrite)
-    result = run(args.config, args.out, ps=numbers('--ps', args.ps),
-                 seeds=seeds, multipliers=multipliers, steps=steps,
-                 evals=args.evals, overrides=args.overrides,
-                 overwrite=args.overwrite)
-  except (ValueError, OSError) as err:
-    print(f'{parser.prog}: error: {err}', file=sys.stderr)
-    return 2
-  _common.write_outputs(paths, plot(result), report(result),
-                        result.summary())
-  return 0
 
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Command line: runs :func:`run`, writes a PNG, markdown and JSON."""
+  return _lm.main(sys.modules[__name__], argv, _arguments, lambda args: {
+      'ps': _lm.sized(args, 'ps', PS, PS, float),
+      'seeds': _lm.sized(args, 'seeds', SEEDS, FULL_SEEDS),
+      'multipliers': _lm.sized(args, 'multipliers', MULTIPLIERS,
+                               MULTIPLIERS, float),
+      'steps': _lm.sized(args, 'steps', STEPS, FULL_STEPS),
+      'evals': args.evals})
 
 if __name__ == '__main__':
   sys.exit(main())

@@ -20,15 +20,16 @@ with :math:`\lambda = 20` (the weights are "quickly confined into
 [-0.05, 0.05]") and :math:`\lambda = 0` (they "keep growing").
 
 :func:`run` trains one run per (initialisation, :math:`\lambda`, seed)
-through the harness (:mod:`lionx.experiments._training`), recording
-:math:`\|\theta_t\|_\infty` and the root mean square of :math:`\theta_t`
-after every step and a histogram of all :math:`d` weights every few steps.
+through the harness's loop with a hook (:mod:`experiments._networks`),
+recording :math:`\|\theta_t\|_\infty` and the root mean square of
+:math:`\theta_t` after every step and a histogram of all :math:`d` weights
+every few steps.
 The default is the digits CNN of ``configs/default.py`` with a constant
 learning rate :math:`3\cdot10^{-3}` for 15 epochs (330 steps); ResNet-18 on
 CIFAR-10 runs with overrides when the archive is present::
 
-  python -m lionx.experiments.weight_confinement --out results/figure3
-  python -m lionx.experiments.weight_confinement --out results/figure3_c10 \
+  python -m experiments.weight_confinement --out results/figure3
+  python -m experiments.weight_confinement --out results/figure3_c10 \
       model.name=resnet18 data.name=cifar10 data.data_dir=data num_epochs=1
 
 "The weights keep growing" (the histogram keeps spreading) is measured as:
@@ -40,9 +41,7 @@ while the bulk grows.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import statistics
 import sys
 from typing import Any, Optional, Sequence
@@ -50,12 +49,10 @@ from typing import Any, Optional, Sequence
 import jax.numpy as jnp
 import numpy as np
 
+import lionx.train as lt
 from lionx import metrics
-from lionx.experiments import _common
-from lionx.experiments import _training
-from lionx.train import config as config_lib
-from lionx.train import optimizers
-from lionx.train.models import vision
+from experiments import _common
+from experiments import _networks
 
 WEIGHT_DECAYS = (20.0, 0.0)  # Figure 3: confined, and no box
 KERNEL_INITS = ('kaiming_uniform', 'kaiming_normal')
@@ -65,10 +62,10 @@ LEARNING_RATE = 3e-3
 GROWTH_PIECES = 10
 
 
-def base_config() -> config_lib.Config:
+def base_config() -> lt.Config:
   """The digits CNN of ``configs/default.py`` with Lion at a constant
   learning rate of 3e-3 for 15 epochs (330 steps)."""
-  config = _training.digits_config()
+  config = _networks.digits_config()
   config.num_epochs = EPOCHS
   config.optimizer.learning_rate = LEARNING_RATE
   config.schedule.name = 'constant'
@@ -103,7 +100,7 @@ class ConfinementRun:
     (-1: not even at the end; None for lambda = 0)."""
     if not self.weight_decay:
       return None
-    return _training.first_step_within(self.weight_decay * self.linf,
+    return _networks.first_step_within(self.weight_decay * self.linf,
                                        1.0 + tol)
 
   def bound(self, tol: float) -> Optional[int]:
@@ -147,15 +144,14 @@ class ConfinementRun:
     return out
 
 
-def _check(config: config_lib.Config, weight_decays: Sequence[float],
+def _check(config: lt.Config, data: Any, weight_decays: Sequence[float],
            kernel_inits: Sequence[str], seeds: Sequence[int]) -> None:
-  _training.require_paper_lion(config)
-  opt = config.optimizer
-  peak = optimizers.learning_rate(opt)
+  _networks.require_paper_lion(config)
+  peak = _networks.optimizer_of(config, data).settings.learning_rate
   for lam in weight_decays:
     _common.in_range('weight_decays', lam, 0.0, 1.0 / peak)
   for name in kernel_inits:
-    _common.one_of('kernel_inits', name, tuple(vision.KERNEL_INITS))
+    _common.one_of('kernel_inits', name, tuple(lt.KERNEL_INITS))
   for seed in seeds:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
       raise ValueError(f'seeds: {seed!r} is not an int >= 0.')
@@ -164,7 +160,7 @@ def _check(config: config_lib.Config, weight_decays: Sequence[float],
                      'empty.')
 
 
-def run(config: Optional[config_lib.Config] = None, *,
+def run(config: Optional[lt.Config] = None, *,
         weight_decays: Sequence[float] = WEIGHT_DECAYS,
         kernel_inits: Sequence[str] = KERNEL_INITS,
         seeds: Sequence[int] = (0,), data: Any = None, every: int = 5,
@@ -176,7 +172,7 @@ def run(config: Optional[config_lib.Config] = None, *,
       ``optimizer.weight_decay``, ``model.kernel_init`` and ``seed`` are
       replaced by each run's.
     weight_decays: the lambdas (each with eta * lambda <= 1).
-    kernel_inits: names of :data:`lionx.train.models.vision.KERNEL_INITS`.
+    kernel_inits: names of :data:`lionx.train.KERNEL_INITS`.
     seeds: the seeds (initialisation and data order).
     data: the task's loaded data (default: loaded once from the config).
     every: steps between two histograms.
@@ -189,20 +185,19 @@ def run(config: Optional[config_lib.Config] = None, *,
   Returns:
     The runs, in the order (kernel_init, weight_decay, seed).
   """
-  config = config_lib.copy(base_config() if config is None else config)
+  config = lt.copy(base_config() if config is None else config)
   weight_decays = tuple(float(x) for x in weight_decays)
-  _check(config, weight_decays, tuple(kernel_inits), tuple(seeds))
   for name, value in (('every', every), ('bins', bins)):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f'{name}={value!r}: expected a positive int.')
   if data is None:
-    from lionx.train import tasks  # pylint: disable=g-import-not-at-top
-    data = tasks.get_task(config.task).load_data(config)
+    data = lt.get_task(config.task).load_data(config)
+  _check(config, data, weight_decays, tuple(kernel_inits), tuple(seeds))
   out = []
   for init in kernel_inits:
     for lam in weight_decays:
       for seed in seeds:
-        sub = config_lib.copy(config)
+        sub = lt.copy(config)
         sub.model.kernel_init = init
         sub.optimizer.weight_decay = lam
         sub.optimizer.weight_decays = {}
@@ -216,22 +211,22 @@ def run(config: Optional[config_lib.Config] = None, *,
   return out
 
 
-def _one(config: config_lib.Config, data: Any, lam: float, every: int,
+def _one(config: lt.Config, data: Any, lam: float, every: int,
          bins: int) -> ConfinementRun:
   # Every weight of the run lies within +-edge (eta_t <= the peak rate).
-  growth = optimizers.learning_rate(config.optimizer) * _total_steps(
-      config, data)
+  growth = _networks.optimizer_of(
+      config, data).settings.learning_rate * _total_steps(config, data)
   binning = {}
 
   def histogram(params):
-    flat = _training.flat_params(params)
+    flat = _networks.flat_params(params)
     if 'edges' not in binning:  # the start: fix the range for the run
       linf0 = float(np.max(np.abs(flat)))
       edge = max(linf0, 1.0 / lam) if lam else linf0 + growth
       binning['edges'] = np.linspace(-edge, edge, bins + 1)
     return np.histogram(flat, binning['edges'])[0]
 
-  rec = _training.train(
+  rec = _networks.train(
       config, data,
       probes={'linf': metrics.tree_linf,
               'rms': lambda p: metrics.tree_l2(p) / jnp.sqrt(
@@ -249,10 +244,9 @@ def _one(config: config_lib.Config, data: Any, lam: float, every: int,
       at_bound=float(rec.probes['at_bound'][-1]))
 
 
-def _total_steps(config: config_lib.Config, data: Any) -> int:
-  from lionx.train import tasks  # pylint: disable=g-import-not-at-top
-  task = tasks.get_task(config.task)
-  return config_lib.total_steps(config, task.steps_per_epoch(config, data))
+def _total_steps(config: lt.Config, data: Any) -> int:
+  task = lt.get_task(config.task)
+  return lt.total_steps(config, task.steps_per_epoch(config, data))
 
 
 # --- tables and verdicts ----------------------------------------------------
@@ -269,7 +263,7 @@ def _count(values: Sequence[Optional[int]]) -> str:
   if any(v is not None and v < 0 for v in values):
     reached = [v for v in values if v >= 0]
     return f'never in {len(values) - len(reached)}/{len(values)} seeds'
-  return _training.spread(values, 'g')
+  return _networks.spread(values, 'g')
 
 
 def summary_rows(runs: Sequence[ConfinementRun]) -> list[dict[str, Any]]:
@@ -279,7 +273,7 @@ def summary_rows(runs: Sequence[ConfinementRun]) -> list[dict[str, Any]]:
     row = {'init': init, 'λ': f'{lam:g}',
            'box 1/λ': f'{1 / lam:g}' if lam else '∞',
            'seeds': len(group),
-           '‖θ₀‖∞': _training.spread([r.linf[0] for r in group], '.3f')}
+           '‖θ₀‖∞': _networks.spread([r.linf[0] for r in group], '.3f')}
     if lam:
       for tol in TOLERANCES:
         row[f'steps to λ‖θ‖∞ ≤ 1+{tol:g}'] = _count(
@@ -287,9 +281,9 @@ def summary_rows(runs: Sequence[ConfinementRun]) -> list[dict[str, Any]]:
         row[f'bound (1+{tol:g})'] = _count([r.bound(tol) for r in group])
       row['λ‖θ_K‖∞ − 1 (max)'] = (
           f'{max(lam * r.linf[-1] for r in group) - 1:.2g}')
-      row['share at ±1/λ'] = _training.spread(
+      row['share at ±1/λ'] = _networks.spread(
           [r.at_bound for r in group], '.3f')
-      row['‖θ_K‖∞'] = _training.spread([r.linf[-1] for r in group], '.4f')
+      row['‖θ_K‖∞'] = _networks.spread([r.linf[-1] for r in group], '.4f')
       row['RMS θ: start → end'] = '–'
       row['RMS grows every tenth'] = '–'
       row['‖θ‖∞ grows'] = '–'
@@ -299,7 +293,7 @@ def summary_rows(runs: Sequence[ConfinementRun]) -> list[dict[str, Any]]:
         row[f'bound (1+{tol:g})'] = '–'
       row['λ‖θ_K‖∞ − 1 (max)'] = '–'
       row['share at ±1/λ'] = '–'
-      row['‖θ_K‖∞'] = _training.spread([r.linf[-1] for r in group], '.3f')
+      row['‖θ_K‖∞'] = _networks.spread([r.linf[-1] for r in group], '.3f')
       row['RMS θ: start → end'] = (
           f'{statistics.median(r.rms[0] for r in group):.4f} → '
           f'{statistics.median(r.rms[-1] for r in group):.4f}')
@@ -307,8 +301,8 @@ def summary_rows(runs: Sequence[ConfinementRun]) -> list[dict[str, Any]]:
           f'{sum(r.keeps_growing() for r in group)}/{len(group)} seeds')
       row['‖θ‖∞ grows'] = (
           f'{sum(r.linf_grows() for r in group)}/{len(group)} seeds')
-    row['f(θ_K)'] = _training.spread([r.full_loss for r in group])
-    row['test top-1 (%)'] = _training.spread(
+    row['f(θ_K)'] = _networks.spread([r.full_loss for r in group])
+    row['test top-1 (%)'] = _networks.spread(
         [100 * r.test_accuracy for r in group], '.1f')
     rows.append(row)
   return rows
@@ -460,9 +454,7 @@ def report(runs: Sequence[ConfinementRun], command: str = '') -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Command line: the runs, figure3.png, figure3_linf.png and tables."""
-  parser = argparse.ArgumentParser(
-      prog='lionx-weight-confinement', description=__doc__.split('\n')[0])
-  _training.add_common_arguments(parser)
+  parser = _networks.parser('weight_confinement', __doc__)
   parser.add_argument('--weight-decays', default='20,0',
                       help='comma-separated lambdas (default 20,0)')
   parser.add_argument('--inits', default=','.join(KERNEL_INITS),
@@ -472,25 +464,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parser.parse_args(argv)
   paths = dict(zip(FILES, _common.check_outputs(args.out, FILES,
                                                 args.overwrite)))
-  config = _training.make_config(args.config, args.overrides, base_config)
+  config = _networks.make_config(args.config, args.overrides, base_config)
   runs = run(config,
-             weight_decays=_training.parse_numbers('--weight-decays',
+             weight_decays=_networks.parse_numbers('--weight-decays',
                                                    args.weight_decays),
              kernel_inits=tuple(x for x in args.inits.split(',') if x),
-             seeds=_training.parse_numbers('--seeds', args.seeds, int),
+             seeds=_networks.parse_numbers('--seeds', args.seeds, int),
              every=args.every, verbose=True)
   plot_histograms(runs).savefig(paths['figure3.png'], dpi=110)
   plot_linf(runs).savefig(paths['figure3_linf.png'], dpi=110)
-  command = ' '.join(['python -m lionx.experiments.weight_confinement']
-                     + list(sys.argv[1:] if argv is None else argv))
-  text = report(runs, command)
-  paths['figure3.md'].write_text(text)
-  paths['figure3.csv'].write_text(_common.csv_text([r.row() for r in runs]))
-  paths['summary.json'].write_text(json.dumps({
-      'command': command, 'verdict': verdict(runs),
-      'runs': [r.row() for r in runs]}, indent=2))
-  print(text)
-  print('wrote', ', '.join(str(p) for p in paths.values()))
+  command = _networks.command('weight_confinement', argv)
+  _networks.write_results(paths, report(runs, command), runs, command,
+                          {'verdict': verdict(runs)}, curves=False,
+                          indent=2, default=None)
   return 0
 
 

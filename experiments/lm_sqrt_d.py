@@ -22,7 +22,7 @@ Reduced size (default; about 10 minutes of CPU time): widths 16, 32, 64,
 400 steps, seeds 0 and 1. ``--full``: widths 16 to 256, 1000 steps, seeds
 0, 1, 2::
 
-  python -m lionx.experiments.lm_sqrt_d --out results/lm_sqrt_d
+  python -m experiments.lm_sqrt_d --out results/lm_sqrt_d
 """
 
 from __future__ import annotations
@@ -36,10 +36,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from lionx.experiments import _common
-from lionx.experiments import _lm
-from lionx.experiments import _training
-from lionx.train import tasks
+import lionx.train as lt
+from experiments import _common
+from experiments import _lm
 
 WIDTHS, FULL_WIDTHS = (16, 32, 64), (16, 32, 64, 128, 256)
 SEEDS, FULL_SEEDS = (0, 1), (0, 1, 2)
@@ -126,19 +125,15 @@ def run(config: str = _lm.DEFAULT_CONFIG, out: str | pathlib.Path = '.', *,
         evals: int = EVALS, overrides: Sequence[str] = (),
         overwrite: bool = False,
         verbose: bool = True) -> Result:
-  """Trains every (optimizer, width, seed) under ``out/runs``.
+  """Trains every (optimizer, width, seed) under ``out/runs`` (with
+  ``config``, ``overrides``, ... as :mod:`experiments._lm` says).
 
   Args:
-    config: the language config file (``configs/lm_default.py``).
-    out: the folder whose ``runs/`` holds one workdir per run.
     widths: ``model.width`` of each size (heads: 4).
     seeds: the seeds of each (optimizer, width).
     optimizers: the harness's optimizer names, at the config's rates.
     steps: ``num_steps`` of each run.
     evals: evaluations per run (``eval_every_steps = steps / evals``).
-    overrides: extra ``key=value`` overrides of every run.
-    overwrite: retrain runs whose workdir holds another config.
-    verbose: print a line per run.
 
   Returns:
     A :class:`Result`.
@@ -162,7 +157,7 @@ def run(config: str = _lm.DEFAULT_CONFIG, out: str | pathlib.Path = '.', *,
             f'optimizer.name={name}', f'model.width={width}',
             'model.num_heads=4', f'seed={seed}'))
         if data is None:
-          data = tasks.get_task(cfg.task).load_data(cfg)
+          data = lt.get_task(cfg.task).load_data(cfg)
         path = pathlib.Path(out) / 'runs' / f'{name}_w{width}_seed{seed}'
         runs[name, width, seed] = one = _lm.train(
             cfg, path, overwrite=overwrite, data=data)
@@ -172,7 +167,7 @@ def run(config: str = _lm.DEFAULT_CONFIG, out: str | pathlib.Path = '.', *,
                 f'{one.final("val_loss"):.4f}, r/√d '
                 f'{one.final("grad_norm_ratio_over_sqrt_d"):.3f} '
                 f'({one.seconds:.0f} s)', flush=True)
-  settings = dict(config=str(config), overrides=list(overrides),
+  settings = dict(config=_common.shown(config), overrides=list(overrides),
                   widths=list(widths),
                   seeds=list(seeds), optimizers=list(optimizers),
                   steps=steps, evals=evals)
@@ -205,39 +200,25 @@ def plot(result: Result):
       ratio.plot(steps, r, '-', color=color, alpha=0.35 + 0.65 * (j + 1)
                  / len(result.widths),
                  label=name if j == len(result.widths) - 1 else None)
-    values = [result.finals(name, w, 'grad_norm_ratio_over_sqrt_d')
-              for w in result.widths]
-    med = np.array([_lm.median(v) for v in values])
-    low = med - np.array([_lm.extreme(min, v) for v in values])
-    high = np.array([_lm.extreme(max, v) for v in values]) - med
-    scaled.errorbar(ds, med, yerr=[low, high], fmt='o-', color=color,
-                    capsize=3, label=f'{name}: median, min-max over seeds')
+    _lm.errorbar(scaled, ds, [
+        result.finals(name, w, 'grad_norm_ratio_over_sqrt_d')
+        for w in result.widths], 'o-', color=color,
+                 label=f'{name}: median, min-max over seeds')
   for value in np.sqrt(ds):
     ratio.axhline(value, color='k', ls=':', lw=0.8)
-  loss.set_xscale('log')
-  loss.set_yscale('log')
-  curves.set_yscale('log')
-  loss.set_xlabel('d (parameters)')
-  loss.set_ylabel('final loss (nats per byte)')
-  loss.set_title('Figure 2 analogue: final losses against d\n'
-                 '(median over seeds)', fontsize=10)
-  curves.set_xlabel('step')
-  curves.set_ylabel('loss (nats per byte)')
-  curves.set_title(f'width {mid} (d = {result.d(mid):,}), seed {seed}',
-                   fontsize=10)
-  ratio.set_yscale('log')
-  ratio.set_xlabel('step')
-  ratio.set_ylabel('r = ‖∇f‖₁ / ‖∇f‖₂')
-  ratio.set_title('Figure 3 analogue: r over training (darker: wider),\n'
-                  f'dotted: √d of each width; seed {seed}', fontsize=10)
-  scaled.set_xscale('log')
+  _lm.label(loss, 'd (parameters)', 'final loss (nats per byte)',
+            'Figure 2 analogue: final losses against d\n(median over seeds)',
+            xscale='log', yscale='log')
+  _lm.label(curves, 'step', 'loss (nats per byte)',
+            f'width {mid} (d = {result.d(mid):,}), seed {seed}',
+            yscale='log')
+  _lm.label(ratio, 'step', 'r = ‖∇f‖₁ / ‖∇f‖₂',
+            'Figure 3 analogue: r over training (darker: wider),\n'
+            f'dotted: √d of each width; seed {seed}', yscale='log')
+  _lm.label(scaled, 'd (parameters)', 'final r / √d',
+            'r/√d across d: flat if r = Θ(√d)', xscale='log')
   scaled.set_ylim(bottom=0)
-  scaled.set_xlabel('d (parameters)')
-  scaled.set_ylabel('final r / √d')
-  scaled.set_title('r/√d across d: flat if r = Θ(√d)', fontsize=10)
-  for ax in (loss, curves, ratio, scaled):
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+  _lm.finish((loss, curves, ratio, scaled))
   return fig
 
 
@@ -279,26 +260,16 @@ def claims(result: Result) -> list[tuple[str, str, str]]:
 def report(result: Result) -> str:
   """A markdown report: the claims and verdicts, then the table."""
   s = result.settings
-  return '\n'.join([
-      '# Figures 2 and 3 of Dong, Li, Lin on the embedded byte corpus', '',
+  return _lm.document(
+      'Figures 2 and 3 of Dong, Li, Lin on the embedded byte corpus',
       f'Config {s["config"]} (its learning rates, tuned at width 64), '
       f'{s["steps"]} steps, {s["evals"]} evaluations, widths '
       f'{s["widths"]}, seeds {s["seeds"]}; every number is measured by '
-      'this run.', '',
-      _lm.claim_table(claims(result)),
-      'Final values, median [min, max] over the seeds:', '',
-      _common.markdown_table(result.rows())])
+      'this run.', claims(result),
+      ('Final values, median [min, max] over the seeds:', result.rows()))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  """Command line: runs :func:`run`, writes a PNG, markdown and JSON."""
-  parser = argparse.ArgumentParser(
-      prog='lionx-lm-sqrt-d', description=__doc__.split('\n')[0])
-  parser.add_argument('--out', required=True, type=pathlib.Path,
-                      help='directory for lm_sqrt_d.{png,md,json} and runs/')
-  parser.add_argument('--config', default=_lm.DEFAULT_CONFIG)
-  parser.add_argument('overrides', nargs='*', metavar='key=value',
-                      help='config overrides of every run')
+def _arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--widths', default=None,
                       help=f'comma-separated (default {WIDTHS})')
   parser.add_argument('--seeds', default=None,
@@ -310,30 +281,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--full', action='store_true',
                       help=f'widths {FULL_WIDTHS}, {FULL_STEPS} steps, '
                       f'seeds {FULL_SEEDS}')
-  parser.add_argument('--overwrite', action='store_true',
-                      help='replace existing result files (and retrain '
-                      'runs of another config)')
-  args = parser.parse_args(argv)
-  try:
-    numbers = _training.parse_numbers
-    widths = (numbers('--widths', args.widths, int) if args.widths
-              else FULL_WIDTHS if args.full else WIDTHS)
-    seeds = (numbers('--seeds', args.seeds, int) if args.seeds
-             else FULL_SEEDS if args.full else SEEDS)
-    steps = args.steps or (FULL_STEPS if args.full else STEPS)
-    optimizers = tuple(n.strip() for n in args.optimizers.split(',')
-                       if n.strip())
-    paths = _common.check_outputs(args.out, NAMES, args.overwrite)
-    result = run(args.config, args.out, widths=widths, seeds=seeds,
-                 optimizers=optimizers, steps=steps, evals=args.evals,
-                 overrides=args.overrides, overwrite=args.overwrite)
-  except (ValueError, OSError) as err:
-    print(f'{parser.prog}: error: {err}', file=sys.stderr)
-    return 2
-  _common.write_outputs(paths, plot(result), report(result),
-                        result.summary())
-  return 0
 
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Command line: runs :func:`run`, writes a PNG, markdown and JSON."""
+  return _lm.main(sys.modules[__name__], argv, _arguments, lambda args: {
+      'widths': _lm.sized(args, 'widths', WIDTHS, FULL_WIDTHS),
+      'seeds': _lm.sized(args, 'seeds', SEEDS, FULL_SEEDS),
+      'steps': _lm.sized(args, 'steps', STEPS, FULL_STEPS),
+      'optimizers': _lm.names(args.optimizers), 'evals': args.evals})
 
 if __name__ == '__main__':
   sys.exit(main())

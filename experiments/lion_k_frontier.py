@@ -20,19 +20,21 @@ first seed; the papers' criterion), then over several seeds at that rate.
 It reports the final training loss :math:`f(\theta)` and held-out loss
 (median and range over the seeds), the constraint each reshaper keeps over
 training (the harness's ``constraint`` column), and the time of one
-training step (median over repeated steps, all optimizers in one process).
+training step of the harness's loop (median over ``--rounds`` steps of a
+short run per optimizer, measured by a hook, all in one process). Every
+run, the timed ones too, is one :func:`lionx.train.train_and_evaluate`
+(through :func:`lionx.train.compare` for the grid and the seeds).
 Every number of the verdict is computed from the table, and the files are
 never overwritten without ``--overwrite``.
 
 Command (digits: about 15 minutes on 2 CPU cores; the language-model
 default with ``--config configs/lm_default.py``)::
 
-  python -m lionx.experiments.lion_k_frontier --out results/frontier
+  python -m experiments.lion_k_frontier --out results/frontier
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import pathlib
@@ -44,15 +46,11 @@ from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np
+from flax import nnx
 
-from lionx.experiments import _common
-from lionx.experiments import _training
-from lionx.train import config as config_lib
-from lionx.train import optimizers as optimizers_lib
-from lionx.train import parallel
-from lionx.train import steps
-from lionx.train import sweep
-from lionx.train import tasks
+import lionx.train as lt
+from experiments import _common
+from experiments import _networks
 
 OPTIMIZERS = ('lion', 'lion_lp', 'lion_spectral', 'lion_cwd', 'muon',
               'adamw')
@@ -98,46 +96,58 @@ class Frontier:
                {n: o['step_ms'] for n, o in opts.items()})
 
 
-def _grid(config: config_lib.Config, name: str, grid: Sequence[float],
-          workdir: pathlib.Path, data: Any) -> dict[float, float]:
-  sub = config_lib.copy(config)
-  sub.optimizer.name = name
+def _grids(config: lt.Config, names: Sequence[str], grid: Sequence[float],
+           workdir: pathlib.Path, data: Any) -> dict[str, dict[float, float]]:
+  """name -> rate -> final f(theta) of the first seed (NaN: diverged)."""
+  sub = lt.copy(config)
   sub.optimizer.lr_grid = tuple(grid)
   sub.seeds = ()
-  result = sweep.run(sub, workdir / 'grid' / name, data=data, verbose=False)
-  return {runs[0].learning_rate: (runs[0].rows[-1]['full_loss']
-                                  if runs[0].status == 'finished'
-                                  and runs[0].rows else float('nan'))
-          for runs in result.grid}
+  results = lt.compare(sub, workdir / 'grid', list(names), data=data,
+                       verbose=False)
+  return {name: {runs[0].learning_rate: (
+      runs[0].rows[-1]['full_loss'] if runs[0].status == 'finished'
+      and runs[0].rows else float('nan')) for runs in result.grid}
+          for name, result in results.items()}
 
 
-def _step_ms(config: config_lib.Config, names: Sequence[str],
-             rates: dict[str, float], data: Any, rounds: int) -> dict:
-  """Median ms of one training step, the optimizers interleaved."""
-  task = tasks.get_task(config.task)
-  per_epoch = task.steps_per_epoch(config, data)
-  mesh = parallel.make_mesh(1)
-  batch = task.train_batch(config, data, 0)
-  runners = {}
+class _StepTimer(lt.Hook):
+  """Seconds from the end of one training step to the end of the next
+  (the step waited for), the first (compiling) step left out."""
+
+  def __init__(self):
+    self.seconds, self.last = [], None
+
+  def after_step(self, step: int, state: Any) -> None:
+    jax.block_until_ready(nnx.state(state.model, nnx.Param))
+    now = time.perf_counter()
+    if self.last is not None:
+      self.seconds.append(now - self.last)
+    self.last = now
+
+
+def _step_ms(config: lt.Config, names: Sequence[str],
+             rates: dict[str, float], data: Any, rounds: int
+             ) -> dict[str, float]:
+  """Median ms of one training step of the harness's loop: a run of
+  ``rounds + 1`` steps per optimizer (in a temporary workdir, so that it
+  always trains), one evaluation at its end."""
+  out = {}
   for name in names:
-    sub = config_lib.copy(config)
+    sub = lt.copy(config)
     sub.optimizer.name, sub.optimizer.learning_rate = name, rates[name]
     sub.parallel.num_devices = 1
-    state = steps.create_train_state(sub, task, task.data_spec(data),
-                                     1000, per_epoch, mesh)
-    step = steps.make_train_step(task, mesh, state)
-    jax.block_until_ready(step(state.model, state.optimizer, batch))
-    runners[name] = (step, state)
-  times = {name: [] for name in names}
-  for _ in range(rounds):
-    for name, (step, state) in runners.items():
-      began = time.perf_counter()
-      jax.block_until_ready(step(state.model, state.optimizer, batch))
-      times[name].append(1e3 * (time.perf_counter() - began))
-  return {name: statistics.median(t) for name, t in times.items()}
+    sub.num_epochs, sub.num_steps = 0, rounds + 1
+    sub.eval_every_steps, sub.logging_max_batches = rounds + 1, 1
+    sub.seeds, sub.optimizer.lr_grid = (), ()
+    timer = _StepTimer()
+    with tempfile.TemporaryDirectory(prefix='lionx-timing-') as workdir:
+      lt.train_and_evaluate(sub, workdir, data=data, verbose=False,
+                            hooks=[timer])
+    out[name] = 1e3 * statistics.median(timer.seconds)
+  return out
 
 
-def run(config: config_lib.Config, *,
+def run(config: lt.Config, *,
         optimizers: Sequence[str] = OPTIMIZERS,
         grid: Sequence[float] = GRID, seeds: Sequence[int] = (0, 1, 2),
         rates: Optional[dict[str, float]] = None,
@@ -159,41 +169,39 @@ def run(config: config_lib.Config, *,
   Returns:
     A :class:`Frontier`.
   """
-  config = config_lib.validate(config)
+  config = lt.validate(config)
   if not seeds:
     raise ValueError('seeds=(): expected at least one seed.')
-  for name in optimizers:
-    optimizers_lib.spec(name)
+  if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+    raise ValueError(f'rounds={rounds!r}: expected a positive int.')
   for name in rates or {}:
     if name not in optimizers:
       raise ValueError(f'rates names {name!r}, which is not among '
                        f'optimizers={tuple(optimizers)}.')
-  task = tasks.get_task(config.task)
-  data = task.load_data(config)
+  data = lt.get_task(config.task).load_data(config)
   with tempfile.TemporaryDirectory() as tmp:
     root = pathlib.Path(workdir or tmp)
-    grids, rates = {}, dict(rates or {})
-    for name in optimizers:
-      if name in rates:
-        continue
-      grids[name] = _grid(config, name, grid, root, data)
+    rates = dict(rates or {})
+    searched = [name for name in optimizers if name not in rates]
+    grids = _grids(config, searched, grid, root, data) if searched else {}
+    for name in searched:
       scored = {r: f for r, f in grids[name].items() if np.isfinite(f)}
       if not scored:
         raise RuntimeError(f'{name}: every rate of {tuple(grid)} diverged.')
       rates[name] = min(scored, key=scored.get)
       if verbose:
         print(f'{name}: rate {rates[name]:g} of {grids[name]}', flush=True)
-    final = config_lib.copy(config)
+    final = lt.copy(config)
     final.optimizer.learning_rate = None
     final.optimizer.learning_rates = dict(rates)
     final.seeds = tuple(seeds)
-    results = sweep.compare(final, root / 'compare', list(optimizers),
-                            data=data, verbose=verbose)
+    results = lt.compare(final, root / 'compare', list(optimizers),
+                         data=data, verbose=verbose)
+  step_ms = _step_ms(config, optimizers, rates, data, rounds)
   rows = {name: [r.rows for r in results[name].seeds] for name in optimizers}
   title = (f'{config.model.name} on {config.data.name}, weight decay '
            f'{config.optimizer.weight_decay:g}, seeds {list(seeds)}')
-  return Frontier(title, rates, grids, rows,
-                  _step_ms(config, optimizers, rates, data, rounds))
+  return Frontier(title, rates, grids, rows, step_ms)
 
 
 def _spread(values: Sequence[float]) -> str:
@@ -206,15 +214,20 @@ def _spread(values: Sequence[float]) -> str:
   return f'{med:.3g} [{min(values):.3g}, {max(values):.3g}]'
 
 
+def _optimizer(name: str) -> lt.Optimizer:
+  config = lt.Config()
+  config.optimizer.name, config.optimizer.learning_rate = name, 1.0
+  return lt.make_optimizer(config, 1)
+
+
 def _lion_k(name: str) -> bool:
   """Whether ``name`` is a Lion-K optimizer whose decay keeps a set."""
-  row = optimizers_lib.spec(name)
-  config = optimizers_lib.OptimizerConfig(name=name)
-  return row.box and optimizers_lib.reshaper(config) is not None
+  built = _optimizer(name)
+  return built.row.box and built.reshaper() is not None
 
 
 def _constraint_cell(frontier: Frontier, name: str) -> str:
-  if not optimizers_lib.spec(name).box:
+  if not _optimizer(name).row.box:
     return 'none (cautious decay keeps no set)'
   if not _lion_k(name):
     return 'n/a (not Lion-K)'
@@ -345,13 +358,11 @@ def parse_rates(text: str) -> dict[str, float]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Command line: runs :func:`run`, writes the PNG, markdown and JSON."""
-  parser = argparse.ArgumentParser(
-      prog='python -m lionx.experiments.lion_k_frontier',
-      description=__doc__.split('\n')[0])
+  parser = _common.parser('lion_k_frontier', __doc__)
   parser.add_argument('--out', required=True, type=pathlib.Path)
   parser.add_argument('--config', default=None,
-                      help='a harness config FILE[:ARG] (default: the '
-                      'embedded digits, configs/default.py in code)')
+                      help="a harness config FILE[:ARG] (default: the "
+                      "repository's configs/default.py, the digits CNN)")
   parser.add_argument('overrides', nargs='*', metavar='key=value')
   parser.add_argument('--optimizers', default=','.join(OPTIMIZERS))
   parser.add_argument('--grid', default=','.join(f'{r:g}' for r in GRID))
@@ -376,11 +387,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   else:
     png, md, js = _common.check_outputs(args.out, list(FILES),
                                         args.overwrite)
-    config = _training.make_config(args.config, args.overrides)
+    config = _networks.make_config(args.config, args.overrides)
     frontier = run(
         config, optimizers=[n.strip() for n in args.optimizers.split(',')],
-        grid=_training.parse_numbers('--grid', args.grid),
-        seeds=_training.parse_numbers('--seeds', args.seeds, int),
+        grid=_networks.parse_numbers('--grid', args.grid),
+        seeds=_networks.parse_numbers('--seeds', args.seeds, int),
         rates=parse_rates(args.rates), rounds=args.rounds, verbose=True)
     js.write_text(json.dumps(frontier.summary(), indent=1))
   plot(frontier).savefig(png, dpi=110)

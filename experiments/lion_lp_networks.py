@@ -33,14 +33,12 @@ for a CPU; CIFAR-format data and other sizes run with overrides):
 
 Command (about 50 minutes on 2 shared CPU cores)::
 
-  python -m lionx.experiments.lion_lp_networks --out results/figures6_7
+  python -m experiments.lion_lp_networks --out results/figures6_7
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import statistics
 import sys
 from typing import Any, Optional, Sequence
@@ -48,13 +46,10 @@ from typing import Any, Optional, Sequence
 import jax
 import numpy as np
 
+import lionx.train as lt
 from lionx import metrics
-from lionx.experiments import _common
-from lionx.experiments import _training
-from lionx.train import config as config_lib
-from lionx.train import fields
-from lionx.train import optimizers
-from lionx.train import tasks
+from experiments import _common
+from experiments import _networks
 
 PS = (1.0, 1.25, 1.5, 2.0)
 # Networks that train on the digits on a CPU: (name, overrides).
@@ -70,12 +65,13 @@ CONSTRAINT_EPOCHS = 2
 ROUNDING = 1e-5  # float32 slack on ||lambda theta||_q <= 1
 
 
-def base_config() -> config_lib.Config:
+def base_config() -> lt.Config:
   """The digits setting of ``configs/default.py`` with Lion-ℓp, cosine,
   5 epochs."""
-  config = _training.digits_config()
+  config = _networks.digits_config()
   config.num_epochs = EPOCHS
   config.optimizer.name = 'lion_lp'
+  config.optimizer.learning_rate = LEARNING_RATE  # each run sets its own
   config.optimizer.lion_lp.scope = 'global'
   return config
 
@@ -126,18 +122,18 @@ class LpRun:
         'final_test_accuracy': float(self.test_accuracy[-1])}
 
 
-def _network_config(config: config_lib.Config, network: str,
-                    overrides: Sequence[str]) -> config_lib.Config:
-  sub = config_lib.copy(config)
+def _network_config(config: lt.Config, network: str,
+                    overrides: Sequence[str]) -> lt.Config:
+  sub = lt.copy(config)
   for item in overrides:
-    fields.override(sub, item)
-  return config_lib.validate(sub)
+    lt.override(sub, item)
+  return lt.validate(sub)
 
 
-def _initial(config: config_lib.Config, data: Any) -> Any:
+def _initial(config: lt.Config, data: Any) -> Any:
   """theta_0 of ``config`` (the model of its seed)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  task = tasks.get_task(config.task)
+  task = lt.get_task(config.task)
   model = task.create_model(config, task.data_spec(data), config.seed)
   return nnx.as_pure(nnx.state(model, nnx.Param))
 
@@ -148,18 +144,18 @@ def _key(network: str, kind: str, p: float, seed: int, lr: float,
           float(epochs))
 
 
-def _train_one(config: config_lib.Config, data: Any, network: str,
+def _train_one(config: lt.Config, data: Any, network: str,
                kind: str, p: float, lr: float, lam: float, multiplier: float,
                seed: int) -> LpRun:
-  sub = config_lib.copy(config)
+  sub = lt.copy(config)
   sub.seed = seed
   sub.optimizer.name = 'lion_lp'
   sub.optimizer.lion_lp.p = float(p)
   sub.optimizer.learning_rate = float(lr)
   sub.optimizer.weight_decay = float(lam)
   sub.optimizer.weight_decays = {}
-  reshaper = optimizers.reshaper(config_lib.validate(sub).optimizer)
-  rec = _training.train(sub, data, probes={
+  reshaper = _networks.optimizer_of(lt.validate(sub), data).reshaper()
+  rec = _networks.train(sub, data, probes={
       'constraint': lambda params: reshaper.constraint(params, lam)})
   return LpRun(network, kind, float(p), seed, float(lr), float(lam),
                float(multiplier), rec.probes['constraint'],
@@ -168,7 +164,7 @@ def _train_one(config: config_lib.Config, data: Any, network: str,
                rec.d)
 
 
-def run(config: Optional[config_lib.Config] = None, *,
+def run(config: Optional[lt.Config] = None, *,
         networks: Optional[dict[str, Sequence[str]]] = None,
         ps: Sequence[float] = PS, seeds: Sequence[int] = (0, 1, 2),
         learning_rate: float = LEARNING_RATE,
@@ -196,7 +192,7 @@ def run(config: Optional[config_lib.Config] = None, *,
   Returns:
     Every run, the constraint runs first.
   """
-  config = config_lib.copy(base_config() if config is None else config)
+  config = lt.copy(base_config() if config is None else config)
   networks = dict(NETWORKS if networks is None else networks)
   for p in ps:
     _common.in_range('ps', p, 1.0, 1e6)
@@ -212,7 +208,7 @@ def run(config: Optional[config_lib.Config] = None, *,
     raise ValueError(f'constraint_epochs={constraint_epochs!r}: expected an '
                      'int >= 0.')
   if data is None:
-    data = tasks.get_task(config.task).load_data(config)
+    data = lt.get_task(config.task).load_data(config)
   out: list[LpRun] = []
   stored = {_key(r.network, r.kind, r.p, r.seed, r.learning_rate,
                  r.weight_decay, r.epochs[-1]): r for r in done}
@@ -238,10 +234,10 @@ def run(config: Optional[config_lib.Config] = None, *,
   for network, overrides in networks.items():
     net = _network_config(config, network, overrides)
     if constraint_epochs:
-      short = config_lib.copy(net)
+      short = lt.copy(net)
       short.num_epochs, short.num_steps = constraint_epochs, 0
       short.seed = seeds[0]
-      theta0 = _initial(config_lib.validate(short), data)
+      theta0 = _initial(lt.validate(short), data)
       d = int(metrics.tree_size(theta0))
       for p in ps:
         gauge = _lq(theta0, dual(p))
@@ -327,10 +323,10 @@ def loss_rows(runs: Sequence[LpRun]) -> list[dict[str, Any]]:
               f'{r.multiplier:.3g}: {r.final_loss:.3g}' for r in grid),
           'chosen η_p': f'{group[0].learning_rate:.3g}',
           'λ_p': f'{group[0].weight_decay:.3g}', 'seeds': len(group),
-          'final f(θ)': _training.spread([r.final_loss for r in group]),
-          'final test loss': _training.spread(
+          'final f(θ)': _networks.spread([r.final_loss for r in group]),
+          'final test loss': _networks.spread(
               [r.val_loss[-1] for r in group]),
-          'final test top-1 (%)': _training.spread(
+          'final test top-1 (%)': _networks.spread(
               [100 * r.test_accuracy[-1] for r in group], '.1f'),
           'max_t ‖λθ_t‖_q': f'{max(r.constraint.max() for r in group):.4f}',
       })
@@ -487,9 +483,7 @@ def report(runs: Sequence[LpRun], command: str = '') -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Command line: the runs, figures6_7.png and the tables."""
-  parser = argparse.ArgumentParser(
-      prog='lionx-lion-lp-networks', description=__doc__.split('\n')[0])
-  _training.add_common_arguments(parser)
+  parser = _networks.parser('lion_lp_networks', __doc__)
   parser.add_argument('--ps', default=','.join(f'{p:g}' for p in PS))
   parser.add_argument('--networks', default=','.join(NETWORKS),
                       help=f'names among {tuple(NETWORKS)}')
@@ -511,32 +505,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _common.one_of('--networks', name, tuple(NETWORKS))
   done: list[LpRun] = []
   if args.replot or args.resume:
-    done, command = _training.stored_runs(args.out, LpRun)
+    done, command = _networks.stored_runs(args.out, LpRun)
     runs = done
   paths = dict(zip(FILES, _common.check_outputs(
       args.out, FILES, args.overwrite or args.resume)))
   if not args.replot:
-    config = _training.make_config(args.config, args.overrides, base_config)
+    config = _networks.make_config(args.config, args.overrides, base_config)
     runs = run(config, networks={n: NETWORKS[n] for n in names},
-               ps=_training.parse_numbers('--ps', args.ps),
-               seeds=_training.parse_numbers('--seeds', args.seeds, int),
-               rate_multipliers=_training.parse_numbers('--rates',
+               ps=_networks.parse_numbers('--ps', args.ps),
+               seeds=_networks.parse_numbers('--seeds', args.seeds, int),
+               rate_multipliers=_networks.parse_numbers('--rates',
                                                         args.rates),
                constraint_epochs=args.constraint_epochs, done=done,
                verbose=True)
-    command = ' '.join(['python -m lionx.experiments.lion_lp_networks']
-                       + list(sys.argv[1:] if argv is None else argv))
+    command = _networks.command('lion_lp_networks', argv)
   plot(runs).savefig(paths['figures6_7.png'], dpi=110)
-  text = report(runs, command)
-  paths['figures6_7.md'].write_text(text)
-  paths['figures6_7.csv'].write_text(
-      _common.csv_text([r.row() for r in runs]))
-  paths['summary.json'].write_text(json.dumps(
-      {'command': command, 'verdict': verdict(runs),
-       'runs': [r.row() for r in runs],
-       'curves': _training.runs_to_json(runs)}, indent=1, default=str))
-  print(text)
-  print('wrote', ', '.join(str(p) for p in paths.values()))
+  _networks.write_results(paths, report(runs, command), runs, command,
+                          {'verdict': verdict(runs)})
   return 0
 
 
