@@ -92,6 +92,7 @@ def _user_facing_files():
   sources = sorted(DOCS.glob('*.md')) + sorted(DOCS.glob('*/*.md'))
   sources = [p for p in sources if p.parent.name != 'notebooks']
   sources += sorted((ROOT / 'lionx').rglob('*.py'))
+  sources += sorted((ROOT / 'experiments').rglob('*.py'))
   sources += [ROOT / 'README.md', ROOT / 'CHANGELOG.md',
               ROOT / 'notebooks' / 'README.md',
               ROOT / 'benchmarks' / 'RESULTS.md']

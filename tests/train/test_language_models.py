@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lionx.experiments import _lm
+from experiments import _lm
 from lionx.train import cli
 from lionx.train import config as config_lib
 from lionx.train import experiment, plots, steps, tasks
