@@ -91,7 +91,7 @@ nitpick_ignore_regex = [
      r'PartitionSpec|Device|Module|Optimizer|Rngs|Field|T|S)'),
     # Private type aliases of lionx's annotations, and generics that Sphinx
     # splits at the comma of a string annotation.
-    ('py:class', r'(Mask|Scalar|Metrics|Batch|Row|Loader|Spec|LossFn|'
+    ('py:class', r'(base\.)?(Mask|Scalar|Metrics|Batch|Row|Loader|Spec|LossFn|'
      r'Curves|jnp\..*|tqdm\..*|(tuple|dict|list|set|type)\[.*)'),
 ]
 

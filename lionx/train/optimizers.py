@@ -116,7 +116,7 @@ class OptimizerSpec:
   box: bool = True
 
 
-OPTIMIZERS: registry.Registry[OptimizerSpec] = registry.Registry(
+OPTIMIZERS: registry.Registry = registry.Registry(
     'optimizer.name', ' A new optimizer is one call to '
     'lionx.train.optimizers.register.')
 

@@ -22,23 +22,21 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Generic, Optional, TypeVar
+from typing import Any
 
 from lionx.train.fields import ConfigError
 
-T = TypeVar('T')
 
-
-class Registry(Mapping[str, T], Generic[T]):
+class Registry(Mapping):
   """Names of one config field (``field``) and their entries."""
 
   def __init__(self, field: str, hint: str = ''):
     """``hint`` is appended to the unknown-name error (how to add one)."""
     self.field = field
     self._hint = hint
-    self._entries: dict[str, T] = {}
+    self._entries: dict[str, Any] = {}
 
-  def register(self, name: str, entry: T) -> T:
+  def register(self, name: str, entry: Any) -> Any:
     """Makes ``field=name`` choose ``entry`` (replacing an earlier one);
     returns ``entry``."""
     if not isinstance(name, str) or not name:
@@ -47,7 +45,7 @@ class Registry(Mapping[str, T], Generic[T]):
     self._entries[name] = entry
     return entry
 
-  def unregister(self, name: str) -> T:
+  def unregister(self, name: str) -> Any:
     """Removes ``name``; returns its entry."""
     entry = self[name]
     del self._entries[name]
@@ -57,13 +55,14 @@ class Registry(Mapping[str, T], Generic[T]):
     """The registered names, sorted."""
     return tuple(sorted(self._entries))
 
-  def __getitem__(self, name: str) -> T:
+  def __getitem__(self, name: str) -> Any:
     if not isinstance(name, str) or name not in self._entries:
       raise ConfigError(
           f'{self.field}={name!r} is not one of {self.names()}.{self._hint}')
     return self._entries[name]
 
-  def get(self, name: str, default: Optional[T] = None) -> Optional[T]:
+  def get(self, name: str, default: Any = None) -> Any:
+    """The entry of ``name``, or ``default`` (no error)."""
     return self._entries.get(name, default)
 
   def __contains__(self, name: object) -> bool:

@@ -25,7 +25,7 @@ Schedule = Callable[[int], float]
 Factory = Callable[[float, int, int, float], Schedule]
 
 #: ``schedule.name`` -> its factory.
-SCHEDULES: registry.Registry[Factory] = registry.Registry('schedule.name')
+SCHEDULES: registry.Registry = registry.Registry('schedule.name')
 SCHEDULES.register(
     'constant', lambda lr, total, warmup, a: optax.constant_schedule(lr))
 SCHEDULES.register('cosine', lambda lr, total, warmup, a: (

@@ -328,7 +328,7 @@ class _Entry(NamedTuple):
   spec: Optional[Spec]  # the input spec from the config alone
 
 
-DATASETS: registry.Registry[_Entry] = registry.Registry(
+DATASETS: registry.Registry = registry.Registry(
     'data.name', ' Other sets need a loader: see '
     'lionx.train.data.images.register_dataset.')
 

@@ -282,7 +282,7 @@ class _Source(NamedTuple):
   vocab_size: int  # the default data.vocab_size
 
 
-SOURCES: registry.Registry[_Source] = registry.Registry('data.name')
+SOURCES: registry.Registry = registry.Registry('data.name')
 SOURCES.register('text_bytes', _Source(_load_bytes, BYTE_VOCAB))
 SOURCES.register('token_files', _Source(_load_token_files, GPT2_VOCAB))
 

@@ -326,8 +326,7 @@ def _vit(preset: str):
 
 
 # model.name -> build(config, num_classes, image_shape, rngs).
-MODELS: registry.Registry[Callable[..., nnx.Module]] = registry.Registry(
-    'model.name')
+MODELS: registry.Registry = registry.Registry('model.name')
 MODELS.register('cnn', lambda cfg, n, shape, rngs: CNN(
     n, shape[2], shape[0], _or(cfg.width, 32), cfg.batch_norm,
     rngs=rngs, init=KERNEL_INITS[cfg.kernel_init]))

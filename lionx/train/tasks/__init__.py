@@ -8,7 +8,8 @@
   and sentence order.
 
 They are registered here, explicitly; a new task is a module with a
-:class:`Task` and one :func:`register_task` call (here, or in a config
+:class:`~lionx.train.tasks.base.Task` and one
+:func:`~lionx.train.tasks.base.register_task` call (here, or in a config
 file).
 """
 

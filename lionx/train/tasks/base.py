@@ -127,7 +127,7 @@ class Task(abc.ABC):
     return {}
 
 
-TASKS: registry.Registry[Task] = registry.Registry(
+TASKS: registry.Registry = registry.Registry(
     'task', ' A new task is a call to lionx.train.tasks.register_task.')
 
 
