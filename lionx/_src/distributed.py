@@ -180,7 +180,7 @@ def sign_vote(
     >>> from jax.sharding import PartitionSpec as P
     >>> import lionx
     >>> mesh = jax.make_mesh((1,), ('data',), devices=jax.devices()[:1])
-    >>> vote = lionx.sign_vote('data')
+    >>> vote = lionx.distributed.sign_vote('data')
     >>> f = jax.shard_map(lambda d: vote.update(d, vote.init(d))[0],
     ...                   mesh=mesh, in_specs=P(), out_specs=P())
     >>> f(jnp.array([-1.0, 0.0, 1.0]))  # one worker: its own signs
@@ -308,7 +308,8 @@ def distributed_lion(
     weight_decay_convention: ``'paper'``, ``'independent'`` or
       ``'corrected'`` (see :func:`lion`).
     peak_learning_rate: :math:`\eta_{\text{peak}}` for the conventions
-      other than ``'paper'`` when ``learning_rate`` is a schedule.
+      other than ``'paper'`` when ``learning_rate`` is a schedule or an
+      array.
     cautious_weight_decay: decay only where the agreed step and
       :math:`\theta` agree in sign (see :func:`add_decoupled_weight_decay`).
 
@@ -473,7 +474,7 @@ def collective_bytes(hlo_text: str) -> dict[str, int]:
     ...   %p = f32[10]{0} parameter(0)
     ...   %ar = f32[10]{0} all-reduce(%p), to_apply=%add
     ... '''
-    >>> lionx.collective_bytes(hlo)
+    >>> lionx.distributed.collective_bytes(hlo)
     {'all-reduce': 40, 'total': 40}
   """
   if not isinstance(hlo_text, str):
