@@ -1,9 +1,9 @@
 """Distributed Lion and its pieces (public API).
 
-:func:`distributed_lion` (also ``lionx.distributed_lion``) is Distributed
+``distributed_lion`` (also :func:`lionx.distributed_lion`) is Distributed
 Lion (Liu et al. 2024) inside :func:`jax.shard_map`; :func:`sign_vote` is its
 vote on its own, and :func:`collective_bytes` counts, from compiled HLO, the
-bytes each device hands to collectives. See :mod:`lionx._src.distributed`.
+bytes each device hands to collectives.
 """
 
 from lionx._src.distributed import DistributedLionState

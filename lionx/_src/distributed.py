@@ -5,13 +5,14 @@ keeps its own momentum and sends only the sign of its step; the workers
 agree on one update and their parameters stay bit-identical. Everything runs
 inside :func:`jax.shard_map`; no gradient is ever all-reduced.
 
-* :func:`sign_vote` is the new piece: it aggregates the workers' signs
-  :math:`\delta_i \in \{-1, 0, +1\}` over a mesh axis, 2 bits a coordinate.
-* :func:`distributed_lion` chains it with lionx's building blocks:
+* :func:`lionx.distributed.sign_vote` is the new piece: it aggregates the
+  workers' signs :math:`\delta_i \in \{-1, 0, +1\}` over a mesh axis, 2
+  bits a coordinate.
+* :func:`lionx.distributed_lion` chains it with lionx's building blocks:
   ``scale_by_lion -> sign_reshaper -> sign_vote ->
   add_decoupled_weight_decay -> learning rate``.
-* :func:`collective_bytes` reads, from compiled HLO, the bytes that each
-  device hands to collectives, to check the communication.
+* :func:`lionx.distributed.collective_bytes` reads, from compiled HLO, the
+  bytes that each device hands to collectives, to check the communication.
 """
 
 from __future__ import annotations
@@ -277,9 +278,10 @@ def distributed_lion(
   ``jax.lax.pcast(params, axis_name, to='varying')``, since ``jax.grad``
   with respect to replicated params inside ``shard_map`` all-reduces the
   gradient (an all-reduced gradient is rejected with an error). Only the
-  votes cross devices, 2 bits a coordinate (see :func:`sign_vote` for the
-  collectives, the tie rule :math:`\operatorname{sign}(0) = 0` and NaN);
-  the parameters stay bit-identical on every worker. With one worker it is
+  votes cross devices, 2 bits a coordinate (see
+  :func:`lionx.distributed.sign_vote` for the collectives, the tie rule
+  :math:`\operatorname{sign}(0) = 0` and NaN); the parameters stay
+  bit-identical on every worker. With one worker it is
   :func:`lion`.
 
   Use it when the gradient all-reduce dominates the step time:
@@ -304,7 +306,7 @@ def distributed_lion(
     axis_name: the mesh axis of the workers.
     aggregation: ``'majority'`` (the paper's default) or ``'average'``.
     communication: ``'all_to_all'`` or ``'all_gather'`` (see
-      :func:`sign_vote`).
+      :func:`lionx.distributed.sign_vote`).
     weight_decay_convention: ``'paper'``, ``'independent'`` or
       ``'corrected'`` (see :func:`lion`).
     peak_learning_rate: :math:`\eta_{\text{peak}}` for the conventions
