@@ -2,9 +2,10 @@
 
 Compiles one training step of an MLP over N simulated CPU devices and reads,
 from the compiled HLO, the operand bytes of every collective (per device,
-with ``lionx.collective_bytes``). The baseline is standard data-parallel
-Lion: an fp32 ``pmean`` of the gradients, then ``lionx.lion``. Nothing is
-timed: these are byte counts, exact for the compiled program.
+with ``lionx.distributed.collective_bytes``). The baseline is standard
+data-parallel Lion: an fp32 ``pmean`` of the gradients, then
+``lionx.lion``. Nothing is timed: these are byte counts, exact for the
+compiled program.
 
 Two columns:
 
@@ -158,7 +159,7 @@ def byte_table(n: int, width: int) -> tuple[list[str], int]:
     step, init = make_step(opt, mesh, distributed)
     state = jax.eval_shape(init, params)
     hlo = step.lower(params, state, x, y).compile().as_text()
-    kinds = lionx.collective_bytes(hlo)
+    kinds = lionx.distributed.collective_bytes(hlo)
     ring = ring_bytes(kinds, n)
     if base is None:
       base = (kinds['total'], ring)

@@ -361,3 +361,24 @@ def test_weight_decay_schedule():
     u, state = tx.update(jnp.zeros(2), state, params)
     seen.append(float(u[0]))
   assert seen == [1.0, 0.5, 0.0]
+
+
+# --- issue 23: mu_dtype under optax.inject_hyperparams (item 5) ---
+
+
+def test_inject_hyperparams_mu_dtype_says_static_args():
+  """inject_hyperparams takes jnp.bfloat16 (callable) for a schedule and
+  passes an array: the error says static_args=('mu_dtype',), not that the
+  positional order changed."""
+  opt = optax.inject_hyperparams(lionx.lion)(learning_rate=1e-3,
+                                             mu_dtype=jnp.bfloat16)
+  with pytest.raises(TypeError, match=(
+      r"^mu_dtype=Array\(0, dtype=bfloat16\): expected a dtype, got an "
+      r"array.*static_args=\('mu_dtype',\)")) as info:
+    opt.init(jnp.ones(3))
+  assert 'positional order' not in str(info.value)
+  fixed = optax.inject_hyperparams(lionx.lion, static_args=('mu_dtype',))(
+      learning_rate=1e-3, mu_dtype=jnp.bfloat16)
+  state = fixed.init(jnp.ones(3))
+  mus = [x for x in jax.tree.leaves(state) if x.shape == (3,)]
+  assert mus and all(m.dtype == jnp.bfloat16 for m in mus)

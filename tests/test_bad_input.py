@@ -71,10 +71,11 @@ BAD = [
      TypeError, 'residual_dtype=None: expected jnp.int8 or jnp.int16'),
     (lambda: lionx.compensated(lionx.lion(1e-3), np.zeros(2, np.int8)),
      TypeError, 'residual_dtype=array'),
-    (lambda: lionx.dequantize(lionx.quantize(jnp.ones(4)), (4,),
-                              np.array(1.0)),
+    (lambda: lionx.quantized.dequantize(
+        lionx.quantized.quantize(jnp.ones(4)), (4,), np.array(1.0)),
      TypeError, 'dtype=array'),
-    (lambda: lionx.dequantize(lionx.quantize(jnp.ones(4)), (4,), None),
+    (lambda: lionx.quantized.dequantize(
+        lionx.quantized.quantize(jnp.ones(4)), (4,), None),
      TypeError, 'dtype=None: expected a float dtype'),
 ]
 
@@ -135,4 +136,4 @@ def test_compensated_params_of_another_structure():
   tx = lionx.compensated(lionx.lion(1e-3))
   state = tx.init({'w': jnp.ones(3, jnp.bfloat16)})
   with pytest.raises(ValueError, match='params has tree structure'):
-    lionx.compensated_params(jnp.ones(3, jnp.bfloat16), state)
+    lionx.quantized.compensated_params(jnp.ones(3, jnp.bfloat16), state)

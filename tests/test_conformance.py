@@ -238,7 +238,9 @@ def test_sparse_gradients_leave_zero_momentum_still():
     (lionx.lion, {}),
     (lionx.cautious_lion, {}),
     (lionx.lion_k, {'reshaper': lionx.lp_reshaper(2)}),
-    (lionx.lion, {'weight_decay_convention': 'independent'}),
+    # An injected learning rate is an array: the peak is required (#23).
+    (lionx.lion, {'weight_decay_convention': 'independent',
+                  'peak_learning_rate': 0.1}),
 ])
 def test_inject_hyperparams_with_narrow_params(dtype, jit, factory, kwargs):
   opt = optax.inject_hyperparams(factory)(

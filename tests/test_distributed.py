@@ -235,7 +235,7 @@ def _step_bytes(opt, mesh, distributed, params):
   y = jax.ShapeDtypeStruct((4 * N,), jnp.float32,
                            sharding=NamedSharding(mesh, P('data')))
   hlo = step.lower(params, jax.eval_shape(init, params), x, y).compile()
-  return lionx.collective_bytes(hlo.as_text())
+  return lionx.distributed.collective_bytes(hlo.as_text())
 
 
 def test_hlo_bytes_at_most_an_eighth_of_fp32_all_reduce():
@@ -270,11 +270,12 @@ def test_collective_bytes_parses_hlo_forms():
   %a2a = (u8[2]{0}, u8[2]{0}) all-to-all(%q, /*index=1*/%q), channel_id=1
   ROOT %t = (u8[2]{0}) tuple(%a2a)
   """
-  assert lionx.collective_bytes(hlo) == {
+  assert lionx.distributed.collective_bytes(hlo) == {
       'all-gather': 64, 'all-reduce': 12, 'all-to-all': 8, 'total': 84}
-  assert lionx.collective_bytes('') == {'total': 0}
+  assert lionx.distributed.collective_bytes('') == {'total': 0}
   with pytest.raises(ValueError, match=r"\['%nowhere'\].*all-gather"):
-    lionx.collective_bytes('%a = f32[2]{0} all-gather(%nowhere)')
+    lionx.distributed.collective_bytes(
+        '%a = f32[2]{0} all-gather(%nowhere)')
 
 
 def test_trains_digits_like_lion():
@@ -372,9 +373,9 @@ def test_bad_arguments(kwargs, error, match):
 
 def test_bad_arguments_of_sign_vote():
   with pytest.raises(ValueError, match=r"aggregation='vote' is not one of"):
-    lionx.sign_vote('data', 'vote')
+    lionx.distributed.sign_vote('data', 'vote')
   with pytest.raises(TypeError, match=r"axis_name=\('data',\)"):
-    lionx.sign_vote(('data',))
+    lionx.distributed.sign_vote(('data',))
 
 
 def test_bad_axis_and_bad_state():

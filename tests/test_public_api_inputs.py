@@ -36,7 +36,9 @@ import pytest
 from jax.sharding import PartitionSpec
 
 import lionx
+from lionx import distributed
 from lionx import metrics
+from lionx import quantized
 from lionx import theory
 
 LIONX_DIR = pathlib.Path(lionx.__file__).resolve().parent
@@ -166,6 +168,25 @@ class Int:
   def strategy(self, default):
     return st.one_of(st.sampled_from(self.canonical(default)),
                      st.integers(-5, 40), st.floats(-5, 40))
+
+
+@dataclasses.dataclass
+class Count(Int):
+  """An integer step count >= 0: a Python or NumPy int, or an integer
+  array of shape () (a state's count); a float, even 2.0, is not one."""
+
+  low: int = 0
+
+  def valid(self, v, args=None):
+    if isinstance(v, (np.ndarray, jax.Array)) and v.shape == () and (
+        np.issubdtype(v.dtype, np.integer)):
+      return int(v) >= 0
+    return super().valid(v, args)
+
+  def canonical(self, default):
+    return super().canonical(default) + [
+        1.5, 3.0, np.float32(2), jnp.array(2.0), jnp.array(3), np.array(3),
+        jnp.array([1, 2]), jnp.array(-1)]
 
 
 @dataclasses.dataclass
@@ -1016,6 +1037,10 @@ def _convention_rules(lr_name='learning_rate'):
         return (lr_name, 'peak_learning_rate')
       if callable(lr):
         return ('peak_learning_rate',)
+      if isinstance(lr, (np.ndarray, jax.Array)):
+        # An array (as optax.inject_hyperparams passes) is eta_t, not the
+        # peak: peak_learning_rate is required (issue 23).
+        return ('peak_learning_rate',)
       if _is_real_scalar(lr) and float(lr) == 0:
         return (lr_name,)
   return (peak_with_paper, schedule_without_peak)
@@ -1117,7 +1142,9 @@ SPECS['lionx.scale_by_lion'] = Spec(
 
 
 def _call_8bit(b1, b2, block_size, params, updates):
-  tx = lionx.scale_by_lion_8bit(b1, b2, block_size)
+  with pytest.warns(DeprecationWarning, match='mu_dtype=jnp.int8'):
+    factory = lionx.scale_by_lion_8bit  # deprecated: still works in 0.3
+  tx = factory(b1, b2, block_size)
   return tx.update(updates, tx.init(params), params)[0]
 
 
@@ -1225,7 +1252,7 @@ def _ewd_expect(out, weight_decay, count, weight_decay_convention,
 
 SPECS['lionx.effective_weight_decay'] = Spec(
     _call_ewd,
-    {'weight_decay': (WD, 0.5), 'count': (Real(0.0, INF), 3),
+    {'weight_decay': (WD, 0.5), 'count': (Count(), 3),
      'weight_decay_convention': (CONVENTION, 'corrected'),
      'learning_rate': (Real(0.0, INF, schedule=True, optional=True),
                        optax.linear_schedule(0.1, 0.01, 10)),
@@ -1322,7 +1349,8 @@ SPECS['lionx.tanh_reshaper'] = _reshaper_spec(
     lambda beta: ref_functions('tanh', float(beta)))
 
 
-def _spectral_expect(out, updates, params, weight_decay, method, steps):
+def _spectral_expect(out, updates, params, weight_decay, method, steps,
+                     weight_dimension_numbers):
   """The polar factor: singular values in [0, 1] (<= 1.3 for the quintic,
   whose documented range is about [0.7, 1.2]), NaN with NaN, sign for
   vectors; the gauge is the largest spectral norm (or max |x|)."""
@@ -1357,17 +1385,69 @@ def _spectral_expect(out, updates, params, weight_decay, method, steps):
       [float(weight_decay) * y for y in ys])), rtol=1e-4, what='constraint')
 
 
+MDN = optax.contrib.MuonDimensionNumbers
+
+
+@dataclasses.dataclass
+class DimensionNumbers:
+  """weight_dimension_numbers for the default trees P and G ('w' is 2-D,
+  'b' 1-D): None, a tree of MuonDimensionNumbers / None that is a prefix
+  of theirs, or a callable returning one."""
+
+  def valid(self, v, args=None):
+    if v is None:
+      return True
+    if any(v is ok for ok in DIMS_VALID):
+      return True
+    return False
+
+  def canonical(self, default):
+    return ODD + list(DIMS_VALID) + [
+        MDN(0, 1),  # at the root: 'b' is a vector, refused by name
+        {'w': MDN(0, 0), 'b': None}, {'w': MDN(0, 5), 'b': None},
+        {'w': MDN((), 1), 'b': None}, {'w': MDN(0.5, 1), 'b': None},
+        {'w': MDN(True, 1), 'b': None}, {'w': 'rows', 'b': None},
+        {'w': 1, 'b': None}, {'x': None}, {'w': MDN(0, 1)},
+        lambda p: 'rows', lambda p: {'x': None}, lambda: None,
+        lambda a, b: None, jnp.float32, [MDN(0, 1)], 3]
+
+  def strategy(self, default):
+    return st.sampled_from(self.canonical(default))
+
+
+DIMS_VALID = (
+    {'w': MDN(0, 1), 'b': None},
+    {'w': MDN(1, 0), 'b': None},  # the transposed matrix: the same U V^T
+    {'w': MDN((0,), (-1,)), 'b': None},
+    lambda p: jax.tree.map(lambda x: MDN(0, 1) if np.ndim(x) == 2 else None,
+                           p))
+
+
+def _polar_express_steps(a):
+  """'polar_express' takes 9 steps or more (8 polynomials + polish)."""
+  if a['method'] in ('polar_express', 'newton_schulz') and isinstance(
+      a['steps'], int) and not isinstance(a['steps'], bool) and (
+          1 <= a['steps'] < 9):
+    return ('steps',)
+  return None
+
+
 SPECS['lionx.spectral_reshaper'] = Spec(
-    lambda updates, params, weight_decay, method, steps: _call_reshaper(
-        lionx.spectral_reshaper, {'method': method, 'steps': steps},
+    lambda updates, params, weight_decay, method, steps,
+    weight_dimension_numbers: _call_reshaper(
+        lionx.spectral_reshaper,
+        {'method': method, 'steps': steps,
+         'weight_dimension_numbers': weight_dimension_numbers},
         updates, params, weight_decay),
-    {'method': (Choice(('newton_schulz', 'quintic')), 'newton_schulz'),
+    {'method': (Choice(('polar_express', 'quintic', 'newton_schulz')),
+                'polar_express'),
      'steps': (Int(1, high=10 ** 4, numpy_ok=None, optional=True), None),
+     'weight_dimension_numbers': (DimensionNumbers(), None),
      'updates': (Tree(complex_ok=False), G),
      'params': (Tree(complex_ok=False, integers=True), P),
      'weight_decay': (NONNEG, 0.25)},
     _spectral_expect, examples=5, joint=('updates', 'params'),
-    aliases=RESHAPER_ALIASES,
+    aliases=RESHAPER_ALIASES, rules=(_polar_express_steps,),
     # Each valid call compiles the iteration: the joint scenarios that
     # matter for matrices.
     joint_scenarios=('empty dict', 'None leaf', 'zero-size leaf',
@@ -1386,7 +1466,8 @@ def _in_shard_map(fn, *args):
 
 
 def _call_sign_vote(axis_name, aggregation, communication, updates):
-  vote = lionx.sign_vote(axis_name, aggregation, communication=communication)
+  vote = distributed.sign_vote(axis_name, aggregation,
+                               communication=communication)
   return _in_shard_map(lambda u: vote.update(u, vote.init(u))[0], updates)
 
 
@@ -1400,7 +1481,7 @@ ARRAYS_ONLY = {  # shard_map (the caller's) refuses these before lionx runs.
     'string leaf', 'bytes leaf', 'object leaf', 'string array leaf',
     'string', 'uint64 leaf', 'int64 leaf', 'float8 leaf'}
 
-SPECS['lionx.sign_vote'] = Spec(
+SPECS['lionx.distributed.sign_vote'] = Spec(
     _call_sign_vote,
     {'axis_name': (Text(), 'data'),
      'aggregation': (Choice(('majority', 'average')), 'majority'),
@@ -1446,7 +1527,7 @@ SPECS['lionx.distributed_lion'].joint_scenarios = (
 SPECS['lionx.distributed_lion'].skip.update(dict.fromkeys(
     ('-inf', 'nan everywhere', 'huge', 'tiny'), 'as in lionx.lion'))
 SPECS['lionx.distributed_lion'].rules += (
-    SPECS['lionx.sign_vote'].rules[0],)
+    SPECS['lionx.distributed.sign_vote'].rules[0],)
 
 
 def _bytes_expect(out, hlo_text):
@@ -1455,8 +1536,8 @@ def _bytes_expect(out, hlo_text):
   assert out['total'] == sum(v for k, v in out.items() if k != 'total')
 
 
-SPECS['lionx.collective_bytes'] = Spec(
-    lionx.collective_bytes,
+SPECS['lionx.distributed.collective_bytes'] = Spec(
+    distributed.collective_bytes,
     {'hlo_text': (Text(anything=True),
                   '%p = f32[10]{0} parameter(0)\n'
                   '%ar = f32[10]{0} all-reduce(%p), to_apply=%add')},
@@ -1472,12 +1553,12 @@ class HloText(Text):
     return True if v == HLO else None
 
 
-HLO = SPECS['lionx.collective_bytes'].args['hlo_text'][1]
-SPECS['lionx.collective_bytes'].args['hlo_text'] = (HloText(), HLO)
+HLO = SPECS['lionx.distributed.collective_bytes'].args['hlo_text'][1]
+SPECS['lionx.distributed.collective_bytes'].args['hlo_text'] = (HloText(), HLO)
 
 
 # 8-bit codes (Dettmers et al. 2022's blockwise absmax, square-root
-# companding as documented in lionx.quantize).
+# companding as documented in lionx.quantized.quantize).
 
 def _decode(codes, scales):
   k = np.asarray(codes, np.float64)
@@ -1506,13 +1587,13 @@ def _quantize_expect(out, x, block_size):
     assert np.all(np.isnan(back[~ok]))
 
 
-SPECS['lionx.quantize'] = Spec(
-    lionx.quantize,
+SPECS['lionx.quantized.quantize'] = Spec(
+    quantized.quantize,
     {'x': (Tree(array=True), np.array([1.0, -0.25, 0.0, 4.0, 3e-3, -2.0],
                                       np.float32)),
      'block_size': (Int(1, numpy_ok=None), 4)},
     _quantize_expect)
-SPECS['lionx.quantize'].args['x'][0].complex_ok = False
+SPECS['lionx.quantized.quantize'].args['x'][0].complex_ok = False
 
 
 def _dequantize_expect(out, q, shape, dtype):
@@ -1539,7 +1620,7 @@ class Shape(Text):
         and n >= 0 for n in v):
       return False
     blocks, block = (args['q'].codes.shape if args and isinstance(
-        args.get('q'), lionx.QuantizedArray) else (2, 4))
+        args.get('q'), quantized.QuantizedArray) else (2, 4))
     return -(-int(np.prod(v)) // block) == blocks
 
   def canonical(self, default):
@@ -1551,10 +1632,10 @@ class Shape(Text):
                      st.lists(st.integers(-2, 7), max_size=3).map(tuple))
 
 
-Q = lionx.quantize(jnp.asarray([1.0, -0.25, 0.0, 4.0, 3e-3, -2.0]), 4)
-SPECS['lionx.dequantize'] = Spec(
-    lionx.dequantize,
-    {'q': (Instance(lionx.QuantizedArray), Q), 'shape': (Shape(6), (2, 3)),
+Q = quantized.quantize(jnp.asarray([1.0, -0.25, 0.0, 4.0, 3e-3, -2.0]), 4)
+SPECS['lionx.quantized.dequantize'] = Spec(
+    quantized.dequantize,
+    {'q': (Instance(quantized.QuantizedArray), Q), 'shape': (Shape(6), (2, 3)),
      'dtype': (Dtype((jnp.float32, jnp.bfloat16, jnp.float16, jnp.float64,
                       jnp.float8_e4m3fn), optional=False), jnp.float32)},
     _dequantize_expect)
@@ -1620,13 +1701,13 @@ def _compensated_params_expect(out, params, state):
     _close(np_view(o), np_view(p))  # the residuals of a fresh state are 0.
 
 
-SPECS['lionx.compensated_params'] = Spec(
-    lionx.compensated_params,
+SPECS['lionx.quantized.compensated_params'] = Spec(
+    quantized.compensated_params,
     {'params': (Tree(link=()), PB),
      'state': (Instance(lionx.CompensatedState), COMP_STATE)},
     _compensated_params_expect)
 # The params must match the residuals in the state (those of PB).
-SPECS['lionx.compensated_params'].rules = (
+SPECS['lionx.quantized.compensated_params'].rules = (
     lambda a: ('params',) if a['state'] is COMP_STATE and not _same_shape(
         a['params'], PB) else None,)
 
@@ -2035,10 +2116,12 @@ SPECS['lionx.theory.lion_from_adamw'] = Spec(
 # ---------------------------------------------------------------------------
 # The public names.
 
-MODULES = {'lionx': lionx, 'lionx.metrics': metrics, 'lionx.theory': theory}
+MODULES = {'lionx': lionx, 'lionx.metrics': metrics, 'lionx.theory': theory,
+           'lionx.distributed': distributed, 'lionx.quantized': quantized}
 NAMED_TUPLES = (
     'lionx.CompensatedState', 'lionx.DistributedLionState',
-    'lionx.QuantizedArray', 'lionx.ScaleByLion8bitState',
+    'lionx.distributed.DistributedLionState',
+    'lionx.quantized.QuantizedArray', 'lionx.ScaleByLion8bitState',
     'lionx.CautiousState', 'lionx.ScaleByLionState', 'lionx.WeightDecayState',
     'lionx.metrics.NormRatio', 'lionx.metrics.BoxFeasibility',
     'lionx.metrics.UpdateStats', 'lionx.theory.Corollary3Constants',
@@ -2050,6 +2133,15 @@ NOT_FUNCTIONS = {
     'lionx.DEFAULT_WEIGHT_DECAY': 'a number',
     'lionx.metrics': 'a module: its __all__ is enumerated',
     'lionx.theory': 'a module: its __all__ is enumerated',
+    'lionx.distributed': 'a module: its __all__ is enumerated',
+    'lionx.quantized': 'a module: its __all__ is enumerated',
+    'lionx.distributed.distributed_lion': 'lionx.distributed_lion itself '
+                                          '(asserted), which has a spec',
+    # Deprecated top-level names (lionx.__getattr__): each is the object
+    # of its new location (asserted), which has a spec.
+    **{f'lionx.{name}': f'deprecated: {new}'
+       for name, (_, new) in lionx._DEPRECATED.items()
+       if name != 'scale_by_lion_8bit'},
     'lionx.Reshaper': 'the class of what the reshaper factories return; '
                       'its k, gauge, conjugate and constraint are called '
                       'through each factory spec',
@@ -2061,6 +2153,22 @@ def _public():
   for module_name, module in MODULES.items():
     for name in module.__all__:
       yield f'{module_name}.{name}', getattr(module, name)
+  # The deprecated names are public until they are removed.
+  for name in lionx._DEPRECATED:
+    with pytest.warns(DeprecationWarning, match='deprecated since lionx 0.3'):
+      yield f'lionx.{name}', getattr(lionx, name)
+
+
+def test_deprecated_names_are_their_new_objects():
+  for name, (module, new) in lionx._DEPRECATED.items():
+    assert name not in lionx.__all__
+    with pytest.warns(DeprecationWarning) as record:
+      old = getattr(lionx, name)
+    assert new.split(' ')[0] in str(record[0].message)
+    if module is not None:
+      assert old is getattr(module, name), name
+  assert distributed.distributed_lion is lionx.distributed_lion
+  assert distributed.DistributedLionState is lionx.DistributedLionState
 
 
 def test_every_public_name_is_covered():

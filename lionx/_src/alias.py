@@ -134,7 +134,8 @@ def lion_k(
     weight_decay_convention: ``'paper'``, ``'independent'`` or
       ``'corrected'`` (see :func:`lion`).
     peak_learning_rate: :math:`\eta_{\text{peak}}` for the conventions
-      other than ``'paper'`` when ``learning_rate`` is a schedule.
+      other than ``'paper'`` when ``learning_rate`` is a schedule or an
+      array.
     cautious_weight_decay: decay only the coordinates where the decay
       agrees with the step (see :func:`add_decoupled_weight_decay`; there
       is no box then).
@@ -192,10 +193,14 @@ def lion(
     m_k &= \beta_2 m_{k-1} + (1-\beta_2) g_k
 
   The positional order is ``optax.lion``'s, ``(learning_rate, b1, b2,
-  mu_dtype, weight_decay, mask)``, and with the same arguments the result
-  is ``optax.lion``'s bit for bit (except where :math:`|c_k|` is at
-  rounding level, where lionx does not step; see
-  :func:`lionx.scale_by_lion`).
+  mu_dtype, weight_decay, mask)``. With the same arguments and float32
+  parameters and momentum, the result is ``optax.lion``'s bit for bit
+  (except where :math:`|c_k|` is at rounding level, where lionx does not
+  step; see :func:`lionx.scale_by_lion`). With bfloat16 parameters or
+  ``mu_dtype=jnp.bfloat16`` it is not: lionx computes the momentum in
+  float32 and rounds it once to the storage dtype, where optax rounds
+  twice, so lionx's momentum is the more accurate one and the two differ
+  in the last bit of some entries.
 
   With :math:`\lambda > 0` and :math:`\eta\lambda \le 1`, Lion solves
   :math:`\min f` subject to the box :math:`\|\theta\|_\infty \le 1/\lambda`:
@@ -203,13 +208,13 @@ def lion(
   the factor :math:`1 - \eta\lambda` per step.
 
   The default ``weight_decay=1e-3`` equals ``optax.lion``'s, so lionx is a
-  drop-in replacement that gives the same numbers. It implies the box
-  :math:`\|\theta\|_\infty \le 1000`, which no usual initialisation comes
-  near: the default does not constrain. To use the constrained view, set
-  :math:`\lambda` so that :math:`1/\lambda` is the weight magnitude you
-  accept, e.g. ``0.1`` (box 10) as in the papers' CIFAR runs; with AdamW
-  settings at hand, take a learning rate 3-10x smaller and a weight decay
-  3-10x larger.
+  drop-in replacement that gives the same numbers (in float32). It
+  implies the box :math:`\|\theta\|_\infty \le 1000`, which no usual
+  initialisation comes near: the default does not constrain. To use the
+  constrained view, set :math:`\lambda` so that :math:`1/\lambda` is the
+  weight magnitude you accept, e.g. ``0.1`` (box 10) as in the papers'
+  CIFAR runs; with AdamW settings at hand, take a learning rate 3-10x
+  smaller and a weight decay 3-10x larger.
 
   **Weight-decay conventions**, to port a weight decay from another library
   unchanged (``weight_decay_convention``; :math:`\eta_{\text{peak}}` is the
@@ -227,9 +232,13 @@ def lion(
 
   :func:`lionx.effective_weight_decay` gives the :math:`\lambda'` of the box
   :math:`\lambda'\|\theta\|_\infty \le 1` for the metrics. Under
-  ``optax.inject_hyperparams``, pass ``peak_learning_rate``: otherwise
-  :math:`\eta_{\text{peak}}` is the injected learning rate and moves with
-  it.
+  ``optax.inject_hyperparams`` (or whenever ``learning_rate`` is an
+  array), ``'independent'`` and ``'corrected'`` require
+  ``peak_learning_rate``: the injected learning rate is :math:`\eta_t`,
+  not the peak.
+  ``mu_dtype`` is a dtype, which ``optax.inject_hyperparams`` would take
+  for a schedule (dtypes are callable): mark it static,
+  ``optax.inject_hyperparams(lionx.lion, static_args=('mu_dtype',))``.
 
   Non-finite gradients make the affected parameters NaN rather than moving
   them by :math:`\pm\eta`; to skip such steps, leaving parameters and
@@ -254,7 +263,7 @@ def lion(
       ``'corrected'``.
     peak_learning_rate: :math:`\eta_{\text{peak}} > 0`, required by
       ``'independent'`` and ``'corrected'`` when ``learning_rate`` is a
-      schedule.
+      schedule or an array (as under ``optax.inject_hyperparams``).
     cautious_weight_decay: decay only where
       :math:`\operatorname{sign}(c_k) \odot \theta \ge 0` (Chen et al.
       2025, see :func:`add_decoupled_weight_decay`); Lion then keeps no
@@ -327,7 +336,8 @@ def cautious_lion(
     weight_decay_convention: ``'paper'``, ``'independent'`` or
       ``'corrected'`` (see :func:`lion`).
     peak_learning_rate: :math:`\eta_{\text{peak}}` for the conventions
-      other than ``'paper'`` when ``learning_rate`` is a schedule.
+      other than ``'paper'`` when ``learning_rate`` is a schedule or an
+      array.
     cautious_weight_decay: decay only the coordinates where the decay
       agrees with the step (see :func:`add_decoupled_weight_decay`; there
       is no box then).

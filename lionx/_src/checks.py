@@ -138,6 +138,40 @@ def positive(name: str, value: Any, *, schedule: bool = False) -> None:
            schedule=schedule)
 
 
+_MAX_COUNT = 2 ** 31 - 1
+
+
+def step_count(name: str, value: Any) -> None:
+  """Raises unless ``value`` is an integer step count ``>= 0``.
+
+  A Python or NumPy int, or an integer array of shape () (traced too, as
+  an optimizer state's ``count`` is); a float, even 2.0, is refused: a
+  schedule read at a fractional step is not a step of the optimizer.
+  """
+  if isinstance(value, int) and not isinstance(value, bool):
+    if not 0 <= value <= _MAX_COUNT:
+      raise ValueError(f'{name}={value!r}: expected a step count >= 0 and '
+                       f'<= {_MAX_COUNT} (optax counts are int32).')
+    return
+  kind = _kind(value)
+  if isinstance(value, float):
+    kind = 'a float'
+  dtype = leaf_dtype(value) if kind is None else None
+  if isinstance(value, jax.core.Tracer):
+    dtype = value.dtype
+  if dtype is None or dtype == np.bool_ or not jnp.issubdtype(
+      dtype, jnp.integer) or np.shape(value) != ():
+    got = kind or (f'dtype {dtype}' if dtype is not None
+                   else type(value).__name__)
+    if dtype is not None and np.shape(value) != ():
+      got = f'shape {np.shape(value)}'
+    raise TypeError(
+        f'{name}={value!r}: expected an integer step count (a Python int '
+        f'or an integer array of shape ()), got {got}.')
+  if not isinstance(value, jax.core.Tracer) and int(np.asarray(value)) < 0:
+    raise ValueError(f'{name}={value!r}: expected a step count >= 0.')
+
+
 def concrete_number(name: str, value: Any) -> float:
   """``value`` as a Python float; a traced value is refused.
 

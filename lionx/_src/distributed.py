@@ -5,13 +5,14 @@ keeps its own momentum and sends only the sign of its step; the workers
 agree on one update and their parameters stay bit-identical. Everything runs
 inside :func:`jax.shard_map`; no gradient is ever all-reduced.
 
-* :func:`sign_vote` is the new piece: it aggregates the workers' signs
-  :math:`\delta_i \in \{-1, 0, +1\}` over a mesh axis, 2 bits a coordinate.
-* :func:`distributed_lion` chains it with lionx's building blocks:
+* :func:`lionx.distributed.sign_vote` is the new piece: it aggregates the
+  workers' signs :math:`\delta_i \in \{-1, 0, +1\}` over a mesh axis, 2
+  bits a coordinate.
+* :func:`lionx.distributed_lion` chains it with lionx's building blocks:
   ``scale_by_lion -> sign_reshaper -> sign_vote ->
   add_decoupled_weight_decay -> learning rate``.
-* :func:`collective_bytes` reads, from compiled HLO, the bytes that each
-  device hands to collectives, to check the communication.
+* :func:`lionx.distributed.collective_bytes` reads, from compiled HLO, the
+  bytes that each device hands to collectives, to check the communication.
 """
 
 from __future__ import annotations
@@ -180,7 +181,7 @@ def sign_vote(
     >>> from jax.sharding import PartitionSpec as P
     >>> import lionx
     >>> mesh = jax.make_mesh((1,), ('data',), devices=jax.devices()[:1])
-    >>> vote = lionx.sign_vote('data')
+    >>> vote = lionx.distributed.sign_vote('data')
     >>> f = jax.shard_map(lambda d: vote.update(d, vote.init(d))[0],
     ...                   mesh=mesh, in_specs=P(), out_specs=P())
     >>> f(jnp.array([-1.0, 0.0, 1.0]))  # one worker: its own signs
@@ -277,9 +278,10 @@ def distributed_lion(
   ``jax.lax.pcast(params, axis_name, to='varying')``, since ``jax.grad``
   with respect to replicated params inside ``shard_map`` all-reduces the
   gradient (an all-reduced gradient is rejected with an error). Only the
-  votes cross devices, 2 bits a coordinate (see :func:`sign_vote` for the
-  collectives, the tie rule :math:`\operatorname{sign}(0) = 0` and NaN);
-  the parameters stay bit-identical on every worker. With one worker it is
+  votes cross devices, 2 bits a coordinate (see
+  :func:`lionx.distributed.sign_vote` for the collectives, the tie rule
+  :math:`\operatorname{sign}(0) = 0` and NaN); the parameters stay
+  bit-identical on every worker. With one worker it is
   :func:`lion`.
 
   Use it when the gradient all-reduce dominates the step time:
@@ -304,11 +306,12 @@ def distributed_lion(
     axis_name: the mesh axis of the workers.
     aggregation: ``'majority'`` (the paper's default) or ``'average'``.
     communication: ``'all_to_all'`` or ``'all_gather'`` (see
-      :func:`sign_vote`).
+      :func:`lionx.distributed.sign_vote`).
     weight_decay_convention: ``'paper'``, ``'independent'`` or
       ``'corrected'`` (see :func:`lion`).
     peak_learning_rate: :math:`\eta_{\text{peak}}` for the conventions
-      other than ``'paper'`` when ``learning_rate`` is a schedule.
+      other than ``'paper'`` when ``learning_rate`` is a schedule or an
+      array.
     cautious_weight_decay: decay only where the agreed step and
       :math:`\theta` agree in sign (see :func:`add_decoupled_weight_decay`).
 
@@ -473,7 +476,7 @@ def collective_bytes(hlo_text: str) -> dict[str, int]:
     ...   %p = f32[10]{0} parameter(0)
     ...   %ar = f32[10]{0} all-reduce(%p), to_apply=%add
     ... '''
-    >>> lionx.collective_bytes(hlo)
+    >>> lionx.distributed.collective_bytes(hlo)
     {'all-reduce': 40, 'total': 40}
   """
   if not isinstance(hlo_text, str):

@@ -36,10 +36,29 @@ class ScaleByLionState(NamedTuple):
   mu: optax.Updates
 
 
+def _describe(value: Any) -> str:
+  """An array argument in a few words (a tracer's repr is long)."""
+  if isinstance(value, jax.core.Tracer):
+    return f'<a traced array of dtype {value.dtype}>'
+  if np.size(value) <= 4:
+    return repr(value)
+  return f'<an array of dtype {value.dtype}, shape {np.shape(value)}>'
+
+
 def check_mu_dtype(mu_dtype: Any) -> Optional[jnp.dtype]:
   """``mu_dtype`` as a dtype (or None); errors name it."""
   if mu_dtype is None:
     return None
+  if isinstance(mu_dtype, (jax.Array, jax.core.Tracer)):
+    # optax.inject_hyperparams takes every callable, a dtype such as
+    # jnp.bfloat16 included, for a schedule and passes its value.
+    raise TypeError(
+        f'mu_dtype={_describe(mu_dtype)}: expected a dtype, got an array. '
+        'optax.inject_hyperparams takes a dtype such as jnp.bfloat16 for a '
+        'schedule (it is callable) and passes its value at the step count. '
+        'Fix: mark it static, optax.inject_hyperparams(lionx.lion, '
+        "static_args=('mu_dtype',))(learning_rate=..., "
+        'mu_dtype=jnp.bfloat16).')
   hint = ('a float dtype such as jnp.bfloat16, jnp.int8 (8-bit momentum) '
           'or None. Since lionx 0.2 the positional order is optax\'s: '
           '(learning_rate, b1, b2, mu_dtype, weight_decay, mask).')
@@ -54,10 +73,11 @@ def scale_by_lion(
     b2: float = 0.99,
     mu_dtype: Optional[jnp.dtype] = None,
 ) -> optax.GradientTransformation:
-  r"""Lion's momentum; emits :math:`c_k` itself, **not** its sign.
+  r"""Lion's momentum, emitting :math:`c_k`, not optax's sign(:math:`c_k`).
 
-  Unlike ``optax.scale_by_lion``, which emits :math:`\operatorname{sign}
-  (c_k)`, this emits the interpolation :math:`c_k` itself: lines 4 and 6
+  Unlike ``optax.scale_by_lion`` (same name), which emits
+  :math:`\operatorname{sign}(c_k)`, this emits the interpolation
+  :math:`c_k` itself: lines 4 and 6
   of Algorithm 1 in Dong et al. The sign (or any :math:`\nabla K`) is the
   next transform in the chain, a reshaper such as
   :func:`lionx.sign_reshaper`. Without one, the chain is momentum SGD, not
@@ -128,7 +148,9 @@ def scale_by_lion(
     b2: decay rate :math:`\beta_2 \in [0, 1]` of the momentum.
     mu_dtype: storage dtype of the momentum, e.g. ``jnp.bfloat16``; ``None``
       stores it in the parameters' dtype; ``jnp.int8`` gives 8-bit
-      blockwise momentum (:func:`scale_by_lion_8bit`).
+      blockwise momentum (blocks of 256 entries, each with a float32
+      scale; codes of :func:`lionx.quantized.quantize`), the one way to
+      ask for it (``lionx.scale_by_lion_8bit`` is deprecated).
 
   Returns:
     An :class:`optax.GradientTransformation`.
@@ -278,6 +300,20 @@ def _convention(
           f'peak_learning_rate=None: weight_decay_convention={convention!r} '
           'with a learning-rate schedule needs peak_learning_rate=, the '
           'peak learning rate that weight_decay is relative to.')
+    if isinstance(learning_rate, (jax.Array, jax.core.Tracer, np.ndarray)):
+      # Under optax.inject_hyperparams (or jit) the learning rate is the
+      # array eta_t: taken as eta_peak it would move with the schedule.
+      raise ValueError(
+          f'peak_learning_rate=None: weight_decay_convention={convention!r} '
+          'needs peak_learning_rate= when the learning rate is an array '
+          f'(here {_describe(learning_rate)}), as under '
+          'optax.inject_hyperparams, which passes the scheduled eta_t: '
+          'taken as the peak it would move with the schedule (and divide '
+          'by 0 where the schedule reaches 0). Fix: pass the peak, e.g. '
+          'optax.inject_hyperparams(lionx.lion)(learning_rate=schedule, '
+          f'weight_decay_convention={convention!r}, '
+          'peak_learning_rate=1e-3), or give learning_rate as a Python '
+          'number.')
     checks.positive('learning_rate', learning_rate)
     peak = learning_rate
   else:
@@ -332,14 +368,17 @@ def effective_weight_decay(
     weight_decay: :math:`\lambda \ge 0`, a number or a schedule.
     count: the optimizer's step count at which the schedules are read, i.e.
       the number of updates made before the one in question (0 for the
-      first); may be traced.
+      first): an integer >= 0 (a Python int or an integer array of shape
+      (), such as a state's ``count``; may be traced). A float, even 2.0,
+      is refused.
     weight_decay_convention: ``'paper'``, ``'independent'`` or
       ``'corrected'``.
     learning_rate: the optimizer's learning rate, a number or a schedule
       (needed by ``'independent'`` without ``peak_learning_rate``, and by
       ``'corrected'``).
     peak_learning_rate: :math:`\eta_{\text{peak}} > 0`; required when the
-      learning rate is a schedule and the convention is not ``'paper'``.
+      learning rate is a schedule or an array and the convention is not
+      ``'paper'``.
 
   Returns:
     :math:`\lambda'` at ``count``, a float32 scalar.
@@ -354,7 +393,7 @@ def effective_weight_decay(
     0.1...
   """
   checks.non_negative('weight_decay', weight_decay, schedule=True)
-  checks.non_negative('count', count)
+  checks.step_count('count', count)
   if learning_rate is not None:
     checks.non_negative('learning_rate', learning_rate, schedule=True)
   kappa = _convention(weight_decay_convention, learning_rate,
@@ -443,7 +482,8 @@ def add_decoupled_weight_decay(
       ``'corrected'``.
     peak_learning_rate: :math:`\eta_{\text{peak}} > 0`, a number; only for
       ``'independent'`` and ``'corrected'``, where it is required when
-      ``learning_rate`` is a schedule (default: ``learning_rate``).
+      ``learning_rate`` is a schedule or an array, as under
+      ``optax.inject_hyperparams`` (default: ``learning_rate``).
     cautious_weight_decay: decay only where :math:`u \odot \theta \ge 0`.
 
   Returns:
