@@ -100,11 +100,13 @@ def _public_alias(app, env, node, contnode):
   """``lionx._src.x.Name`` (as annotations name a type) -> ``lionx.Name``,
   ``lionx.metrics.Name`` or ``lionx.theory.Name``, where that is public."""
   target = node.get('reftarget', '')
-  if node.get('refdomain') != 'py' or not target.startswith('lionx._src.'):
+  if node.get('refdomain') != 'py' or not (
+      target.startswith('lionx._src.') or '.' not in target):
     return None
   name = target.rsplit('.', 1)[-1]
   domain = env.get_domain('py')
-  for public in ('lionx', 'lionx.metrics', 'lionx.theory'):
+  for public in ('lionx', 'lionx.metrics', 'lionx.theory',
+                 'lionx.distributed', 'lionx.quantized'):
     if name in getattr(importlib.import_module(public), '__all__', ()):
       return domain.resolve_xref(env, node['refdoc'], app.builder,
                                  node['reftype'], f'{public}.{name}', node,

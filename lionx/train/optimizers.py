@@ -365,7 +365,8 @@ def lion_momentum(state: PyTree, grads: PyTree) -> PyTree:
   if isinstance(node, lionx.ScaleByLionState):
     return node.mu
   return jax.tree.map(
-      lambda g, k, s: lionx.dequantize(lionx.QuantizedArray(k, s), g.shape),
+      lambda g, k, s: lionx.quantized.dequantize(
+          lionx.quantized.QuantizedArray(k, s), g.shape),
       grads, node.codes, node.scales)
 
 
@@ -452,14 +453,19 @@ class TanhHparams:
 class SpectralHparams:
   """``optimizer.lion_spectral.*``: :func:`lionx.spectral_reshaper`."""
 
-  method: str = 'newton_schulz'  # newton_schulz | quintic
-  steps: Optional[int] = None  # None: 20 (newton_schulz) or 5 (quintic)
+  method: str = 'polar_express'  # polar_express | quintic
+  steps: Optional[int] = None  # None: 9 (polar_express, >= 9) or 5 (quintic)
 
   def validate(self, path: str) -> None:
     fields.one_of(f'{path}.method', self.method,
-                  ('newton_schulz', 'quintic'))
+                  ('polar_express', 'quintic'))
     if self.steps is not None:
       fields.positive(f'{path}.steps', self.steps)
+      if self.method == 'polar_express' and self.steps < 9:
+        raise fields.ConfigError(
+            f"{path}.steps={self.steps} with {path}.method='polar_express': "
+            "expected at least 9 (its 8 quintics and one Newton-Schulz "
+            "polish), or method='quintic' for Muon's approximation.")
 
 
 def _lion_k(make: Callable[[Any], lionx.Reshaper], hparams: type
