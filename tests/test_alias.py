@@ -177,6 +177,7 @@ def _rosenbrock():
   return jnp.array([-0.5, 0.5]), f, jnp.array([1.0, 1.0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(OPTIMIZERS))
 @pytest.mark.parametrize('problem', [_parabola, _rosenbrock])
 def test_converges(name, problem):
@@ -251,6 +252,7 @@ def test_inject_hyperparams_lion_matches_plain():
   chex.assert_trees_all_close(a, b, rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(OPTIMIZERS))
 @pytest.mark.parametrize('dtype', [jnp.bfloat16, jnp.float32])
 def test_preserves_dtype(name, dtype):
@@ -284,6 +286,7 @@ def test_no_recompilation(name):
   assert step._cache_size() == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(OPTIMIZERS))
 def test_multi_steps_accumulates(name):
   """MultiSteps(k) over g1..gk equals one plain step on their mean."""

@@ -157,6 +157,7 @@ unit = st.one_of(st.sampled_from([0.0, 1.0, 0.5, 0.25, 0.75, 0.9, 0.99]),
                  st.floats(0.0, 1.0))
 
 
+@pytest.mark.slow
 @settings(max_examples=60)
 @given(unit, unit, st.sampled_from(['free', 'equal', 'b1>b2']),
        st.sampled_from([None, jnp.bfloat16, 'inject']),
@@ -232,6 +233,7 @@ def test_sparse_gradients_leave_zero_momentum_still():
 
 # 3. inject_hyperparams with narrow params (hyperparameters become bf16).
 
+@pytest.mark.slow
 @pytest.mark.parametrize('dtype', [jnp.bfloat16, jnp.float16, jnp.float32])
 @pytest.mark.parametrize('jit', [False, True])
 @pytest.mark.parametrize('factory,kwargs', [
@@ -578,6 +580,7 @@ def test_add_decoupled_weight_decay_independent_needs_only_the_peak():
 STEPS_BOX = 25
 
 
+@pytest.mark.slow
 @given(st.sampled_from(CONVENTIONS), st.floats(0.05, 5.0),
        st.floats(0.01, 1.0), st.sampled_from(['constant', 'cosine']),
        st.floats(0.0, 1.0), st.floats(0.0, 1.0), st.integers(0, 2 ** 31 - 1))
@@ -652,6 +655,7 @@ COMPLEX_OPTIMIZERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(COMPLEX_OPTIMIZERS))
 def test_complex_leaf_is_its_real_view_bit_for_bit(name):
   rng = np.random.default_rng(4)

@@ -238,6 +238,7 @@ def _step_bytes(opt, mesh, distributed, params):
   return lionx.distributed.collective_bytes(hlo.as_text())
 
 
+@pytest.mark.slow
 def test_hlo_bytes_at_most_an_eighth_of_fp32_all_reduce():
   mesh = mesh_of(N)
   params = {'w': jnp.zeros(4001), 'b': jnp.zeros(())}
@@ -278,6 +279,7 @@ def test_collective_bytes_parses_hlo_forms():
         '%a = f32[2]{0} all-gather(%nowhere)')
 
 
+@pytest.mark.slow
 def test_trains_digits_like_lion():
   from sklearn.datasets import load_digits
   data = load_digits()

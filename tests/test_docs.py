@@ -39,6 +39,7 @@ def _documented(site):
           if kind.startswith('py:') for name in items}
 
 
+@pytest.mark.slow
 def test_every_public_name_has_its_api_entry(site):
   documented = _documented(site)
   for module in (lionx, metrics, theory):
@@ -129,6 +130,7 @@ PAGES_WITH_CODE = ('getting_started.md', 'optimizers.md', 'diagnostics.md',
                    'performance.md')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('page', sorted(
     [*PAGES_WITH_CODE,
      *(p.relative_to(DOCS).as_posix() for p in (DOCS / 'guide').glob('*.md'))]))

@@ -24,6 +24,7 @@ def toy():
   return toy_rate.run(n_points=2, n_repeats=2, num_steps=300)
 
 
+@pytest.mark.slow
 def test_toy_constants(toy):
   paper = np.array(sorted(toy_rate.MINIMA_PAPER))
   np.testing.assert_allclose(toy.minimizers, paper, atol=1e-3)

@@ -19,6 +19,7 @@ class MLP(nnx.Module):
     return self.l2(jax.nn.relu(self.l1(x)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('tx', [
     lionx.lion(3e-3, weight_decay=0.1),
     lionx.lion_k(3e-3, lionx.lp_reshaper(2, 'leaf')),

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -33,6 +34,7 @@ params = st.tuples(st.floats(0.01, 10.0), st.floats(0.001, 1.0),
                    st.floats(0.0, 1.0), st.floats(0.0, 1.0))
 
 
+@pytest.mark.slow
 @given(gradients, params, st.integers(0, 2 ** 31 - 1))
 def test_theorem2i_box_is_invariant(grads, hp, seed):
   """||theta_0||_inf <= 1/lam and eta lam <= 1 => ||theta_k||_inf <= 1/lam."""
@@ -44,6 +46,7 @@ def test_theorem2i_box_is_invariant(grads, hp, seed):
   assert np.max(np.abs(thetas)) * lam <= 1 + 1e-5
 
 
+@pytest.mark.slow
 @given(gradients, st.sampled_from([1.5, 2.0, 3.0]), st.floats(0.05, 1.0),
        st.integers(0, 2 ** 31 - 1))
 def test_lp_ball_is_invariant(grads, p, eta_lam, seed):
@@ -60,6 +63,7 @@ def test_lp_ball_is_invariant(grads, p, eta_lam, seed):
   assert np.all(norms <= 1 + 1e-5)
 
 
+@pytest.mark.slow
 @given(gradients, st.floats(0.01, 0.5), st.floats(1.5, 50.0),
        st.integers(0, 2 ** 31 - 1))
 def test_infeasible_excess_shrinks_by_one_minus_eta_lam(grads, eta_lam, blow,
@@ -78,6 +82,7 @@ def test_infeasible_excess_shrinks_by_one_minus_eta_lam(grads, eta_lam, blow,
       assert excess[k + 1] <= bound + 1e-5 * blow / lam
 
 
+@pytest.mark.slow
 @given(gradients, st.floats(0.01, 0.5), st.integers(0, 2 ** 31 - 1))
 def test_implicit_excess_shrinks_by_one_plus_eta_lam(grads, eta_lam, seed):
   """Implicit scheme: dist to the box shrinks by 1/(1 + eta lam) (Thm 4.1)."""
@@ -93,6 +98,7 @@ def test_implicit_excess_shrinks_by_one_plus_eta_lam(grads, eta_lam, seed):
       assert excess[k + 1] <= excess[k] / (1 + eta_lam) + 1e-3
 
 
+@pytest.mark.slow
 @given(gradients, st.integers(0, 2 ** 31 - 1))
 def test_step_size_is_exactly_eta_without_decay(grads, seed):
   """Without weight decay every coordinate moves by 0 or +-eta."""

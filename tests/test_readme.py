@@ -5,6 +5,8 @@ import pathlib
 import re
 import tomllib
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / 'docs'
 README = (ROOT / 'README.md').read_text()
@@ -60,6 +62,7 @@ def test_the_getting_started_page_holds_the_same_two_commands():
     assert command in _commands(page), command
 
 
+@pytest.mark.slow
 def test_python_examples_run():
   blocks = re.findall(r'```python\n(.*?)```', README, re.S)
   assert blocks

@@ -290,6 +290,7 @@ def test_jit_and_nnx_optimizer():
                              rtol=1e-3)
 
 
+@pytest.mark.slow
 @hypothesis.given(
     seed=st.integers(0, 2 ** 16), eta_lam=st.floats(0.01, 1.0),
     start=st.floats(0.0, 1.0), b1=st.floats(0.0, 1.0),
@@ -314,6 +315,7 @@ def test_the_spectral_ball_is_invariant(seed, eta_lam, start, b1, shape):
     assert lam * sigma <= 1 + 1e-5
 
 
+@pytest.mark.slow
 @hypothesis.given(seed=st.integers(0, 2 ** 16), eta_lam=st.floats(0.01, 0.9),
                   excess=st.floats(0.5, 20.0))
 @hypothesis.settings(max_examples=25)

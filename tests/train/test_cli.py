@@ -72,6 +72,7 @@ def test_missing_config_and_data(tmp_path, tiny_file, capsys):
   assert '--lr-grid 1e-3,x' in _error_line(capsys, code)
 
 
+@pytest.mark.slow
 def test_train_rerun_and_refusal(tiny_file, tmp_path, capsys):
   workdir = tmp_path / 'run'
   args = ['--config', str(tiny_file), '--workdir', str(workdir)]
@@ -90,6 +91,7 @@ def test_train_rerun_and_refusal(tiny_file, tmp_path, capsys):
   assert stored['config']['seed'] == 1
 
 
+@pytest.mark.slow
 def test_compare_writes_figures_and_is_rerunnable(tiny_file, tmp_path,
                                                   capsys):
   args = ['--config', str(tiny_file), '--workdir', str(tmp_path),
@@ -157,6 +159,7 @@ def test_dry_run_without_the_data_prints_d_then_the_error(tmp_path, capsys):
   assert not (tmp_path / 'w').exists()
 
 
+@pytest.mark.slow
 def test_flax_flag_syntax_and_a_line_per_evaluation(tiny_file, tmp_path,
                                                     capsys):
   workdir = tmp_path / 'run'
@@ -172,6 +175,7 @@ def test_flax_flag_syntax_and_a_line_per_evaluation(tiny_file, tmp_path,
   assert stored['num_epochs'] == 2
 
 
+@pytest.mark.slow
 def test_compare_with_seeds_reports_median_and_range(tiny_file, tmp_path,
                                                      capsys):
   code = cli.compare_main(['--config', str(tiny_file), '--workdir',

@@ -35,6 +35,7 @@ def _final_state(config, workdir, ds):
   return state, meta
 
 
+@pytest.mark.slow
 def test_one_epoch_synthetic_and_metrics_schema(tmp_path):
   config = tiny_config(num_epochs=2)
   ds = data.load_dataset(config.data)
@@ -84,6 +85,7 @@ def test_one_epoch_synthetic_and_metrics_schema(tmp_path):
   assert stored['optimizer']['learning_rate'] == 3e-3
 
 
+@pytest.mark.slow
 def test_one_epoch_through_the_cifar_loader(cifar10_dir, tmp_path):
   config = tiny_config(data__name='cifar10', data__data_dir=str(cifar10_dir),
                        data__augment=True, batch_size=10, model__width=2,
@@ -109,6 +111,7 @@ def _leaves(workdir, config, ds):
           jax.tree.leaves(nnx.state(state.optimizer)))
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical(tmp_path, monkeypatch):
   config = tiny_config(num_epochs=4, checkpoint_every_evals=2,
                        data__augment=True)
@@ -171,6 +174,7 @@ def test_the_progress_bar_counts_the_steps_of_this_run(tmp_path, capsys):
   assert '| 4/4 [' in err and '/8' not in err  # resumed after step 4
 
 
+@pytest.mark.slow
 def test_resume_with_8bit_momentum_is_bit_identical(tmp_path):
   config = tiny_config(num_epochs=2, optimizer__mu_dtype='int8')
   ds = data.load_dataset(config.data)
@@ -190,6 +194,7 @@ def test_resume_with_8bit_momentum_is_bit_identical(tmp_path):
       r['full_loss'] for r in resumed.rows]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(
     tmp_path, monkeypatch):
   config = tiny_config(num_epochs=3)
@@ -220,6 +225,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(
     experiment.train_and_evaluate(config, tmp_path, verbose=False)
 
 
+@pytest.mark.slow
 def test_workdir_of_another_config_is_refused(tmp_path, monkeypatch):
   config = tiny_config()
   experiment.train_and_evaluate(config, tmp_path, verbose=False)
@@ -246,6 +252,7 @@ def test_workdir_of_another_config_is_refused(tmp_path, monkeypatch):
   assert stored['optimizer']['learning_rate'] == 1e-2
 
 
+@pytest.mark.slow
 def test_grid_keeps_the_best_rate(tmp_path):
   config = tiny_config(optimizer__lr_grid=(1e-1, 3e-3))
   result = sweep.run(config, tmp_path, verbose=False)
@@ -264,6 +271,7 @@ def test_grid_keeps_the_best_rate(tmp_path):
     sweep.run(config, tmp_path / 'lr_0.003', verbose=False)
 
 
+@pytest.mark.slow
 def test_compare_writes_figures_and_summary(tmp_path):
   results = sweep.compare(tiny_config(), tmp_path, ['lion', 'sgd'],
                           verbose=False)
@@ -278,6 +286,7 @@ def test_compare_writes_figures_and_summary(tmp_path):
     sweep.compare(tiny_config(), tmp_path, ['lion', 'lion'])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('convention', ['independent', 'corrected'])
 def test_box_column_follows_the_weight_decay_convention(tmp_path, convention):
   lr, wd = 3e-3, 1e-4
@@ -331,6 +340,7 @@ def _spectral_gauge(leaves, lam):
   return lam * out
 
 
+@pytest.mark.slow
 def test_beyond_the_seeds_rows_spectral_cwd_and_muon(tmp_path):
   ds = data.load_dataset(tiny_config().data)
   rows = {}

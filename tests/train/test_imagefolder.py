@@ -147,6 +147,7 @@ def test_a_batch_is_a_function_of_seed_and_step_alone(tree):
   assert not np.array_equal(plain['image'], first[0]['image'])
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_batches(tree):
   local = images.load_dataset(_config(tree))
   pooled = images.load_dataset(_config(tree, workers=2))
@@ -277,6 +278,7 @@ def test_workers_are_not_part_of_a_runs_identity():
   assert 'workers' in config_lib.to_dict(b)['data']
 
 
+@pytest.mark.slow
 def test_training_on_a_tree_resumes_bit_identically(tree, tmp_path):
   def config(**changes):
     return tiny_config(data__name='imagefolder', data__data_dir=str(tree),
@@ -321,6 +323,7 @@ jax.distributed.shutdown()
 '''
 
 
+@pytest.mark.slow
 def test_two_hosts_decode_their_own_rows_of_the_same_batch(tree, tmp_path):
   """2 processes x 2 CPU devices: each decodes the rows of its devices, and
   together they hold the one-process batch."""

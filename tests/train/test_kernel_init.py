@@ -49,6 +49,7 @@ def _fan_in(name, kernel):
   return int(np.prod(kernel.shape[:-1]))
 
 
+@pytest.mark.slow
 def test_default_keeps_each_layers_initialiser():
   # Flax's LeCun normal (truncated at 2 sigma, variance 1/fan_in).
   assert ModelConfig().kernel_init == 'default'
@@ -65,6 +66,7 @@ def test_resnet_default_is_torchvisions_fan_out():
   assert kernel.std() == pytest.approx(math.sqrt(2 / fan_out), rel=0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name,fields,shape', MODELS)
 @pytest.mark.parametrize('init', ['kaiming_normal', 'kaiming_uniform'])
 def test_every_kernel_and_nothing_else(name, fields, shape, init):
@@ -86,6 +88,7 @@ def test_every_kernel_and_nothing_else(name, fields, shape, init):
     assert np.abs(z).max() <= math.sqrt(3) * (1 + 1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('init,kurtosis', [('kaiming_normal', 3.0),
                                            ('kaiming_uniform', 1.8)])
 def test_the_distributions(init, kurtosis):

@@ -147,6 +147,7 @@ def _perturbed(model):
   return model
 
 
+@pytest.mark.slow
 def test_gpt_forward_matches_a_numpy_reference():
   model = _perturbed(_tiny(lm.GPTModelConfig, 'gpt'))
   tokens = np.array([[1, 5, 39, 0, 2, 2, 9, 11, 30, 4]])
@@ -159,6 +160,7 @@ def test_gpt_forward_matches_a_numpy_reference():
                              expected, rtol=2e-4, atol=2e-4)
 
 
+@pytest.mark.slow
 def test_bert_forward_matches_a_numpy_reference():
   model = _perturbed(_tiny(lm.BertModelConfig, 'bert'))
   tokens = np.array([[37, 5, 36, 38, 2, 39, 9, 11, 38]])
@@ -182,6 +184,7 @@ def test_bert_forward_matches_a_numpy_reference():
                              atol=2e-4)
 
 
+@pytest.mark.slow
 def test_gpt_is_causal_and_bert_is_not():
   gpt = _tiny(lm.GPTModelConfig, 'gpt')
   bert = _tiny(lm.BertModelConfig, 'bert')
@@ -203,6 +206,7 @@ def _log_softmax(logits):
   return logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))
 
 
+@pytest.mark.slow
 def test_gpt_loss_is_the_mean_next_token_cross_entropy():
   config = lm_config()
   data = GPT.load_data(config)
@@ -223,6 +227,7 @@ def test_gpt_loss_is_the_mean_next_token_cross_entropy():
   assert abs(float(out.loss) - math.log(256)) < 0.1
 
 
+@pytest.mark.slow
 def test_bert_loss_is_mlm_mean_plus_order_per_example():
   config = lm_config('masked_lm')
   data = BERT.load_data(config)
@@ -263,6 +268,7 @@ def _final(config, task, workdir, data):
   return state
 
 
+@pytest.mark.slow
 def test_gpt_run_logs_the_common_schema_and_exact_f(tmp_path, monkeypatch):
   config = lm_config(optimizer__name='lion_lp')
   config.optimizer.lion_lp.p = 2.0
@@ -310,6 +316,7 @@ def _leaves(state):
           + jax.tree.leaves(nnx.state(state.optimizer)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('task', ['language_model', 'masked_lm'])
 def test_resume_is_bit_identical(task, tmp_path, monkeypatch):
   monkeypatch.setattr(plots, 'write_figures', lambda *args, **kwargs: [])
@@ -375,6 +382,7 @@ def test_paper_configs_carry_the_paper_settings(name):
   assert config.data.seq_len == seq_len and config.data.vocab_size == 50257
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(PAPER))
 def test_paper_configs_dry_run_on_token_files(name, tmp_path, capsys):
   task, d, seq_len = PAPER[name]

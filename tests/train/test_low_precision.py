@@ -29,6 +29,7 @@ def _params(model):
   return jax.tree.leaves(nnx.state(model, nnx.Param))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['bfloat16', 'float16'])
 @pytest.mark.parametrize('model_name', ['cnn', 'vit_tiny'])
 def test_param_dtype_rounds_the_float32_initialisation(name, model_name):
@@ -87,6 +88,7 @@ def test_valid_low_precision_configs_pass():
     config_lib.validate(tiny_config(**changes))
 
 
+@pytest.mark.slow
 def test_make_optimizer_wraps_the_row_in_compensated():
   params = {'w': jnp.linspace(-0.1, 0.1, 300).astype(jnp.bfloat16),
             'b': jnp.zeros(3, jnp.float32)}
@@ -130,6 +132,7 @@ def _final_state(config, workdir, ds):
   return state
 
 
+@pytest.mark.slow
 def test_resume_with_bf16_params_compensation_and_8bit_momentum(tmp_path):
   config = tiny_config(num_epochs=2, **SIX_BYTES)
   ds = data.load_dataset(config.data)
@@ -163,6 +166,7 @@ def test_resume_with_bf16_params_compensation_and_8bit_momentum(tmp_path):
   assert all(c.dtype == np.int8 for c in jax.tree.leaves(momentum.codes))
 
 
+@pytest.mark.slow
 def test_diagnostics_with_bf16_params_are_float32(tmp_path):
   config = tiny_config(**SIX_BYTES)
   ds = data.load_dataset(config.data)
@@ -201,6 +205,7 @@ def test_diagnostics_with_bf16_params_are_float32(tmp_path):
 # --- the language models ------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['gpt_tiny', 'bert_tiny'])
 def test_lm_param_dtype_rounds_the_float32_initialisation(name):
   cls = lm.GPTModelConfig if name.startswith('gpt') else lm.BertModelConfig
@@ -219,6 +224,7 @@ def test_lm_param_dtype_rounds_the_float32_initialisation(name):
   assert all(out.dtype == np.float32 for out in outputs)  # computed in f32
 
 
+@pytest.mark.slow
 def test_lm_resume_with_six_bytes_is_bit_identical(tmp_path, monkeypatch):
   monkeypatch.setattr(plots, 'write_figures', lambda *args, **kwargs: [])
   config = lm_config(checkpoint_every_evals=1, **SIX_BYTES)

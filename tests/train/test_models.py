@@ -98,6 +98,7 @@ def test_batch_stats_are_not_parameters():
   assert sum(x.size for x in jax.tree.leaves(stats)) == 2 * bn_channels
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name,fields,shape', [
     ('resnet18', {'width': 2}, (8, 8, 3)),
     ('resnet50', {'width': 2, 'stem': 'imagenet'}, (16, 16, 3)),
@@ -170,6 +171,7 @@ def test_batchnorm_train_updates_eval_and_logging_do_not():
   assert state.model.bn1.use_running_average is False  # still train mode
 
 
+@pytest.mark.slow
 def test_logging_epoch_is_the_exact_full_gradient():
   config, ds, state = _bn_model()
   _train_step(state)(state.model, state.optimizer, _first_batch(ds))

@@ -170,6 +170,7 @@ def test_bad_placement_input():
 # --- 8 devices == 1 device --------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mode', ['replicated', 'fsdp'])
 def test_eight_devices_give_the_loss_curve_of_one(mode, one_device,
                                                   lion_eight,
@@ -235,6 +236,7 @@ def test_one_device_mesh_is_the_plain_jit_step():
 # --- Distributed Lion -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_distributed_lion_on_one_device_is_lion(one_device, tmp_path):
   out = _run(tmp_path, parallel__num_devices=1,
              optimizer__name='distributed_lion')
@@ -249,6 +251,7 @@ def _curve(rows, key='full_loss'):
   return [r[key] for r in rows]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('aggregation', ['majority', 'average'])
 def test_distributed_lion_trains_like_lion_on_eight_devices(
     aggregation, lion_eight, tmp_path):
@@ -277,6 +280,7 @@ def test_distributed_lion_trains_like_lion_on_eight_devices(
   assert 0.5 < out.rows[-1]['sign_agreement'] <= 1
 
 
+@pytest.mark.slow
 def test_distributed_lion_resumes_bit_identically_on_eight_devices(
     tmp_path):
   changes = {'parallel__num_devices': N,
@@ -305,6 +309,7 @@ def test_distributed_lion_resumes_bit_identically_on_eight_devices(
     _run(tmp_path / 'b', **{**changes, 'parallel__num_devices': 4})
 
 
+@pytest.mark.slow
 def test_distributed_lion_running_statistics_are_averaged():
   """BatchNorm in the per-device step: each device normalizes with its own
   batch statistics; the running ones are the mean over the devices."""

@@ -71,6 +71,7 @@ def test_provenance_is_recorded_per_invocation(tmp_path):
     assert 'git_commit' in entry
 
 
+@pytest.mark.slow
 def test_a_failed_start_never_blocks_the_workdir(tmp_path, capsys):
   path = tmp_path / 'tiny.py'
   path.write_text(TINY)
@@ -84,6 +85,7 @@ def test_a_failed_start_never_blocks_the_workdir(tmp_path, capsys):
   assert cli.train_main(args) == 0
 
 
+@pytest.mark.slow
 def test_train_and_compare_workdirs_do_not_mix(tmp_path):
   sweep.compare(tiny_config(), tmp_path / 'c', ['lion'], verbose=False)
   figure = (tmp_path / 'c' / 'figure1.png').read_bytes()
@@ -192,6 +194,7 @@ def test_figures_are_redrawn_while_training(tmp_path):
   assert (tmp_path / 'slow' / 'figure1.png').exists()
 
 
+@pytest.mark.slow
 def test_summary_has_held_out_loss_peak_rate_and_percentages(tmp_path):
   config = tiny_config(num_epochs=2)
   results = sweep.compare(config, tmp_path, ['lion', 'sgd'], verbose=False)
@@ -230,6 +233,7 @@ def _holder(path):
   return child
 
 
+@pytest.mark.slow
 def test_a_second_process_is_refused_and_a_killed_one_leaves_no_lock(
     tmp_path, capsys):
   path = tmp_path / 'tiny.py'
