@@ -385,3 +385,65 @@ def test_inject_hyperparams_mu_dtype_says_static_args():
   state = fixed.init(jnp.ones(3))
   mus = [x for x in jax.tree.leaves(state) if x.shape == (3,)]
   assert mus and all(m.dtype == jnp.bfloat16 for m in mus)
+
+
+# --- issue 27: hyperparameters that are not Python floats ---
+
+# Exact float32 values, so that every kind below holds the same number;
+# none is a power of two, so a step that rounds differently shows.
+LR27 = float(np.float32(3e-3))
+WD27 = float(np.float32(0.7))
+PEAK27 = float(np.float32(5e-3))
+KINDS27 = {
+    'python': float,
+    'np.float32': np.float32,
+    'np.float64': np.float64,
+    'jnp 0-d': lambda v: jnp.asarray(v, jnp.float32),
+}
+ALIASES27 = {
+    'lion': lionx.lion,
+    'lion_k(lp 3)': lambda *a, **k: lionx.lion_k(
+        a[0], lionx.lp_reshaper(3.0), *a[1:], **k),
+    'cautious_lion': lionx.cautious_lion,
+}
+
+
+def _alias_steps(alias, convention, kinds, schedule=False):
+  """Four steps of ``alias`` with learning rate, weight decay and peak of
+  the kinds given (one kind per hyperparameter)."""
+  lr_kind, wd_kind, peak_kind = (KINDS27[k] for k in kinds)
+  kwargs = {'weight_decay': wd_kind(WD27),
+            'weight_decay_convention': convention}
+  if schedule:
+    learning_rate = optax.linear_schedule(LR27, LR27 / 3, 5)
+    if convention != 'paper':
+      kwargs['peak_learning_rate'] = peak_kind(PEAK27)
+  else:
+    learning_rate = lr_kind(LR27)
+  opt = ALIASES27[alias](learning_rate, **kwargs)
+  rng = np.random.default_rng(1)
+  params = _tree(rng, scale=300.0)  # the decay shows against the sign
+  grads = [_tree(rng) for _ in range(4)]
+  out, _ = _run(opt, params, grads, jit=False)
+  return out
+
+
+@pytest.mark.parametrize('alias', sorted(ALIASES27))
+@pytest.mark.parametrize('convention', ['paper', 'independent', 'corrected'])
+@pytest.mark.parametrize('kind', sorted(set(KINDS27) - {'python'}))
+def test_hyperparameters_of_every_kind_give_the_same_steps(alias,
+                                                          convention, kind):
+  """lion, lion_k and cautious_lion take the learning rate, the weight
+  decay and the peak as any real number: a NumPy scalar or a 0-d array
+  gives the steps of the same Python float, bit for bit, under every
+  weight-decay convention (each hyperparameter alone, and all at once)."""
+  want = _alias_steps(alias, convention, ('python',) * 3)
+  for kinds in ((kind, 'python', 'python'), ('python', kind, 'python'),
+                (kind, kind, kind)):
+    chex.assert_trees_all_equal(_alias_steps(alias, convention, kinds),
+                                want)
+  if convention != 'paper':  # a schedule with a peak of each kind
+    want = _alias_steps(alias, convention, ('python',) * 3, schedule=True)
+    for kinds in (('python', 'python', kind), (kind, kind, kind)):
+      chex.assert_trees_all_equal(
+          _alias_steps(alias, convention, kinds, schedule=True), want)

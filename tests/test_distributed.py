@@ -444,3 +444,42 @@ def test_complex_leaves_vote_as_two_real_coordinates():
   np.testing.assert_array_equal(jnp.stack([cplx.real, cplx.imag], -1), real)
   # The momentum to the last bit XLA's fused multiply-adds may change.
   np.testing.assert_allclose(state.mu, real_state.mu, rtol=1e-6, atol=1e-8)
+
+
+# --- issue 27: hyperparameters that are not Python floats ---
+
+# Exact float32 values: every kind below holds the same number.
+LR27 = float(np.float32(3e-3))
+WD27 = float(np.float32(0.7))
+PEAK27 = float(np.float32(5e-3))
+KINDS27 = {
+    'python': float,
+    'np.float32': np.float32,
+    'np.float64': np.float64,
+    'jnp 0-d': lambda v: jnp.asarray(v, jnp.float32),
+}
+
+
+@pytest.mark.parametrize('convention', ['paper', 'independent', 'corrected'])
+def test_hyperparameters_of_every_kind_give_the_same_steps(convention):
+  """distributed_lion takes lion's hyperparameters: a NumPy scalar or a
+  0-d array gives the steps of the same Python float, bit for bit."""
+  rng = np.random.default_rng(5)
+  grads = {'w': rng.normal(size=(4, 2, 3, 4)).astype(np.float32)}
+  params = {'w': jnp.asarray(300 * rng.normal(size=(3, 4)), jnp.float32)}
+  mesh = mesh_of(2)
+
+  def steps(to, schedule):
+    kwargs = {'weight_decay': to(WD27),
+              'weight_decay_convention': convention}
+    learning_rate = to(LR27)
+    if schedule:
+      learning_rate = optax.linear_schedule(LR27, LR27 / 3, 5)
+      kwargs['peak_learning_rate'] = to(PEAK27)
+    opt = lionx.distributed_lion(learning_rate, **kwargs)
+    return np.asarray(run_fed(opt, params, grads, mesh)[0]['w'])
+
+  for schedule in ((False, True) if convention != 'paper' else (False,)):
+    want = steps(float, schedule)
+    for kind, to in KINDS27.items():
+      np.testing.assert_array_equal(steps(to, schedule), want, err_msg=kind)

@@ -424,3 +424,44 @@ def test_public_module():
       'lyapunov', 'UpdateStats', 'update_stats'}
   for name in metrics.__all__:
     assert getattr(metrics, name).__doc__
+
+
+# --- issue 27: mutation survivors of norms.py and metrics.py ---
+
+
+@pytest.mark.parametrize('norm', ['tree_l1', 'tree_l2', 'tree_linf',
+                                  'tree_lp'])
+def test_norms_refuse_a_non_numeric_leaf_naming_tree(norm):
+  """The diagnostics' norms take any numeric leaves; anything else is a
+  TypeError that names the argument ``tree`` and the leaf's path."""
+  from lionx._src import norms  # pylint: disable=g-import-not-at-top
+  fn = {'tree_l1': metrics.tree_l1, 'tree_l2': metrics.tree_l2,
+        'tree_linf': metrics.tree_linf,
+        'tree_lp': lambda t: norms.tree_lp(t, 3.0)}[norm]
+  tree = {'a': jnp.ones(2), 'b': 'text'}
+  with pytest.raises(TypeError, match=r"^tree has a leaf at \['b'\] that "
+                     'is not a numeric array'):
+    fn(tree)
+  # Integer and bool leaves are numbers to the diagnostics.
+  assert float(fn({'a': jnp.array([3, -4], jnp.int32),
+                   'b': np.array([True])})) > 0
+
+
+def test_norms_of_an_empty_tree_are_float32_zeros_also_under_x64():
+  """An empty tree has norm 0 (norms.py), accumulated in float32: also
+  with jax_enable_x64, where a dtype-less zero would be float64."""
+  from lionx._src import norms  # pylint: disable=g-import-not-at-top
+  with jax.enable_x64(True):
+    for value in (metrics.tree_l1({}), metrics.tree_linf({}),
+                  norms.tree_lp({}, 3.0), norms.tree_lp({}, math.inf),
+                  norms.tree_lp({}, 1.0)):
+      assert value.dtype == jnp.float32 and float(value) == 0.0
+
+
+def test_linf_as_an_lp_norm_with_empty_leaves():
+  """p = inf (the gauge of lp_reshaper(1)): an empty leaf adds nothing."""
+  from lionx._src import norms  # pylint: disable=g-import-not-at-top
+  tree = {'a': jnp.array([1.0, -3.0]), 'e': jnp.zeros((0,))}
+  assert float(norms.tree_lp(tree, math.inf)) == 3.0
+  assert float(norms.lp(jnp.zeros((0, 2)), math.inf)) == 0.0
+  assert float(lionx.lp_reshaper(1.0).gauge(tree)) == 3.0

@@ -397,3 +397,76 @@ def test_8bit_in_flax_nnx_optimizer():
                              rtol=1e-2)
   codes = nnx.as_pure(optimizer.opt_state)[0].codes
   assert codes['kernel'].dtype == jnp.int8
+
+
+# --- issue 27: documented state after non-finite input ---
+
+
+def _scales_reference(m, block):
+  """quantize's docstring: s = max |m| over each block; a block whose
+  maximum is not finite gets a NaN scale (float64, from the blocks)."""
+  flat = np.ravel(np.asarray(m, np.float64))
+  flat = np.pad(flat, (0, (-flat.size) % block)).reshape(-1, block)
+  s = np.max(np.abs(flat), axis=1)
+  return np.where(np.isfinite(s), s, np.nan)
+
+
+@pytest.mark.parametrize('bad', [np.nan, np.inf, -np.inf])
+def test_quantize_stores_a_nan_scale_for_a_nonfinite_block(bad):
+  x = np.array([1.0, bad, 2.0, -3.0, 0.0, 0.0, 0.5], np.float32)
+  q = lionx.quantize(jnp.asarray(x), 2)
+  scales = np.asarray(q.scales)
+  assert scales.dtype == np.float32 and scales.shape == (4,)
+  assert np.isnan(scales[0])  # NaN, not inf, even for an inf entry
+  np.testing.assert_array_equal(scales[1:], [3.0, 0.0, 0.5])
+  np.testing.assert_array_equal(scales, _scales_reference(x, 2))
+  assert q.codes.dtype == jnp.int8 and q.codes.shape == (4, 2)
+
+
+@pytest.mark.parametrize('bad', [np.nan, np.inf, -np.inf])
+def test_8bit_state_scales_after_a_nonfinite_gradient(bad):
+  """scale_by_lion_8bit's docstring: a non-finite gradient entry makes its
+  whole block of momentum NaN from then on -- the block's stored scale is
+  NaN -- and leaves every other block's scale max |m_k| of that block."""
+  b1, b2, block = 0.9, 0.99, 4
+  tx = lionx.scale_by_lion_8bit(b1=b1, b2=b2, block_size=block)
+  rng = np.random.default_rng(0)
+  g1 = rng.standard_normal(10).astype(np.float32)
+  g1[5] = bad  # in block 1 (entries 4..7)
+  state = tx.init(jnp.zeros(10))
+  step = jax.jit(tx.update)
+  _, state = step(jnp.asarray(g1), state)
+  scales = np.asarray(state.scales)
+  assert scales.dtype == np.float32 and scales.shape == (3,)
+  m1 = (1 - b2) * g1.astype(np.float64)  # m_0 = 0
+  expected = _scales_reference(m1, block)
+  assert np.isnan(scales[1]) and np.all(np.isfinite(scales[[0, 2]]))
+  np.testing.assert_allclose(scales[[0, 2]], expected[[0, 2]], rtol=1e-6)
+  # The next, finite, gradient: block 1's scale stays NaN; the others are
+  # max |b2 m_hat + (1 - b2) g| with m_hat the stored momentum.
+  codes = np.asarray(state.codes, np.float64)
+  m_hat = (scales[:, None].astype(np.float64) * codes * np.abs(codes)
+           / 127 ** 2).reshape(-1)[:10]
+  g2 = rng.standard_normal(10).astype(np.float32)
+  _, state = step(jnp.asarray(g2), state)
+  scales = np.asarray(state.scales)
+  assert np.isnan(scales[1]) and np.all(np.isfinite(scales[[0, 2]]))
+  expected = _scales_reference(b2 * m_hat + (1 - b2) * g2, block)
+  np.testing.assert_allclose(scales[[0, 2]], expected[[0, 2]], rtol=1e-6)
+
+
+def test_8bit_state_of_lion_after_a_nonfinite_gradient():
+  """The same stored state inside lionx.lion(..., mu_dtype=jnp.int8)."""
+  opt = _lion8(0.1)
+  params = {'w': jnp.ones(300), 'b': jnp.ones(3)}
+  grads = {'w': jnp.ones(300).at[260].set(jnp.inf), 'b': jnp.ones(3)}
+  _, state = jax.jit(opt.update)(grads, opt.init(params), params)
+  found = [s for s in jax.tree.leaves(
+      state, is_leaf=lambda s: isinstance(s, quantized.ScaleByLion8bitState))
+           if isinstance(s, quantized.ScaleByLion8bitState)]
+  assert len(found) == 1
+  w = np.asarray(found[0].scales['w'])
+  assert w.shape == (2,)  # 300 entries in blocks of 256
+  assert np.isnan(w[1])
+  np.testing.assert_allclose(w[0], 0.01, rtol=1e-6)  # (1 - b2) * 1
+  np.testing.assert_allclose(found[0].scales['b'], [0.01], rtol=1e-6)

@@ -260,3 +260,82 @@ def test_topk_k_and_gauge_by_hand(scope):
 def test_topk_names_carry_k_or_fraction():
   assert 'fraction=0.25' in lionx.topk_sign_reshaper(fraction=0.25).name
   assert 'k=3' in lionx.topk_sign_reshaper(k=3).name
+
+
+# --- issue 27: exactly on a boundary ---
+
+
+def _random_trees(n, seed=0):
+  """Trees with leaves of mixed scales (down to 1e-3, up to 1e3)."""
+  rng = np.random.default_rng(seed)
+  for _ in range(n):
+    yield {'a': jnp.asarray(rng.standard_normal((7, 5))
+                            * 10 ** rng.uniform(-3, 3), jnp.float32),
+           'b': jnp.asarray(rng.standard_normal(11), jnp.float32)}
+
+
+def _q_norm64(leaves, q):
+  flat = np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in leaves])
+  return np.max(np.abs(flat)) if q == math.inf else np.sum(
+      np.abs(flat) ** q) ** (1 / q)
+
+
+def test_sign_output_is_on_the_box_and_its_conjugate_is_zero():
+  """sign(x) has ||.||_inf = 1 exactly (x != 0): K*(grad K(x)) = 0."""
+  r = lionx.sign_reshaper()
+  for x in _random_trees(5):
+    y = r.grad_k(x)
+    assert float(r.gauge(y)) == 1.0
+    assert float(r.conjugate(y)) == 0.0
+    assert float(r.conjugate(jax.tree.map(lambda v: v * 1.001, y))) == math.inf
+
+
+@pytest.mark.parametrize('scope', ['global', 'leaf'])
+@pytest.mark.parametrize('p', [1.5, 2.0, 3.0, 7.0])
+def test_lp_output_is_on_the_boundary_and_its_conjugate_is_zero(p, scope):
+  """grad K(x) of the lp reshaper has ||.||_q = 1 (per scope), 1/p + 1/q =
+  1: the boundary of dom K*. Its float32 gauge is 1 only up to rounding
+  (sometimes just above), so K* must allow that slack, and no more."""
+  r = lionx.lp_reshaper(p, scope)
+  q = p / (p - 1)
+  above = 0
+  for x in _random_trees(30):
+    y = r.grad_k(x)
+    scopes = ([jax.tree.leaves(y)] if scope == 'global'
+              else [[leaf] for leaf in jax.tree.leaves(y)])
+    for leaves in scopes:  # the reference: on the boundary to float32
+      assert abs(_q_norm64(leaves, q) - 1) < 1e-6
+    gauge = float(r.gauge(y))
+    assert abs(gauge - 1) < 1e-6
+    above += gauge > 1
+    assert float(r.conjugate(y)) == 0.0, (gauge, p, scope)
+    # Outside by more than rounding: infinite.
+    out = jax.tree.map(lambda v: v * (1 + 1e-4), y)
+    assert float(r.conjugate(out)) == math.inf
+  assert above > 0  # the slack is exercised: some gauges round above 1
+
+
+@pytest.mark.parametrize('p', [1.0, 2.0, 4.0])
+def test_constraint_at_boundary_points(p):
+  """constraint(params, lam) = gauge(lam params): exactly 1 (to rounding)
+  for params on the boundary of the set lam params in dom K*; K* there is
+  0, and just outside it is infinite."""
+  q = math.inf if p == 1.0 else p / (p - 1)
+  r = lionx.lp_reshaper(p)
+  rng = np.random.default_rng(3)
+  for lam in (0.1, 0.5, 2.0):
+    v = rng.standard_normal(9)
+    theta = v / _q_norm64([v], q) / lam  # ||lam theta||_q = 1
+    params = {'w': jnp.asarray(theta[:4], jnp.float32),
+              'b': jnp.asarray(theta[4:], jnp.float32)}
+    c = float(r.constraint(params, lam))
+    assert abs(c - 1) < 1e-6, c
+    scaled = jax.tree.map(lambda t, lam=lam: lam * t, params)
+    assert float(r.conjugate(scaled)) == 0.0
+    outside = jax.tree.map(lambda t: t * 1.001, scaled)
+    assert float(r.conjugate(outside)) == math.inf
+  # The box at its corners and faces: exactly 1.
+  box = lionx.sign_reshaper()
+  params = jnp.array([2.0, -2.0, 1.0, 0.0])
+  assert float(box.constraint(params, 0.5)) == 1.0
+  assert float(box.conjugate(0.5 * params)) == 0.0

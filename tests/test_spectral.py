@@ -446,3 +446,52 @@ def test_bad_dimension_numbers(dims, error, match):
     r = lionx.spectral_reshaper(weight_dimension_numbers=dims)
     r.update(tree, r.init(tree))
   assert 'weight_dimension_numbers' in str(info.value)
+
+
+# --- issue 27: exactly on a boundary ---
+
+
+def test_spectral_output_is_on_the_boundary_and_its_conjugate_is_zero():
+  """grad K(C) = UV^T has sigma_max = 1 (and sign of a vector has
+  ||.||_inf = 1): the boundary of dom K*. Newton-Schulz in float32 lands
+  on it only up to rounding, often just above 1, so K* must allow that
+  slack (and reject a point outside by more than rounding)."""
+  r = lionx.spectral_reshaper()
+  rng = np.random.default_rng(0)
+  above = 0
+  for _ in range(12):
+    x = {'a': jnp.asarray(rng.standard_normal((8, 5)), jnp.float32),
+         'c': jnp.asarray(rng.standard_normal((3, 3, 4)), jnp.float32),
+         'b': jnp.asarray(rng.standard_normal(4), jnp.float32)}
+    y = r.grad_k(x)
+    # The reference: singular values of each matrix are all 1 (to the
+    # iteration's accuracy), the vector's entries +-1.
+    for leaf in (y['a'], y['c'].reshape(-1, 4)):
+      s = np.linalg.svd(np.asarray(leaf, np.float64), compute_uv=False)
+      np.testing.assert_allclose(s, 1.0, atol=1e-5)
+    np.testing.assert_array_equal(np.abs(y['b']), 1.0)
+    gauge = float(r.gauge(y))
+    assert abs(gauge - 1) < 1e-5
+    above += gauge > 1
+    assert float(r.conjugate(y)) == 0.0, gauge
+    out = jax.tree.map(lambda v: v * (1 + 1e-3), y)
+    assert float(r.conjugate(out)) == np.inf
+  assert above > 0  # the slack is exercised
+
+
+def test_spectral_constraint_at_boundary_points():
+  """constraint(params, lam) = max(lam sigma_max, lam ||vector||_inf): 1
+  on the boundary, where K*(lam params) = 0."""
+  r = lionx.spectral_reshaper()
+  rot = np.array([[0.6, -0.8], [0.8, 0.6]])  # orthogonal: sigma = (1, 1)
+  for lam in (0.25, 0.1, 3.0):
+    params = {'w': jnp.asarray(rot / lam, jnp.float32),
+              'k': jnp.asarray(np.diag([1.0, 0.5, 0.25])[None] / lam,
+                               jnp.float32),
+              'b': jnp.asarray([0.5 / lam, -1.0 / lam], jnp.float32)}
+    c = float(r.constraint(params, lam))
+    assert abs(c - 1) < 1e-6, c
+    scaled = jax.tree.map(lambda t, lam=lam: lam * t, params)
+    assert float(r.conjugate(scaled)) == 0.0
+    assert float(r.conjugate(jax.tree.map(lambda t: 1.001 * t, scaled))
+                 ) == np.inf

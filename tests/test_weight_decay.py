@@ -121,3 +121,97 @@ def test_effective_weight_decay_takes_integer_counts():
         pytest.approx(0.4))
   traced = jax.jit(lambda c: lionx.effective_weight_decay(schedule, c))
   assert float(traced(jnp.asarray(3))) == pytest.approx(0.4)
+
+
+# --- issue 27: hyperparameters that are not Python floats ---
+
+import optax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+# Exact float32 values, so that every kind below holds the same number;
+# none is a power of two, so a step that rounds differently shows.
+LR27 = float(np.float32(3e-3))
+WD27 = float(np.float32(0.7))
+PEAK27 = float(np.float32(5e-3))
+KINDS27 = {
+    'python': float,
+    'np.float32': np.float32,
+    'np.float64': np.float64,
+    'np 0-d': lambda v: np.asarray(v, np.float32),
+    'jnp 0-d': lambda v: jnp.asarray(v, jnp.float32),
+}
+CONVENTIONS27 = ('paper', 'independent', 'corrected')
+
+
+def _decay_steps(kind, convention, *, implicit=False, cautious=False,
+                 schedule=False):
+  """Three add_decoupled_weight_decay updates with hyperparameters of
+  ``kind``; the learning rate is a schedule (with a peak) if asked."""
+  to = KINDS27[kind]
+  if schedule:
+    learning_rate = optax.linear_schedule(LR27, LR27 / 3, 5)
+  else:
+    learning_rate = to(LR27)
+  needs_lr = implicit or convention != 'paper'
+  kwargs = {}
+  if convention != 'paper' and schedule:
+    kwargs['peak_learning_rate'] = to(PEAK27)
+  tx = lionx.add_decoupled_weight_decay(
+      to(WD27), implicit=implicit,
+      learning_rate=learning_rate if needs_lr else None,
+      weight_decay_convention=convention, cautious_weight_decay=cautious,
+      **kwargs)
+  rng = np.random.default_rng(0)
+  params = jnp.asarray(rng.uniform(-3, 3, 12), jnp.float32)
+  state = tx.init(params)
+  out = []
+  for _ in range(3):
+    u, state = tx.update(jnp.asarray(rng.choice([-1.0, 0.0, 1.0], 12),
+                                     jnp.float32), state, params)
+    out.append(np.asarray(u))
+  return np.stack(out)
+
+
+@pytest.mark.parametrize('kind', sorted(set(KINDS27) - {'python'}))
+@pytest.mark.parametrize('convention', CONVENTIONS27)
+@pytest.mark.parametrize('variant', ['explicit', 'implicit', 'cautious',
+                                     'schedule'])
+def test_decay_is_the_same_for_every_kind_of_number(kind, convention,
+                                                    variant):
+  """A weight decay, learning rate or peak given as a NumPy scalar or a
+  0-d array is the same number as the Python float: the same updates,
+  bit for bit, under every convention."""
+  if variant == 'schedule' and convention == 'paper':
+    pytest.skip('the paper convention takes no peak learning rate')
+  kwargs = {'implicit': variant == 'implicit',
+            'cautious': variant == 'cautious',
+            'schedule': variant == 'schedule'}
+  np.testing.assert_array_equal(
+      _decay_steps(kind, convention, **kwargs),
+      _decay_steps('python', convention, **kwargs))
+
+
+@pytest.mark.parametrize('kind', sorted(set(KINDS27) - {'python'}))
+@pytest.mark.parametrize('convention', CONVENTIONS27)
+def test_effective_weight_decay_is_the_same_for_every_kind(kind,
+                                                            convention):
+  to = KINDS27[kind]
+
+  def lam(to, schedule):
+    kwargs = {'weight_decay_convention': convention}
+    if convention != 'paper':
+      if schedule:
+        kwargs['learning_rate'] = optax.linear_schedule(LR27, LR27 / 3, 5)
+        kwargs['peak_learning_rate'] = to(PEAK27)
+      else:
+        kwargs['learning_rate'] = to(LR27)
+    return np.asarray(lionx.effective_weight_decay(to(WD27), 2, **kwargs))
+
+  for schedule in (False, True):
+    got, want = lam(to, schedule), lam(float, schedule)
+    assert got.dtype == want.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+  # And each is the documented lambda': lambda, lambda / peak, or
+  # lambda eta_t / peak (eta_t = peak for a number), to float32.
+  expected = {'paper': WD27, 'independent': WD27 / LR27,
+              'corrected': WD27}[convention]
+  np.testing.assert_allclose(lam(to, False), expected, rtol=2 ** -23)

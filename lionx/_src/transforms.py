@@ -271,6 +271,14 @@ def check_mask(mask: Mask, params: optax.Params) -> Any:
   return jax.tree.map(as_bool, tree)
 
 
+def _as_float(value: Any) -> Any:
+  """A concrete number (Python, NumPy or 0-d array) as a Python float;
+  schedules and traced values as they are. Every kind of number then takes
+  the same arithmetic, so gives the same steps."""
+  x = checks.concrete_float(value, schedule=True)
+  return value if x is None else x
+
+
 def _convention(
     convention: str,
     learning_rate: Optional[optax.ScalarOrSchedule],
@@ -319,6 +327,7 @@ def _convention(
   else:
     checks.positive('peak_learning_rate', peak_learning_rate)
     peak = peak_learning_rate
+  peak = _as_float(peak)
   if convention == 'independent':
     if isinstance(peak, (int, float)):
       inverse = 1.0 / float(peak)
@@ -396,6 +405,9 @@ def effective_weight_decay(
   checks.step_count('count', count)
   if learning_rate is not None:
     checks.non_negative('learning_rate', learning_rate, schedule=True)
+  weight_decay = _as_float(weight_decay)
+  if learning_rate is not None:
+    learning_rate = _as_float(learning_rate)
   kappa = _convention(weight_decay_convention, learning_rate,
                       peak_learning_rate)
   lam = checks.scheduled('weight_decay', weight_decay, count)
@@ -529,6 +541,9 @@ def add_decoupled_weight_decay(
         'make depend on themselves; use one or the other.')
   if mask is not None:
     _check_mask_type(mask)
+  weight_decay = _as_float(weight_decay)
+  if learning_rate is not None:
+    learning_rate = _as_float(learning_rate)
   kappa = _convention(weight_decay_convention, learning_rate,
                       peak_learning_rate)
 
