@@ -186,7 +186,8 @@ def lock(path: pathlib.Path) -> Iterator[None]:
       if not _HELD[key]:
         del _HELD[key]
     return
-  make(path)
+  if not path.is_dir():
+    make(path)
   file = path / LOCK_FILE
   try:
     fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
