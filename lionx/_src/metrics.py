@@ -49,20 +49,6 @@ from lionx._src.reshapers import Reshaper
 PyTree = Any
 Scalar = jax.Array
 
-__all__ = (
-    'BoxFeasibility',
-    'NormRatio',
-    'UpdateStats',
-    'box_feasibility',
-    'grad_norm_ratio',
-    'kkt_residual',
-    'lyapunov',
-    'tree_l1',
-    'tree_l2',
-    'tree_linf',
-    'tree_size',
-    'update_stats',
-)
 
 
 def tree_size(tree: PyTree) -> int:

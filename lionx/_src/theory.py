@@ -31,21 +31,6 @@ import numpy as np
 
 from lionx._src import checks
 
-__all__ = (
-    'Corollary3Constants',
-    'LionStart',
-    'PaperSchedule',
-    'Theorem2Terms',
-    'corollary3_bound',
-    'corollary3_constants',
-    'corollary5_bound',
-    'empirical_rate_constant',
-    'lion_from_adamw',
-    'paper_schedule',
-    'theorem2_bound',
-    'theorem2_terms',
-    'theorem4_bound',
-)
 
 KINDS = ('lion', 'sgd')
 
