@@ -307,3 +307,34 @@ def test_fused_step_compiles_to_plain_passes(fused):
   outputs = re.findall(r'= f32\[([\d,]+)\]\S* (?:fusion|copy)\(', entry)
   sizes = [int(np.prod([int(d) for d in o.split(',')])) for o in outputs]
   assert sorted(sizes)[-1] == n and sorted(sizes)[-2] < n // 4, sizes
+
+
+@pytest.mark.parametrize('loop', [('cpu',), ()])
+def test_nan_in_a_large_leaf_makes_its_block_nan(monkeypatch, loop):
+  """A regression: jnp.max over the blocks of a large leaf (XLA:CPU's
+  vectorised reduction) returned 1.0 for a block of ones with a NaN, so
+  that quantize and the old step dropped the NaN (its code became 0). The
+  block maximum now always returns NaN there, on both shapes of the step.
+  """
+  monkeypatch.setattr(quantized, 'LOOP_BACKENDS', loop)
+  x = np.ones((4000, 256), np.float32)
+  x[2, 0] = np.nan
+  x[100, 7] = np.nan
+  x[3000, 255] = np.inf
+  q = lionx.quantize(jnp.asarray(x.ravel()), 256)
+  scales = np.asarray(q.scales)
+  assert np.isnan(scales[[2, 100, 3000]]).all()
+  assert np.all(scales[np.r_[0:2, 3:100, 101:3000, 3001:4000]] == 1.0)
+  tx = lionx.scale_by_lion_8bit()
+  state = tx.init(jnp.zeros(x.size))
+  c, state = jax.jit(tx.update)(jnp.asarray(x.ravel()), state)
+  scales = np.asarray(state.scales)
+  assert np.isnan(scales[[2, 100, 3000]]).all()
+  assert np.isfinite(np.delete(scales, [2, 100, 3000])).all()
+  c = np.asarray(c).reshape(4000, 256)
+  assert np.isnan(c[2, 0]) and np.isnan(c[100, 7]) and np.isnan(c[3000, 255])
+  # The next step: the whole of each of those blocks is NaN.
+  c, _ = jax.jit(tx.update)(jnp.ones(x.size), state)
+  c = np.asarray(c).reshape(4000, 256)
+  assert np.isnan(c[[2, 100, 3000]]).all()
+  assert np.isfinite(np.delete(c, [2, 100, 3000], axis=0)).all()
