@@ -289,7 +289,7 @@ def _fused_leaf(q: QuantizedArray, g: jax.Array, b1: chex.Numeric,
   gradient), the new codes (written over the old ones) and :math:`c`,
   which XLA fuses into its consumer (in ``lionx.lion``, the parameter
   update) rather than writing it out. The formulas are those of
-  :func:`_chunk`, so the results are the same.
+  :func:`_chunk`.
   """
   codes, scales = q.codes, q.scales
   num_blocks, block_size = codes.shape
@@ -320,7 +320,9 @@ def lion_8bit_leaf(q: QuantizedArray, g: jax.Array, b1: chex.Numeric,
     \hat m_k = \operatorname{dequantize}(\operatorname{quantize}(
       \beta_2 \hat m_{k-1} + (1 - \beta_2) g_k))
 
-  Two shapes of the same arithmetic (the same results):
+  Two shapes of the same formulas (their results agree up to float32
+  rounding: XLA may contract a multiply-add into one rounding in one and
+  not in the other, so that a code may come out one apart, rarely):
 
   * chunked (``chunk`` an int; by default on the backends of
     ``LOOP_BACKENDS``, i.e. CPU): the leaf is walked in chunks of whole
@@ -412,7 +414,8 @@ def scale_by_lion_8bit(
   ever copied at the leaf's size. On other backends (picked by
   ``jax.default_backend()`` when the step is traced) the same arithmetic
   runs as plain array code that XLA fuses, :math:`c_k` into its consumer,
-  with no loop (see ``lion_8bit_leaf``); the results are the same.
+  with no loop (see ``lion_8bit_leaf``); the results are the same up to
+  float32 rounding.
 
   The arithmetic is float32, and every finite input up to the float32
   maximum keeps the round-trip error bound of :func:`quantize` (no
