@@ -40,13 +40,13 @@ die() { echo "gpu.sh: $*" >&2; exit 2; }
 run_all() {  # run_all OUT PYTHON SMALL
   local out="$1" py="$2" small="$3" tmp
   tmp="$(mktemp -d)"
-  local -a step_args=(--shapes abc --rounds 30) mem_args=(--models gpt2,resnet18)
+  local -a step_args=(--shapes abc --rounds 30) mem_args=(--models a,resnet18,c,gpt2)
   local -a train_args=()
   local -a gpt_args=(--models gpt2 --batch 8 --rounds 10)
   local limit=150
   if [[ "$small" == 1 ]]; then
-    step_args=(--shapes a --small --rounds 10 --momenta fp32,int8 --extras 6-byte)
-    mem_args=(--models tiny)
+    step_args=(--shapes a --small --rounds 10 --momenta fp32,int8 --extras 6-byte,path)
+    mem_args=(--models tiny --grads arg,step)
     train_args=(--models gpt2 --small --batch 2 --rounds 3)
     limit=400
   fi

@@ -24,6 +24,9 @@ The settings (``--variants``):
   state, and bfloat16 gradients;
 * ``bf16 params``: bfloat16 parameters without compensation (float32
   momentum): what the residual is for;
+* ``int8-fused``, ``6-byte-fused``: ``int8`` and ``6-byte`` with lionx's
+  8-bit step traced on its fused shape (its default off CPU, see
+  ``lionx._src.quantized.lion_8bit_leaf``) rather than the chunked one;
 * ``flash_lion``: flashoptim-jax's ``flash_lion`` at its defaults (int8
   momentum in groups of 32 with float16 scales, bfloat16 parameters with an
   int8 error correction; unfused off a GPU), on the same bfloat16 model.
@@ -69,6 +72,7 @@ import optax
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import _common  # noqa: E402  pylint: disable=g-import-not-at-top
+from lionx._src import quantized  # noqa: E402  pylint: disable=g-import-not-at-top
 
 SCRIPT = 'momentum_dtype.py'
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -87,7 +91,11 @@ VARIANTS = {
                     'optimizer.mu_dtype': 'float32'},
     'flash_lion': {'optimizer.name': 'flash_lion',
                    'model.param_dtype': 'bfloat16'},
+    # lionx's 8-bit step on its fused shape (the default off CPU).
+    'int8-fused': {'optimizer.mu_dtype': 'int8'},
+    '6-byte-fused': SIX,
 }
+FUSED = ('int8-fused', '6-byte-fused')
 DESCRIPTION = {
     'fp32': 'lionx.lion, float32 momentum and parameters',
     'optax.lion': 'optax.lion, float32',
@@ -97,6 +105,8 @@ DESCRIPTION = {
     'bf16 params': 'bf16 params, no residual, float32 momentum',
     'flash_lion': 'flash_lion defaults (bf16 params + int8 ECC, int8 '
                   'momentum in groups of 32)',
+    'int8-fused': 'int8, the 8-bit step on its fused (GPU) shape',
+    '6-byte-fused': '6-byte, the 8-bit step on its fused (GPU) shape',
 }
 
 
@@ -265,9 +275,15 @@ def run_config(which: str, args: argparse.Namespace) -> list[str]:
           fields.override(config, f'{key}={value}')
         config.optimizer.learning_rates = {config.optimizer.name: lr}
         start = time.perf_counter()
-        result = experiment.train_and_evaluate(
-            config, pathlib.Path(tmp) / f'{which}_{variant}_{seed}',
-            data=dataset, verbose=False)
+        saved = quantized.LOOP_BACKENDS
+        if variant in FUSED:
+          quantized.LOOP_BACKENDS = ()
+        try:
+          result = experiment.train_and_evaluate(
+              config, pathlib.Path(tmp) / f'{which}_{variant}_{seed}',
+              data=dataset, verbose=False)
+        finally:
+          quantized.LOOP_BACKENDS = saved
         seconds.setdefault(variant, []).append(time.perf_counter() - start)
         last = result.rows[-1]
         finals[variant, seed] = last['full_loss']

@@ -11,7 +11,9 @@ medians over the timed rounds. Three parameter trees:
   62 leaves, 11,173,962 parameters);
 * ``c``: 1000 leaves of 1024 parameters.
 
-Contenders: ``lionx.lion`` with float32, bfloat16 and int8 momentum,
+Contenders: ``lionx.lion`` with float32, bfloat16 and int8 momentum (on
+this backend's default shape of the 8-bit step, and with the ``path``
+extra on the other shape too: fused on CPU, chunked elsewhere),
 ``optax.lion`` and ``optax.adamw`` (float32 and bfloat16 momentum);
 ``lionx 6-byte``, bfloat16 params and gradients through
 ``lionx.compensated(lionx.lion(mu_dtype=jnp.int8))``; and, when
@@ -83,6 +85,7 @@ import _common  # noqa: E402  pylint: disable=g-import-not-at-top
 
 import _shapes  # noqa: E402  pylint: disable=g-import-not-at-top
 import lionx  # noqa: E402
+from lionx._src import quantized  # noqa: E402
 
 SCRIPT = 'update_step.py'
 LR, B1, B2, WD = 1e-4, 0.9, 0.99, 0.1
@@ -92,8 +95,10 @@ SHAPES = {
     'c': '1000 leaves x 1024',
 }
 MOMENTA = {'fp32': None, 'bf16': jnp.bfloat16, 'int8': jnp.int8}
-# Extra contenders, each against optax.lion fp32.
-EXTRAS = ('6-byte', 'flash')
+# Extra contenders, each against optax.lion fp32. 'path': lionx's int8 and
+# 6-byte steps again, on the other shape of the 8-bit step than this
+# backend's default (fused on CPU, chunked elsewhere).
+EXTRAS = ('6-byte', 'flash', 'path')
 
 
 def param_shapes(shape: str, small: bool = False):
@@ -131,7 +136,9 @@ def contenders(momenta: list[str], extras: tuple[str, ...] = EXTRAS
                ) -> dict[str, tuple[str, str, Any, Any, str]]:
   """name -> (optimizer, momentum, optimizer object, params dtype, kind).
 
-  ``kind`` is ``'optax'`` (a GradientTransformation) or ``'flash'``
+  ``kind`` is ``'optax'`` (a GradientTransformation), ``'optax-fused'``
+  or ``'optax-chunked'`` (the same, its 8-bit step traced on that shape,
+  see :func:`lionx._src.quantized.lion_8bit_leaf`) or ``'flash'``
   (flashoptim's ``step(params, state, grads)``).
   """
   out = {}
@@ -150,6 +157,18 @@ def contenders(momenta: list[str], extras: tuple[str, ...] = EXTRAS
     out['lionx 6-byte'] = ('lionx 6-byte', 'int8', lionx.compensated(
         lionx.lion(learning_rate=LR, b1=B1, b2=B2, weight_decay=WD,
                    mu_dtype=jnp.int8)), jnp.bfloat16, 'optax')
+  if 'path' in extras:
+    other = ('fused' if jax.default_backend() in quantized.LOOP_BACKENDS
+             else 'chunked')
+    out[f'lionx.lion int8 {other}'] = (
+        f'lionx.lion ({other})', 'int8', lionx.lion(
+            learning_rate=LR, b1=B1, b2=B2, weight_decay=WD,
+            mu_dtype=jnp.int8), jnp.float32, f'optax-{other}')
+    if '6-byte' in extras:
+      out[f'lionx 6-byte {other}'] = (
+          f'lionx 6-byte ({other})', 'int8', lionx.compensated(lionx.lion(
+              learning_rate=LR, b1=B1, b2=B2, weight_decay=WD,
+              mu_dtype=jnp.int8)), jnp.bfloat16, f'optax-{other}')
   fo = flashoptim()
   if 'flash' in extras and fo is not None:
     fused = jax.default_backend() == 'gpu'
@@ -187,6 +206,19 @@ def make_step(opt, kind: str = 'optax', grads_in_step: bool = False):
     updates, state = opt.update(grads, state, params)
     return optax.apply_updates(params, updates), state
   return jax.jit(step, donate_argnums=(0, 1))
+
+
+def compile_step(step, kind: str, *args):
+  """``step.lower(*args).compile()``, on the 8-bit step's shape of kind."""
+  saved = quantized.LOOP_BACKENDS
+  if kind == 'optax-fused':
+    quantized.LOOP_BACKENDS = ()
+  elif kind == 'optax-chunked':
+    quantized.LOOP_BACKENDS = (jax.default_backend(),)
+  try:
+    return step.lower(*args).compile()
+  finally:
+    quantized.LOOP_BACKENDS = saved
 
 
 def roofline_step(x, g):
@@ -290,7 +322,7 @@ def run_shape(shape: str, momenta: list[str], rounds: int, hlo: bool,
              else random_tree(typed, seed=1))
     state = opt.init(params)
     step = make_step(opt, kind, grads_in_step)
-    compiled = step.lower(params, state, grads).compile()
+    compiled = compile_step(step, kind, params, state, grads)
     text = compiled.as_text()
     if hlo and shape == 'a':
       print(f'\n--- compiled step of {name} (ENTRY) ---')

@@ -34,7 +34,7 @@ padding of the last block of each leaf (1.016 for the default 256).
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import chex
 import jax
@@ -55,6 +55,9 @@ _TINY = 2.0 ** -126  # smallest normal float32.
 DEFAULT_BLOCK_SIZE = 256
 # Entries per pass of the chunked step: 1 MiB of float32 per temporary.
 CHUNK = 1 << 18
+# Backends on which lion_8bit_leaf walks a leaf in chunks by default (see
+# its docstring); elsewhere it takes the fused path. Read at trace time.
+LOOP_BACKENDS = ('cpu',)
 
 
 class QuantizedArray(NamedTuple):
@@ -146,9 +149,30 @@ def quantize(x: jax.Array, block_size: int = DEFAULT_BLOCK_SIZE
   return _encode(_blocks(x.astype(jnp.float32), block_size))
 
 
+# Width down to which :func:`_block_absmax` halves a block element-wise.
+_TREE_WIDTH = 32
+
+
+def _block_absmax(m: jax.Array) -> jax.Array:
+  """max |m| over axis 1 of (num_blocks, size), exactly; NaN if any is.
+
+  A row reduction of XLA:CPU (jax 0.10) runs near 1 GB/s, 3 to 5 times
+  slower than one pass over memory. So the rows are first halved
+  element-wise, in one fused loop, down to ``_TREE_WIDTH`` entries: the
+  maximum of two halves of ``|m|``'s bits as int32 (for floats >= 0 the
+  integer order is the float order, and a NaN's bits exceed every other
+  value's, so that a NaN wins), and only then reduced.
+  """
+  x = jax.lax.bitcast_convert_type(jnp.abs(m), jnp.int32)
+  while x.shape[1] > _TREE_WIDTH and x.shape[1] % 2 == 0:
+    half = x.shape[1] // 2
+    x = jnp.maximum(x[:, :half], x[:, half:])
+  return jax.lax.bitcast_convert_type(jnp.max(x, axis=1), jnp.float32)
+
+
 def _encode(m: jax.Array) -> QuantizedArray:
   """:func:`quantize` of an array already cut into (num_blocks, size)."""
-  scales = jnp.max(jnp.abs(m), axis=1)
+  scales = _block_absmax(m)
   scales = jnp.where(jnp.isfinite(scales), scales, jnp.nan)
   # |m| / s as (|m| a) b with per-block powers of two, so that neither
   # factor overflows or flushes to zero for any finite s (a reciprocal
@@ -219,20 +243,24 @@ def _load(codes, scales, flat, lo, per, valid):
   reader of the chunk reads these, and the in-place writes of the new codes
   and of :math:`c` into the buffers they were read from need no copy. (A
   plain slice would be fused, and recomputed, into each reader, and XLA
-  would then copy the whole buffer to keep the old values alive.)
+  would then copy the whole buffer to keep the old values alive.) The
+  slices are taken inside the branches, fused into the decode, rather than
+  copied out first.
   """
   block_size = codes.shape[1]
-  ck = jax.lax.dynamic_slice_in_dim(codes, lo, per)
-  sk = jax.lax.dynamic_slice_in_dim(scales, lo, per)
-  gk = jax.lax.dynamic_slice_in_dim(flat, lo * block_size, valid)
 
-  def load(ck, sk, gk):
-    g = gk.astype(jnp.float32)
+  def load(codes, scales, flat, lo):
+    ck = jax.lax.dynamic_slice_in_dim(codes, lo, per)
+    sk = jax.lax.dynamic_slice_in_dim(scales, lo, per)
+    g = jax.lax.dynamic_slice_in_dim(flat, lo * block_size, valid).astype(
+        jnp.float32)
     if valid < per * block_size:
       g = jnp.pad(g, (0, per * block_size - valid))
     return _decode(ck, sk), g.reshape(per, block_size)
 
-  return jax.lax.cond(sk[0] == sk[0], load, load, ck, sk, gk)
+  # A traced predicate (the branches are the same whatever its value).
+  return jax.lax.cond(scales[0] == scales[0], load, load, codes, scales,
+                      flat, lo)
 
 
 def _chunk(codes, scales, flat, lo, per, valid, b1, b2):
@@ -252,10 +280,39 @@ def _chunk(codes, scales, flat, lo, per, valid, b1, b2):
   return codes, flat, new.scales
 
 
+def _fused_leaf(q: QuantizedArray, g: jax.Array, b1: chex.Numeric,
+                b2: chex.Numeric) -> tuple[jax.Array, QuantizedArray]:
+  """:func:`lion_8bit_leaf` as plain array code, for XLA to fuse.
+
+  Three element-wise passes, with no loop: the new block scales (a fused
+  reduction, :func:`_block_absmax`, reading the old codes and the
+  gradient), the new codes (written over the old ones) and :math:`c`,
+  which XLA fuses into its consumer (in ``lionx.lion``, the parameter
+  update) rather than writing it out. The formulas are those of
+  :func:`_chunk`.
+  """
+  codes, scales = q.codes, q.scales
+  num_blocks, block_size = codes.shape
+  shape, n = g.shape, g.size
+  flat = jnp.ravel(g).astype(jnp.float32)
+  pad = num_blocks * block_size - n
+  if pad:
+    flat = jnp.pad(flat, (0, pad))
+  g32 = flat.reshape(num_blocks, block_size)
+  m_old = _decode(codes, scales)
+  c = interpolation.interpolate(
+      m_old, g32, b1, m_error=(2.0 * _U) * jnp.abs(m_old) + _TINY)
+  c = c.reshape(-1)
+  if pad:
+    c = c[:n]
+  new = _encode(b2 * m_old + (1.0 - b2) * g32)
+  return c.reshape(shape).astype(g.dtype), new
+
+
 def lion_8bit_leaf(q: QuantizedArray, g: jax.Array, b1: chex.Numeric,
-                   b2: chex.Numeric, chunk: int = CHUNK
+                   b2: chex.Numeric, chunk: Optional[int] = -1
                    ) -> tuple[jax.Array, QuantizedArray]:
-  r""":math:`(c_k, m_k)` of one real leaf, in one pass over its memory.
+  r""":math:`(c_k, m_k)` of one real leaf.
 
   .. math::
 
@@ -263,21 +320,38 @@ def lion_8bit_leaf(q: QuantizedArray, g: jax.Array, b1: chex.Numeric,
     \hat m_k = \operatorname{dequantize}(\operatorname{quantize}(
       \beta_2 \hat m_{k-1} + (1 - \beta_2) g_k))
 
-  The leaf is walked in chunks of whole blocks (at most ``chunk`` entries,
-  at least one block; a ``lax.scan`` when there is more than one). Each
-  chunk reads its old codes and its gradient once, writes :math:`c_k` over
-  its gradient (the gradient's buffer, in the gradient's dtype) and its new
-  codes over the old ones: no copy of the codes and no float32 temporary
-  of the leaf's size, and :math:`c_k` carries no quantization error of
-  :math:`m_k`. :math:`c_k` is 0 wherever it is within float32 rounding
-  (the decode's and its own) of 0, and NaN wherever it is not finite.
+  Two shapes of the same formulas (their results agree up to float32
+  rounding: XLA may contract a multiply-add into one rounding in one and
+  not in the other, so that a code may come out one apart, rarely):
+
+  * chunked (``chunk`` an int; by default on the backends of
+    ``LOOP_BACKENDS``, i.e. CPU): the leaf is walked in chunks of whole
+    blocks (at most ``chunk`` entries, at least one block; a ``lax.scan``
+    when there is more than one). Each chunk reads its old codes and its
+    gradient once, writes :math:`c_k` over its gradient (the gradient's
+    buffer, in the gradient's dtype) and its new codes over the old ones:
+    no copy of the codes and no float32 temporary of the leaf's size
+    (when the gradient's buffer may be overwritten; XLA copies an input
+    of the jitted step that is not donated first).
+  * fused (``chunk=None``; by default on GPU and TPU): plain array code
+    (:func:`_fused_leaf`), three passes that XLA fuses, :math:`c_k` fused
+    into its consumer. XLA:CPU, which makes no multi-output fusion, then
+    copies the codes once (the consumer of :math:`c_k` reads the old
+    codes, the new ones are written in place): 1 byte a parameter, against
+    the chunked shape's copy of a non-donated gradient (4 bytes).
+
+  :math:`c_k` carries no quantization error of :math:`m_k`. It is 0
+  wherever it is within float32 rounding (the decode's and its own) of 0,
+  and NaN wherever it is not finite.
 
   Args:
     q: the momentum's codes and scales.
     g: the gradient, a real float array with ``q``'s number of blocks.
     b1: :math:`\beta_1` (a number or a traced scalar).
     b2: :math:`\beta_2` (a number or a traced scalar).
-    chunk: entries per pass.
+    chunk: entries per pass of the chunked shape; ``None`` for the fused
+      shape; ``-1`` (default) picks by ``jax.default_backend()`` at trace
+      time: ``CHUNK`` on the backends of ``LOOP_BACKENDS``, else ``None``.
 
   Returns:
     :math:`c_k` (shape and dtype of ``g``) and the new
@@ -287,6 +361,10 @@ def lion_8bit_leaf(q: QuantizedArray, g: jax.Array, b1: chex.Numeric,
   num_blocks, block_size = codes.shape
   if not num_blocks:  # an empty leaf: nothing to do.
     return g, q
+  if chunk == -1:
+    chunk = CHUNK if jax.default_backend() in LOOP_BACKENDS else None
+  if chunk is None:
+    return _fused_leaf(q, g, b1, b2)
   shape, n = g.shape, g.size
   flat = jnp.ravel(g)
   per = max(1, chunk // block_size)
@@ -330,10 +408,14 @@ def scale_by_lion_8bit(
   so its sign is that of Algorithm 1 on the stored momentum wherever
   :math:`|c_k|` is above float32 rounding level, and it is 0 where that
   :math:`c_k` is exactly 0 (e.g. :math:`\beta_1 = 1` at the first step).
-  One chunked pass per leaf reads the old codes once, writes :math:`c_k`
-  over the gradient's buffer and the new codes in place
+  On CPU, one chunked pass per leaf reads the old codes once, writes
+  :math:`c_k` over the gradient's buffer and the new codes in place
   (``lion_8bit_leaf``): neither the codes nor a float32 momentum is
-  ever copied at the leaf's size.
+  ever copied at the leaf's size. On other backends (picked by
+  ``jax.default_backend()`` when the step is traced) the same arithmetic
+  runs as plain array code that XLA fuses, :math:`c_k` into its consumer,
+  with no loop (see ``lion_8bit_leaf``); the results are the same up to
+  float32 rounding.
 
   The arithmetic is float32, and every finite input up to the float32
   maximum keeps the round-trip error bound of :func:`quantize` (no
