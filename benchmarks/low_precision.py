@@ -12,7 +12,7 @@ After 3000 steps the table gives, against float32 Lion's parameters
   value equals ``p32`` rounded to bfloat16;
 * ``max abs(p - p32) / lr``: the largest distance of the stored value;
 * ``max abs(precise - p32) / lr``: the same for the precise value
-  (``lionx.compensated_params``; flashoptim's ``reconstruct_weights``).
+  (``lionx.quantized.compensated_params``; flashoptim's ``reconstruct_weights``).
 
 Rows: plain bfloat16 params (``lionx.lion``), ``lionx.compensated`` with an
 int8 and an int16 residual, and flashoptim-jax's ``flash_lion`` (its
@@ -72,7 +72,7 @@ def runs() -> dict[str, Callable[[Any, Any, int], tuple[Any, Any]]]:
     def run(theta0, key, steps):
       p, s = _optax_run(lionx.compensated(_lion(), dtype), theta0, key,
                         steps)
-      return p, lionx.compensated_params(p, s)
+      return p, lionx.quantized.compensated_params(p, s)
     return run
 
   out = {'bf16 params, lionx.lion': plain,

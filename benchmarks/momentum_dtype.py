@@ -164,8 +164,8 @@ def flash_transform(fo: Any, learning_rate: Any, b1: float, b2: float,
 def _register_rows(optimizers) -> None:
   """optax.lion (read like lionx's Lion) and flash_lion as harness rows."""
 
-  def optax_lion(s):
-    return optax.lion(s.schedule, b1=s.b1, b2=s.b2,
+  def optax_lion(s, schedule):
+    return optax.lion(schedule, b1=s.b1, b2=s.b2,
                       weight_decay=s.weight_decay)
 
   def direction(s, opt_state, grads):
@@ -178,8 +178,8 @@ def _register_rows(optimizers) -> None:
   fo = flashoptim()
   if fo is not None:
     optimizers.register('flash_lion', optimizers.OptimizerSpec(
-        lambda s: flash_transform(fo, s.schedule, s.b1, s.b2,
-                                  s.weight_decay),
+        lambda s, schedule: flash_transform(fo, schedule, s.b1, s.b2,
+                                            s.weight_decay),
         None, None, lion.betas, lion.reshaper))
 
 
@@ -223,7 +223,8 @@ def _bytes_per_param(config, task, spec) -> float:
   model = nnx.eval_shape(lambda: task.create_model(config, spec, 0))
   params = jax.tree.leaves(nnx.state(model, nnx.Param))
   n = sum(x.size for x in params)
-  opt = optimizers.make_optimizer(config.optimizer, lambda step: 1e-3)
+  # The schedule does not change the state's bytes.
+  opt = optimizers.make_optimizer(config, 10 ** 6, steps_per_epoch=1).tx
   pure = nnx.as_pure(nnx.state(model, nnx.Param))
   state = jax.eval_shape(opt.init, pure)
   total = sum(x.size * x.dtype.itemsize for x in params)

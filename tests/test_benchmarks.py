@@ -64,6 +64,7 @@ def test_traffic_counts_the_8bit_loop():
   assert update_step.copied_bytes(text) // n == 4
 
 
+@pytest.mark.slow
 def test_momentum_dtype_script_runs_and_writes_nothing(tmp_path):
   results = BENCHMARKS / 'RESULTS.md'
   before = results.read_text()
@@ -105,6 +106,7 @@ def test_shapes_match_the_models():
   assert len(jax.tree.leaves(_shapes.resnet18())) == 62
 
 
+@pytest.mark.slow
 def test_gpu_sh_cpu_path(tmp_path):
   """benchmarks/gpu.sh --cpu-check: every script at small sizes, one file."""
   out = tmp_path / 'out.md'

@@ -45,6 +45,7 @@ def _run(opt, params, grads_of, steps):
   return go(params)
 
 
+@pytest.mark.slow
 def test_bf16_with_int8_residual_follows_fp32_lion():
   """The issue's target: >= 90% equal to bf16(fp32 Lion), within 10 eta."""
   n, steps = 4096, 3000
@@ -64,7 +65,7 @@ def test_bf16_with_int8_residual_follows_fp32_lion():
   dist = float(jnp.max(jnp.abs(p16.astype(jnp.float32) - p32))) / LR
   assert equal >= 0.9, equal
   assert dist <= 10, dist
-  full = lionx.compensated_params(p16, state)
+  full = lionx.quantized.compensated_params(p16, state)
   assert float(jnp.max(jnp.abs(full - p32))) / LR <= 2.0
   # Plain bfloat16 params: each step is below half an ulp, nothing moves.
   plain, _ = _run(_lion(), theta0, grads_of, steps)
@@ -333,7 +334,7 @@ def test_int16_residual_is_float32_precise():
                                         jnp.int16), params, grads)
   p32, _ = _steps(_lion(learning_rate=1e-4), _f32(params),
                   [_f32(g) for g in grads])
-  full = lionx.compensated_params(p16, state)
+  full = lionx.quantized.compensated_params(p16, state)
   err = np.abs(np.asarray(full['w'], np.float64) - np.asarray(p32['w']))
   assert err.max() <= 1e-6  # float32 rounding, not bfloat16 + int8
 
@@ -344,11 +345,12 @@ def test_float16_params():
   p, state = _steps(lionx.compensated(_lion(learning_rate=1e-5,
                                             weight_decay=0.0)),
                     params, grads)
-  full = lionx.compensated_params(p, state)['w']
+  full = lionx.quantized.compensated_params(p, state)['w']
   np.testing.assert_allclose(full, 0.5 - 20e-5, rtol=0, atol=1e-5)
   assert p['w'].dtype == jnp.float16
 
 
+@pytest.mark.slow
 def test_nnx_optimizer_bf16_model():
   """A bfloat16 model trains like its float32 twin, in nnx.Optimizer."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
@@ -379,7 +381,7 @@ def test_nnx_optimizer_bf16_model():
   assert state.residual['kernel'].dtype == jnp.int8
   params = nnx.as_pure(nnx.state(models[jnp.bfloat16], nnx.Param))
   assert params['kernel'].dtype == jnp.bfloat16
-  full = lionx.compensated_params(params, state)
+  full = lionx.quantized.compensated_params(params, state)
   twin = nnx.as_pure(nnx.state(models[jnp.float32], nnx.Param))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5),
                full, twin)
@@ -419,7 +421,7 @@ def test_bad_input():
   with pytest.raises(ValueError, match='float16.*use jnp.int8'):
     lionx.compensated(_lion(), jnp.int16).init(jnp.ones(3, jnp.float16))
   with pytest.raises(ValueError, match='0 CompensatedState'):
-    lionx.compensated_params(params, _lion().init(params))
+    lionx.quantized.compensated_params(params, _lion().init(params))
 
 
 # --- issue 27: independent random streams ---
@@ -513,7 +515,7 @@ def test_rounding_stream_advances_with_the_count():
     updates, state = step(jnp.zeros(n, jnp.bfloat16), state, params)
     params = optax.apply_updates(params, updates)
   assert int(state.count) == steps
-  full = np.asarray(lionx.compensated_params(params, state), np.float64)
+  full = np.asarray(lionx.quantized.compensated_params(params, state), np.float64)
   error = (full - (1.0 + steps * 0.3 * q)) / q
   assert abs(error.mean()) < 1.0, error.mean()
   assert np.max(np.abs(error)) <= 4.0, np.max(np.abs(error))
@@ -544,7 +546,7 @@ def test_nonfinite_gradient_leaves_other_residuals_alone(bad):
   np.testing.assert_array_equal(np.asarray(bad_p['w'], np.float32)[others],
                                 np.asarray(good_p['w'], np.float32)[others])
   assert np.isnan(np.asarray(bad_p['w'], np.float32)[5])
-  full = np.asarray(lionx.compensated_params(bad_p, bad_s)['w'])
+  full = np.asarray(lionx.quantized.compensated_params(bad_p, bad_s)['w'])
   assert np.isnan(full[5]) and np.all(np.isfinite(full[others]))
   assert int(bad_s.count) == 3
 
@@ -660,5 +662,5 @@ def test_compensated_step_carries_at_the_top_code():
   np.testing.assert_array_equal(np.asarray(params, np.float32),
                                 np.float32(1 + 2 ** -7))
   np.testing.assert_array_equal(np.asarray(state.residual), -128)
-  np.testing.assert_array_equal(lionx.compensated_params(params, state),
+  np.testing.assert_array_equal(lionx.quantized.compensated_params(params, state),
                                 np.float32(1 + 128 * q))

@@ -111,7 +111,7 @@ def test_block_absmax_is_the_old_max_bit_for_bit(width):
 @pytest.mark.parametrize('size', [1000, 256, 5])
 def test_quantize_is_the_old_encode_bit_for_bit(block, size):
   m, _ = _data(size + block, size)
-  q = lionx.quantize(jnp.asarray(m), block)
+  q = lionx.quantized.quantize(jnp.asarray(m), block)
   flat = np.pad(m, (0, (-size) % block)).reshape(-1, block)
   codes, scales = jax.jit(_ref_encode)(jnp.asarray(flat))
   np.testing.assert_array_equal(q.codes, codes)
@@ -131,7 +131,7 @@ def _both(q, g, b1, b2, chunk):
     (3000, 256, quantized.CHUNK)])
 def test_chunked_step_is_the_old_step(size, block, chunk):
   m, g = _data(size, size, nonfinite=True)
-  q = lionx.quantize(jnp.asarray(m), block)
+  q = lionx.quantized.quantize(jnp.asarray(m), block)
   for b1, b2 in ((0.9, 0.99), (0.95, 0.98), (1.0, 0.5), (0.0, 1.0)):
     c, new = _both(q, jnp.asarray(g), b1, b2, chunk)
     ref = jax.jit(_ref_step, static_argnums=(3, 4))(
@@ -166,7 +166,7 @@ def _close_to_reference(c, new, rc, rcodes, rscales, q, g):
                   st.integers(0, 2 ** 16))
 def test_fused_step_is_the_old_step(size, block, b1, b2, seed):
   m, g = _data(seed, size, nonfinite=seed % 2 == 0)
-  q = lionx.quantize(jnp.asarray(m), block)
+  q = lionx.quantized.quantize(jnp.asarray(m), block)
   c, new = _both(q, jnp.asarray(g), b1, b2, None)
   ref = jax.jit(_ref_step, static_argnums=(3, 4))(
       q.codes, q.scales, jnp.asarray(g), b1, b2)
@@ -175,7 +175,7 @@ def test_fused_step_is_the_old_step(size, block, b1, b2, seed):
 
 def test_fused_step_with_traced_betas_and_bf16_gradient():
   m, g = _data(5, 777)
-  q = lionx.quantize(jnp.asarray(m), 64)
+  q = lionx.quantized.quantize(jnp.asarray(m), 64)
   gb = jnp.asarray(g, jnp.bfloat16)
   b1, b2 = jnp.float32(0.9), jnp.float32(0.99)
   c, new = jax.jit(lambda q, g, b1, b2: quantized.lion_8bit_leaf(
@@ -237,7 +237,7 @@ def test_fused_resumes_a_chunked_state(fused):
   other, step for step as the old formulas say."""
   del fused
   m, g = _data(3, 3000)
-  q = lionx.quantize(jnp.asarray(m), 256)
+  q = lionx.quantized.quantize(jnp.asarray(m), 256)
   c1, q1 = _both(q, jnp.asarray(g), 0.9, 0.99, 64 * 256)
   c2, q2 = _both(q1, jnp.asarray(g), 0.9, 0.99, None)
   ref1 = jax.jit(_ref_step, static_argnums=(3, 4))(
@@ -251,7 +251,7 @@ def test_fused_resumes_a_chunked_state(fused):
 
 def test_fused_nonfinite_gradient_makes_nan(fused):
   del fused
-  tx = lionx.scale_by_lion_8bit(block_size=2)
+  tx = lionx._src.quantized.scale_by_lion_8bit(block_size=2)
   state = tx.init(jnp.zeros(4))
   c, state = jax.jit(tx.update)(jnp.array([0.5, jnp.inf, -0.5, 1.0]), state)
   c = np.asarray(c)
@@ -266,7 +266,7 @@ def test_fused_complex_leaf_is_its_real_view_bit_for_bit(fused):
   z = (rng.standard_normal((7, 40)) + 1j * rng.standard_normal((7, 40))
        ).astype(np.complex64)
   real = np.stack([z.real, z.imag], -1)
-  tx = lionx.scale_by_lion_8bit(0.9, 0.99)
+  tx = lionx._src.quantized.scale_by_lion_8bit(0.9, 0.99)
   sz, sr = tx.init(jnp.asarray(z)), tx.init(jnp.asarray(real))
   for k in range(3):
     gz = jnp.asarray(z * (k - 1.5) + 0.3j)
@@ -321,11 +321,11 @@ def test_nan_in_a_large_leaf_makes_its_block_nan(monkeypatch, loop):
   x[2, 0] = np.nan
   x[100, 7] = np.nan
   x[3000, 255] = np.inf
-  q = lionx.quantize(jnp.asarray(x.ravel()), 256)
+  q = lionx.quantized.quantize(jnp.asarray(x.ravel()), 256)
   scales = np.asarray(q.scales)
   assert np.isnan(scales[[2, 100, 3000]]).all()
   assert np.all(scales[np.r_[0:2, 3:100, 101:3000, 3001:4000]] == 1.0)
-  tx = lionx.scale_by_lion_8bit()
+  tx = lionx._src.quantized.scale_by_lion_8bit()
   state = tx.init(jnp.zeros(x.size))
   c, state = jax.jit(tx.update)(jnp.asarray(x.ravel()), state)
   scales = np.asarray(state.scales)

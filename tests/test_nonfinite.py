@@ -9,6 +9,7 @@ import pytest
 from tests.test_alias import OPTIMIZERS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(OPTIMIZERS))
 @pytest.mark.parametrize('bad', [np.nan, np.inf, -np.inf])
 def test_default_makes_the_coordinate_nan(name, bad):
@@ -24,6 +25,7 @@ def test_default_makes_the_coordinate_nan(name, bad):
   assert np.isnan(updates[1]), updates
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(OPTIMIZERS))
 @pytest.mark.parametrize('bad', [np.nan, np.inf])
 def test_apply_if_finite_skips_params_and_momentum(name, bad):

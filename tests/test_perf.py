@@ -156,6 +156,7 @@ def _momentum_copies(opt, n):
   return str(n) in re.findall(r'= \w+\[(\d+)\]\S* copy\(', text)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mu_dtype', [None, jnp.bfloat16])
 @pytest.mark.parametrize('b1,b2', COPY_FREE_BETAS)
 def test_compiled_lion_step_copies_no_momentum(b1, b2, mu_dtype):
@@ -237,7 +238,7 @@ def test_int8_state_bytes_per_parameter():
   big, _ = _split(state)
   assert big / n <= 1.1
   # One large leaf: exactly 1 + 4 / 256 bytes per parameter.
-  big, _ = _split(lionx.scale_by_lion_8bit().init(jnp.zeros(256 * 1000)))
+  big, _ = _split(lionx._src.quantized.scale_by_lion_8bit().init(jnp.zeros(256 * 1000)))
   assert big == 1000 * (256 + 4)
   assert isinstance(state[0], lionx.ScaleByLion8bitState)
   assert {x.dtype for x in jax.tree.leaves(state[0].codes)} == {
@@ -246,6 +247,7 @@ def test_int8_state_bytes_per_parameter():
       jnp.dtype(jnp.float32)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mu_dtype', [None, jnp.bfloat16, jnp.int8])
 def test_no_recompilation(mu_dtype):
   opt = lionx.lion(optax.cosine_decay_schedule(1e-2, 10), mu_dtype=mu_dtype,

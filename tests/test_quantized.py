@@ -51,10 +51,10 @@ def _dequantize64(codes, scales):
 
 
 def _check_bound(x, block):
-  q = lionx.quantize(x, block)
+  q = lionx.quantized.quantize(x, block)
   assert q.codes.dtype == jnp.int8 and q.codes.shape[1] == block
   assert int(jnp.max(jnp.abs(q.codes.astype(jnp.int32)))) <= 127
-  back = np.asarray(lionx.dequantize(q, x.shape), np.float64)
+  back = np.asarray(lionx.quantized.dequantize(q, x.shape), np.float64)
   assert np.all(np.isfinite(back))
   bound = _reference_roundtrip_bound(x, block)
   x64 = np.asarray(x, np.float64)
@@ -63,6 +63,7 @@ def _check_bound(x, block):
   return q, back
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('block', [256, 64, 7])
 @pytest.mark.parametrize('shape', [(1000,), (3, 5, 17), (256,)])
 def test_quantize_error_bound(block, shape):
@@ -76,6 +77,7 @@ def test_quantize_error_bound(block, shape):
   np.testing.assert_array_equal(q.scales, blocks.reshape(-1, block).max(1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('scale', [1e37, 3e38, F32_MAX, 2.0 ** 126, 1e34,
                                    1e-37, 2.0 ** -125, TINY])
 def test_quantize_error_bound_at_extreme_scales(scale):
@@ -98,12 +100,12 @@ def test_quantize_subnormals_flush_within_the_bound():
 
 
 def test_quantize_zeros_and_nonfinite():
-  q = lionx.quantize(jnp.zeros(10), 4)
-  np.testing.assert_array_equal(lionx.dequantize(q, (10,)), 0.0)
+  q = lionx.quantized.quantize(jnp.zeros(10), 4)
+  np.testing.assert_array_equal(lionx.quantized.dequantize(q, (10,)), 0.0)
   x = jnp.array([1.0, jnp.nan, 2.0, 3.0, jnp.inf, 1.0, 0.5, 0.25])
-  back = np.asarray(lionx.dequantize(lionx.quantize(x, 4), (8,)))
+  back = np.asarray(lionx.quantized.dequantize(lionx.quantized.quantize(x, 4), (8,)))
   assert np.all(np.isnan(back))  # both blocks hold a non-finite entry
-  back = np.asarray(lionx.dequantize(lionx.quantize(x[5:], 4), (3,)))
+  back = np.asarray(lionx.quantized.dequantize(lionx.quantized.quantize(x[5:], 4), (3,)))
   assert np.all(np.isfinite(back))
 
 
@@ -111,32 +113,32 @@ def test_quantize_zeros_and_nonfinite():
                                      (2.5, TypeError), (True, TypeError)])
 def test_bad_block_size(bad, err):
   with pytest.raises(err, match='block_size'):
-    lionx.quantize(jnp.ones(4), bad)
+    lionx.quantized.quantize(jnp.ones(4), bad)
   with pytest.raises(err, match='block_size'):
-    lionx.scale_by_lion_8bit(block_size=bad)
+    lionx._src.quantized.scale_by_lion_8bit(block_size=bad)
 
 
 def test_bad_8bit_input():
-  tx = lionx.scale_by_lion_8bit()
+  tx = lionx._src.quantized.scale_by_lion_8bit()
   state = tx.init({'a': jnp.zeros(3)})
   with pytest.raises(ValueError, match='tree structure'):
     tx.update({'b': jnp.zeros(3)}, state)
   with pytest.raises(ValueError, match='shape'):
     tx.update({'a': jnp.zeros(300)}, state)
   with pytest.raises(ValueError, match='b1'):
-    lionx.scale_by_lion_8bit(b1=1.5)
+    lionx._src.quantized.scale_by_lion_8bit(b1=1.5)
   with pytest.raises(TypeError, match='mu_dtype'):
     lionx.scale_by_lion(mu_dtype=jnp.int32)
   with pytest.raises(TypeError, match='x has dtype complex64'):
-    lionx.quantize(jnp.ones(4, jnp.complex64))
+    lionx.quantized.quantize(jnp.ones(4, jnp.complex64))
   with pytest.raises(TypeError, match='int32'):
     tx.init({'a': jnp.zeros(3, jnp.int32)})
 
 
 def _state_with(m, block):
   """A ScaleByLion8bitState holding quantize(m) (the stored momentum)."""
-  tx = lionx.scale_by_lion_8bit(block_size=block)
-  q = lionx.quantize(m, block)
+  tx = lionx._src.quantized.scale_by_lion_8bit(block_size=block)
+  q = lionx.quantized.quantize(m, block)
   return tx.init(jnp.zeros_like(m))._replace(codes=q.codes, scales=q.scales)
 
 
@@ -144,6 +146,7 @@ _BETA = st.one_of(st.sampled_from([0.0, 1.0, 0.5, 0.9, 0.99]),
                   st.floats(0.0, 1.0))
 
 
+@pytest.mark.slow
 @hypothesis.settings(max_examples=30)
 @hypothesis.given(_BETA, _BETA, st.booleans(), st.integers(0, 2 ** 16))
 def test_c_is_algorithm1_on_the_stored_momentum(b1, b2, same, seed):
@@ -160,7 +163,7 @@ def test_c_is_algorithm1_on_the_stored_momentum(b1, b2, same, seed):
   m[:64] = 0.0  # one whole block of exact zeros
   m, g = m.astype(np.float32), g.astype(np.float32)
   state = _state_with(jnp.asarray(m), block)
-  tx = lionx.scale_by_lion_8bit(b1, b2, block_size=block)
+  tx = lionx._src.quantized.scale_by_lion_8bit(b1, b2, block_size=block)
   c, new = jax.jit(tx.update)(jnp.asarray(g), state)
   c = np.asarray(c, np.float64)
   m_hat = _dequantize64(state.codes, state.scales).ravel()[:n]
@@ -188,11 +191,12 @@ def test_b1_equal_1_makes_no_first_step():
   np.testing.assert_array_equal(updates, 0.0)
   # The second step follows the (8-bit) momentum of the first gradient.
   updates, _ = jax.jit(opt.update)(jnp.zeros(5000), state, params)
-  m1 = np.asarray(lionx.dequantize(lionx.QuantizedArray(
+  m1 = np.asarray(lionx.quantized.dequantize(lionx.quantized.QuantizedArray(
       state[0].codes, state[0].scales), (5000,)))
   np.testing.assert_array_equal(np.sign(updates), -1e-3 * 0 - np.sign(m1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('g', [1e37, 3e38, F32_MAX, -1e37])
 def test_large_finite_gradients_step_by_eta(g):
   """Defect 6: g = 1e37 gives -eta with 8-bit momentum, as with float32."""
@@ -205,13 +209,14 @@ def test_large_finite_gradients_step_by_eta(g):
       np.testing.assert_array_equal(updates, np.float32(-0.1 * np.sign(g)))
 
 
+@pytest.mark.slow
 def test_complex_leaf_is_its_real_view_bit_for_bit():
   """Capability 11: a complex64 leaf steps as stack([re, im], -1)."""
   rng = np.random.default_rng(9)
   z = (rng.standard_normal((7, 40)) + 1j * rng.standard_normal((7, 40))
        ).astype(np.complex64)
   real = np.stack([z.real, z.imag], -1)
-  for tx in (lionx.scale_by_lion_8bit(0.9, 0.99), _lion8(0.05)):
+  for tx in (lionx._src.quantized.scale_by_lion_8bit(0.9, 0.99), _lion8(0.05)):
     sz, sr = tx.init(jnp.asarray(z)), tx.init(jnp.asarray(real))
     pz, pr = jnp.asarray(z), jnp.asarray(real)
     for k in range(4):
@@ -224,6 +229,7 @@ def test_complex_leaf_is_its_real_view_bit_for_bit():
     jax.tree.map(np.testing.assert_array_equal, sz, sr)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('size,block,chunk', [
     (1000, 8, 64),      # 15 chunks of 8 blocks, a 5-block tail
     (1003, 8, 64),      # and a padded last block
@@ -237,7 +243,7 @@ def test_chunks_equal_one_pass(size, block, chunk):
   m = jnp.asarray(rng.standard_normal(size) * rng.lognormal(size=size),
                   jnp.float32)
   g = jnp.asarray(rng.standard_normal(size), jnp.float32)
-  q = lionx.quantize(m, block)
+  q = lionx.quantized.quantize(m, block)
   step = jax.jit(lambda q, g, chunk: quantized.lion_8bit_leaf(
       q, g, 0.9, 0.99, chunk), static_argnums=2)
   c1, q1 = step(q, g, 1 << 20)
@@ -249,7 +255,7 @@ def test_chunks_equal_one_pass(size, block, chunk):
   diff = np.abs(np.asarray(q1.codes, int) - np.asarray(q2.codes, int))
   assert diff.max() <= 1 and np.mean(diff > 0) <= 0.01
   # And the one pass is quantize(b2 m + (1 - b2) g).
-  expected = lionx.quantize(0.99 * lionx.dequantize(q, (size,)) + 0.01 * g,
+  expected = lionx.quantized.quantize(0.99 * lionx.quantized.dequantize(q, (size,)) + 0.01 * g,
                             block)
   np.testing.assert_allclose(q1.scales, expected.scales, rtol=1e-6)
   diff = np.abs(np.asarray(q1.codes, int) - np.asarray(expected.codes, int))
@@ -265,6 +271,7 @@ def _compiled_step(opt, n):
       params, opt.init(params), params).compile().as_text()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(jax.default_backend() != 'cpu',
                     reason='the copy decisions of XLA:CPU')
 def test_compiled_8bit_step_copies_no_codes_and_no_f32_momentum():
@@ -294,6 +301,7 @@ def test_compiled_8bit_step_copies_no_codes_and_no_f32_momentum():
   assert not re.search(r'= (s8|f32)\[[\d,]+\]\S* copy\(', text)
 
 
+@pytest.mark.slow
 def test_8bit_lion_follows_fp32_lion():
   """Same gradients: the steps agree on almost every coordinate."""
   rng = np.random.default_rng(7)
@@ -314,7 +322,7 @@ def test_8bit_lion_follows_fp32_lion():
   assert np.mean(agree[10:]) >= 0.98, np.mean(agree[10:])
   m32 = states[jnp.float32][0].mu
   s8 = states[jnp.int8][0]
-  m8 = lionx.dequantize(lionx.QuantizedArray(s8.codes, s8.scales), (n,))
+  m8 = lionx.quantized.dequantize(lionx.quantized.QuantizedArray(s8.codes, s8.scales), (n,))
   rel = float(jnp.linalg.norm(m8 - m32) / jnp.linalg.norm(m32))
   assert rel <= 0.05, rel
 
@@ -359,7 +367,7 @@ def test_8bit_converges_on_a_parabola(make):
 
 
 def test_8bit_nonfinite_gradient_makes_nan():
-  tx = lionx.scale_by_lion_8bit(block_size=2)
+  tx = lionx._src.quantized.scale_by_lion_8bit(block_size=2)
   state = tx.init(jnp.zeros(4))
   c, state = jax.jit(tx.update)(jnp.array([0.5, jnp.inf, -0.5, 1.0]), state)
   c = np.asarray(c)
@@ -379,6 +387,7 @@ def test_8bit_nonfinite_gradient_makes_nan():
   np.testing.assert_array_equal(updates, 0.0)
 
 
+@pytest.mark.slow
 def test_8bit_in_flax_nnx_optimizer():
   """nnx.Optimizer rebuilds the state tree each update; it must survive."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
@@ -414,7 +423,7 @@ def _scales_reference(m, block):
 @pytest.mark.parametrize('bad', [np.nan, np.inf, -np.inf])
 def test_quantize_stores_a_nan_scale_for_a_nonfinite_block(bad):
   x = np.array([1.0, bad, 2.0, -3.0, 0.0, 0.0, 0.5], np.float32)
-  q = lionx.quantize(jnp.asarray(x), 2)
+  q = lionx.quantized.quantize(jnp.asarray(x), 2)
   scales = np.asarray(q.scales)
   assert scales.dtype == np.float32 and scales.shape == (4,)
   assert np.isnan(scales[0])  # NaN, not inf, even for an inf entry
@@ -429,7 +438,7 @@ def test_8bit_state_scales_after_a_nonfinite_gradient(bad):
   whole block of momentum NaN from then on -- the block's stored scale is
   NaN -- and leaves every other block's scale max |m_k| of that block."""
   b1, b2, block = 0.9, 0.99, 4
-  tx = lionx.scale_by_lion_8bit(b1=b1, b2=b2, block_size=block)
+  tx = lionx._src.quantized.scale_by_lion_8bit(b1=b1, b2=b2, block_size=block)
   rng = np.random.default_rng(0)
   g1 = rng.standard_normal(10).astype(np.float32)
   g1[5] = bad  # in block 1 (entries 4..7)

@@ -243,7 +243,7 @@ def compensated(
     ...   params = optax.apply_updates(params, updates)
     >>> params  # 0.049 rounded to bfloat16
     Array([0.0490723, 0.0490723, 0.0490723, 0.0490723], dtype=bfloat16)
-    >>> lionx.compensated_params(params, state)  # the precise values
+    >>> lionx.quantized.compensated_params(params, state)  # the precise values
     Array([0.049..., 0.049..., 0.049..., 0.049...], dtype=float32)
 
   References:

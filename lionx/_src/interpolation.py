@@ -1,7 +1,7 @@
 r"""Lion's interpolation :math:`c = w m + (1 - w) g`, shared by the momenta.
 
 Both the float momentum of :func:`lionx.scale_by_lion` and the 8-bit one of
-:func:`lionx.scale_by_lion_8bit` build :math:`c_k` with these helpers. This
+``scale_by_lion(mu_dtype=jnp.int8)`` build :math:`c_k` with these helpers. This
 module imports no other lionx transform, so that neither depends on the
 other.
 

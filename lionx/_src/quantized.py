@@ -68,7 +68,8 @@ class QuantizedArray(NamedTuple):
 
 
 class ScaleByLion8bitState(NamedTuple):
-  """State of :func:`scale_by_lion_8bit`: the momentum's codes and scales.
+  """State of ``scale_by_lion(mu_dtype=jnp.int8)``: the momentum's codes
+  and scales.
 
   ``codes`` and ``scales`` each have the structure of the params, so that
   frameworks that rebuild the state tree (e.g. ``flax.nnx.Optimizer``) keep
@@ -130,7 +131,7 @@ def quantize(x: jax.Array, block_size: int = DEFAULT_BLOCK_SIZE
   Example:
     >>> import jax.numpy as jnp
     >>> import lionx
-    >>> q = lionx.quantize(jnp.array([1.0, -0.25, 0.0, 4.0]), block_size=2)
+    >>> q = lionx.quantized.quantize(jnp.array([1.0, -0.25, 0.0, 4.0]), block_size=2)
     >>> q.codes
     Array([[127, -64],
            [  0, 127]], dtype=int8)
@@ -211,12 +212,12 @@ def dequantize(q: QuantizedArray, shape, dtype=jnp.float32) -> jax.Array:
     >>> import jax.numpy as jnp
     >>> import lionx
     >>> x = jnp.array([1.0, -0.25, 0.0, 4.0])
-    >>> lionx.dequantize(lionx.quantize(x, block_size=2), x.shape)
+    >>> lionx.quantized.dequantize(lionx.quantized.quantize(x, block_size=2), x.shape)
     Array([ 1.  , -0.253...,  0.  ,  4.  ], dtype=float32)
   """
   if not isinstance(q, QuantizedArray):
-    raise TypeError(f'q={q!r:.60}: expected a lionx.QuantizedArray (from '
-                    'lionx.quantize).')
+    raise TypeError(f'q={q!r:.60}: expected a lionx.quantized.QuantizedArray (from '
+                    'lionx.quantized.quantize).')
   if not isinstance(shape, (tuple, list)) or not all(
       isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0
       for n in shape):
@@ -395,6 +396,9 @@ def scale_by_lion_8bit(
 ) -> optax.GradientTransformation:
   r""":func:`scale_by_lion` with 8-bit blockwise momentum.
 
+  Public as ``lionx.scale_by_lion(b1, b2, mu_dtype=jnp.int8)`` (block size
+  256); ``lionx.scale_by_lion_8bit`` is deprecated.
+
   Lines 4 and 6 of Algorithm 1 in Dong et al., with :math:`m` stored as
   :func:`quantize` codes (:math:`\hat m = ` :func:`dequantize` of them):
 
@@ -445,7 +449,7 @@ def scale_by_lion_8bit(
   Example:
     >>> import jax.numpy as jnp
     >>> import lionx
-    >>> tx = lionx.scale_by_lion_8bit(b1=0.9, b2=0.99)
+    >>> tx = lionx.scale_by_lion(b1=0.9, b2=0.99, mu_dtype=jnp.int8)
     >>> state = tx.init(jnp.zeros(3))
     >>> c, state = tx.update(jnp.array([1.0, -2.0, 0.0]), state)
     >>> c  # (1 - b1) g, as m_0 = 0
