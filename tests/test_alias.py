@@ -420,6 +420,9 @@ def _alias_steps(alias, convention, kinds, schedule=False):
       kwargs['peak_learning_rate'] = peak_kind(PEAK27)
   else:
     learning_rate = lr_kind(LR27)
+    if convention != 'paper' and kinds[0] == 'jnp 0-d':
+      # An array learning rate needs its peak (issue 23): the same number.
+      kwargs['peak_learning_rate'] = peak_kind(LR27)
   opt = ALIASES27[alias](learning_rate, **kwargs)
   rng = np.random.default_rng(1)
   params = _tree(rng, scale=300.0)  # the decay shows against the sign

@@ -140,6 +140,9 @@ KINDS27 = {
     'jnp 0-d': lambda v: jnp.asarray(v, jnp.float32),
 }
 CONVENTIONS27 = ('paper', 'independent', 'corrected')
+# 0-d arrays: under optax.inject_hyperparams the learning rate arrives as
+# one (eta_t), so the conventions that need the peak refuse it without one.
+ARRAYS27 = ('np 0-d', 'jnp 0-d')
 
 
 def _decay_steps(kind, convention, *, implicit=False, cautious=False,
@@ -155,6 +158,9 @@ def _decay_steps(kind, convention, *, implicit=False, cautious=False,
   kwargs = {}
   if convention != 'paper' and schedule:
     kwargs['peak_learning_rate'] = to(PEAK27)
+  elif convention != 'paper' and kind in ARRAYS27:
+    # An array learning rate needs its peak (issue 23): the same number.
+    kwargs['peak_learning_rate'] = to(LR27)
   tx = lionx.add_decoupled_weight_decay(
       to(WD27), implicit=implicit,
       learning_rate=learning_rate if needs_lr else None,
@@ -204,6 +210,8 @@ def test_effective_weight_decay_is_the_same_for_every_kind(kind,
         kwargs['peak_learning_rate'] = to(PEAK27)
       else:
         kwargs['learning_rate'] = to(LR27)
+        if kind in ARRAYS27 and to is not float:
+          kwargs['peak_learning_rate'] = to(LR27)
     return np.asarray(lionx.effective_weight_decay(to(WD27), 2, **kwargs))
 
   for schedule in (False, True):
@@ -215,3 +223,16 @@ def test_effective_weight_decay_is_the_same_for_every_kind(kind,
   expected = {'paper': WD27, 'independent': WD27 / LR27,
               'corrected': WD27}[convention]
   np.testing.assert_allclose(lam(to, False), expected, rtol=2 ** -23)
+
+
+@pytest.mark.parametrize('kind', ARRAYS27)
+@pytest.mark.parametrize('convention', ('independent', 'corrected'))
+def test_an_array_rate_without_its_peak_is_refused_in_every_kind(
+    kind, convention):
+  """Where issue 23's rule and issue 27's meet: a 0-d array learning rate
+  is refused without the peak (it may be an injected eta_t); with the
+  peak it steps as the Python float (above)."""
+  with pytest.raises(ValueError, match='^peak_learning_rate=None'):
+    lionx.add_decoupled_weight_decay(
+        0.1, learning_rate=KINDS27[kind](LR27),
+        weight_decay_convention=convention)

@@ -279,6 +279,29 @@ def _as_float(value: Any) -> Any:
   return value if x is None else x
 
 
+def _refuse_array_rate(convention: str, learning_rate: Any,
+                       peak_learning_rate: Any) -> None:
+  """An array learning rate is eta_t under optax.inject_hyperparams (or
+  jit): taken as eta_peak it would move with the schedule. Refused, by
+  name, where the convention needs the peak and none is given."""
+  checks.one_of('weight_decay_convention', convention, CONVENTIONS)
+  if (convention == 'paper' or peak_learning_rate is not None
+      or not isinstance(learning_rate,
+                        (jax.Array, jax.core.Tracer, np.ndarray))):
+    return
+  raise ValueError(
+      f'peak_learning_rate=None: weight_decay_convention={convention!r} '
+      'needs peak_learning_rate= when the learning rate is an array '
+      f'(here {_describe(learning_rate)}), as under '
+      'optax.inject_hyperparams, which passes the scheduled eta_t: '
+      'taken as the peak it would move with the schedule (and divide '
+      'by 0 where the schedule reaches 0). Fix: pass the peak, e.g. '
+      'optax.inject_hyperparams(lionx.lion)(learning_rate=schedule, '
+      f'weight_decay_convention={convention!r}, '
+      'peak_learning_rate=1e-3), or give learning_rate as a Python '
+      'number.')
+
+
 def _convention(
     convention: str,
     learning_rate: Optional[optax.ScalarOrSchedule],
@@ -308,20 +331,6 @@ def _convention(
           f'peak_learning_rate=None: weight_decay_convention={convention!r} '
           'with a learning-rate schedule needs peak_learning_rate=, the '
           'peak learning rate that weight_decay is relative to.')
-    if isinstance(learning_rate, (jax.Array, jax.core.Tracer, np.ndarray)):
-      # Under optax.inject_hyperparams (or jit) the learning rate is the
-      # array eta_t: taken as eta_peak it would move with the schedule.
-      raise ValueError(
-          f'peak_learning_rate=None: weight_decay_convention={convention!r} '
-          'needs peak_learning_rate= when the learning rate is an array '
-          f'(here {_describe(learning_rate)}), as under '
-          'optax.inject_hyperparams, which passes the scheduled eta_t: '
-          'taken as the peak it would move with the schedule (and divide '
-          'by 0 where the schedule reaches 0). Fix: pass the peak, e.g. '
-          'optax.inject_hyperparams(lionx.lion)(learning_rate=schedule, '
-          f'weight_decay_convention={convention!r}, '
-          'peak_learning_rate=1e-3), or give learning_rate as a Python '
-          'number.')
     checks.positive('learning_rate', learning_rate)
     peak = learning_rate
   else:
@@ -406,6 +415,8 @@ def effective_weight_decay(
   if learning_rate is not None:
     checks.non_negative('learning_rate', learning_rate, schedule=True)
   weight_decay = _as_float(weight_decay)
+  _refuse_array_rate(weight_decay_convention, learning_rate,
+                     peak_learning_rate)
   if learning_rate is not None:
     learning_rate = _as_float(learning_rate)
   kappa = _convention(weight_decay_convention, learning_rate,
@@ -542,6 +553,8 @@ def add_decoupled_weight_decay(
   if mask is not None:
     _check_mask_type(mask)
   weight_decay = _as_float(weight_decay)
+  _refuse_array_rate(weight_decay_convention, learning_rate,
+                     peak_learning_rate)
   if learning_rate is not None:
     learning_rate = _as_float(learning_rate)
   kappa = _convention(weight_decay_convention, learning_rate,
