@@ -59,6 +59,7 @@ def test_every_public_name_has_its_api_entry(site):
     assert name in documented, name
 
 
+@pytest.mark.slow
 def test_notebooks_are_rendered_from_their_outputs(site):
   pages = sorted((site / 'notebooks').glob('*.html'))
   names = {p.stem for p in pages}

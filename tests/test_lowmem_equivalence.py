@@ -126,6 +126,7 @@ def _both(q, g, b1, b2, chunk):
   return step(q, g)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('size,block,chunk', [
     (1000, 8, 64), (1003, 8, 64), (1024, 16, 256), (50, 8, 3),
     (3000, 256, quantized.CHUNK)])
@@ -159,6 +160,7 @@ def _close_to_reference(c, new, rc, rcodes, rscales, q, g):
   assert diff.max() <= 1 and np.mean(diff > 0) <= 0.01
 
 
+@pytest.mark.slow
 @hypothesis.settings(max_examples=15, deadline=None)
 @hypothesis.given(st.integers(1, 2000), st.sampled_from([1, 7, 64, 256]),
                   st.sampled_from([0.0, 0.5, 0.9, 1.0]),

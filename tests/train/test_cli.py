@@ -106,6 +106,7 @@ def test_compare_writes_figures_and_is_rerunnable(tiny_file, tmp_path,
   assert cli.train_main(args) == 0
 
 
+@pytest.mark.slow
 def test_diverged_run_exits_1(tiny_file, tmp_path, capsys):
   code = cli.train_main(['--config', str(tiny_file), '--workdir',
                          str(tmp_path), 'optimizer.name=sgd',

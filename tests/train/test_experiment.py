@@ -162,6 +162,7 @@ def test_resume_is_bit_identical(tmp_path, monkeypatch):
         k: v for k, v in s.items() if k != 'wall_time'}
 
 
+@pytest.mark.slow
 def test_the_progress_bar_counts_the_steps_of_this_run(tmp_path, capsys):
   config = tiny_config(num_epochs=2, max_evals_this_run=1)
   config.progress = True
@@ -361,3 +362,50 @@ def test_beyond_the_seeds_rows_spectral_cwd_and_muon(tmp_path):
   # Muon has no sign-like direction.
   assert math.isnan(rows['muon']['sign_agreement'])
   assert all(math.isfinite(r['full_loss']) for r in rows.values())
+
+
+class _Calls(experiment.Hook):
+  """Records what the loop tells a hook, and the parameters it sees."""
+
+  def __init__(self):
+    self.calls = []
+
+  def start(self, step, state):
+    self.calls.append(('start', step))
+
+  def after_step(self, step, state):
+    w = nnx.state(state.model, nnx.Param)['conv1']['kernel'][...]
+    self.calls.append(('step', step, float(np.abs(np.asarray(w)).sum())))
+
+  def after_eval(self, row, state):
+    self.calls.append(('eval', row['step']))
+
+
+def test_hooks_see_each_step_and_evaluation_this_invocation_trains(
+    tmp_path):
+  config = tiny_config(num_epochs=2, max_evals_this_run=1, tensorboard=False)
+  first, plain = _Calls(), experiment.Hook()  # the base class does nothing
+  experiment.train_and_evaluate(config, tmp_path, verbose=False,
+                                hooks=[first, plain])
+  # 64 images in batches of 16: 4 steps, then the first evaluation.
+  assert [c[:2] for c in first.calls] == [
+      ('start', 0), ('step', 1), ('step', 2), ('step', 3), ('step', 4),
+      ('eval', 4)]
+  sums = [c[2] for c in first.calls if c[0] == 'step']
+  assert len(set(sums)) == 4  # the parameters after each step, not before
+  second = _Calls()
+  result = experiment.train_and_evaluate(config, tmp_path, verbose=False,
+                                         hooks=[second])
+  assert [c[:2] for c in second.calls] == [  # resumed after step 4
+      ('start', 4), ('step', 5), ('step', 6), ('step', 7), ('step', 8),
+      ('eval', 8)]
+  assert result.status == 'finished'
+  # A finished run is reported again, untrained: no hook is called.
+  third = _Calls()
+  experiment.train_and_evaluate(config, tmp_path, verbose=False,
+                                hooks=[third])
+  assert third.calls == []
+  with pytest.raises(TypeError, match=r'hooks\[0\]=.*expected a '
+                     'lionx.train.experiment.Hook'):
+    experiment.train_and_evaluate(config, tmp_path, verbose=False,
+                                  hooks=[lambda step, state: None])

@@ -59,6 +59,7 @@ def test_default_keeps_each_layers_initialiser():
   assert np.abs(kernel).max() <= 2 * std / 0.8796 * (1 + 1e-5)
 
 
+@pytest.mark.slow
 def test_resnet_default_is_torchvisions_fan_out():
   leaves = _leaves('resnet18', {'width': 2}, (8, 8, 3), 'default')
   kernel = leaves["['blocks'][7]['conv2']['kernel']"]  # 3x3, 16 -> 16

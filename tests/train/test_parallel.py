@@ -385,6 +385,7 @@ def test_distributed_lion_refuses_fsdp():
     config_lib.validate(config)
 
 
+@pytest.mark.slow
 def test_a_new_optimizer_row_keeps_recorded_runs(one_device, tmp_path):
   """A run's identity holds only its own optimizer's section, so adding a
   row (with its own hyperparameters) does not orphan recorded runs."""

@@ -33,6 +33,7 @@ def _error(capsys, code):
   return lines[0]
 
 
+@pytest.mark.slow
 def test_wall_time_is_elapsed_training_time_across_resumes(tmp_path):
   config = tiny_config(num_epochs=4, checkpoint_every_evals=1)
   first = config_lib.copy(config)
@@ -52,6 +53,7 @@ def test_wall_time_is_elapsed_training_time_across_resumes(tmp_path):
   assert walls[2] > walls[1]  # continues from the checkpoint's time
 
 
+@pytest.mark.slow
 def test_provenance_is_recorded_per_invocation(tmp_path):
   config = tiny_config(num_epochs=2)
   first = config_lib.copy(config)
@@ -99,6 +101,7 @@ def test_train_and_compare_workdirs_do_not_mix(tmp_path):
     sweep.compare(tiny_config(), tmp_path / 'r', ['lion'], verbose=False)
 
 
+@pytest.mark.slow
 def test_earlier_format_is_refused_clearly(tmp_path):
   experiment.train_and_evaluate(tiny_config(), tmp_path, verbose=False)
   stored = json.loads((tmp_path / 'config.json').read_text())

@@ -5,6 +5,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tensorboard.backend.event_processing import event_accumulator
@@ -31,6 +32,7 @@ def _numeric(row):
           isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+@pytest.mark.slow
 def test_a_run_and_its_resumption_leave_each_row_once(tmp_path):
   config = tiny_config(num_epochs=2, max_evals_this_run=1)
   first = experiment.train_and_evaluate(config, tmp_path, verbose=False)
