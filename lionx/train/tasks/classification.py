@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from lionx.train.data import imagefolder
 from lionx.train.data import images
 from lionx.train.models import vision
 from lionx.train.tasks import base
@@ -116,5 +115,3 @@ class ImageClassification(base.Task):
   def data_order(self) -> str:
     return images.DATA_ORDER
 
-
-images.register_dataset(imagefolder.NAME, imagefolder.load_imagefolder)
