@@ -389,17 +389,9 @@ def test_inject_hyperparams_mu_dtype_says_static_args():
 
 # --- issue 27: hyperparameters that are not Python floats ---
 
-# Exact float32 values, so that every kind below holds the same number;
-# none is a power of two, so a step that rounds differently shows.
-LR27 = float(np.float32(3e-3))
-WD27 = float(np.float32(0.7))
-PEAK27 = float(np.float32(5e-3))
-KINDS27 = {
-    'python': float,
-    'np.float32': np.float32,
-    'np.float64': np.float64,
-    'jnp 0-d': lambda v: jnp.asarray(v, jnp.float32),
-}
+# Every kind of number holds the same value (tests/kinds.py).
+from tests.kinds import KINDS, LR as LR27, PEAK as PEAK27, WD as WD27  # noqa: E402
+KINDS27 = {k: v for k, v in KINDS.items() if k != 'np 0-d'}
 ALIASES27 = {
     'lion': lionx.lion,
     'lion_k(lp 3)': lambda *a, **k: lionx.lion_k(

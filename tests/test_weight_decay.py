@@ -127,18 +127,9 @@ def test_effective_weight_decay_takes_integer_counts():
 
 import optax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
-# Exact float32 values, so that every kind below holds the same number;
-# none is a power of two, so a step that rounds differently shows.
-LR27 = float(np.float32(3e-3))
-WD27 = float(np.float32(0.7))
-PEAK27 = float(np.float32(5e-3))
-KINDS27 = {
-    'python': float,
-    'np.float32': np.float32,
-    'np.float64': np.float64,
-    'np 0-d': lambda v: np.asarray(v, np.float32),
-    'jnp 0-d': lambda v: jnp.asarray(v, jnp.float32),
-}
+# Every kind of number holds the same value (tests/kinds.py).
+from tests.kinds import KINDS, LR as LR27, PEAK as PEAK27, WD as WD27  # noqa: E402
+KINDS27 = KINDS
 CONVENTIONS27 = ('paper', 'independent', 'corrected')
 # 0-d arrays: under optax.inject_hyperparams the learning rate arrives as
 # one (eta_t), so the conventions that need the peak refuse it without one.
