@@ -197,6 +197,9 @@ def generate_api(app=None) -> None:
       'lionx.theory': _flat_page(
           'lionx.theory', 'lionx.theory',
           'The rates, bounds and schedules of the papers.'),
+      'lionx.checks': _flat_page(
+          'lionx.checks', 'lionx.checks',
+          'The argument checks of the factories, for your own transforms.'),
   }
   for name in _train_modules():
     title = f'``{name}``'

@@ -7,8 +7,6 @@ import argparse
 import csv
 import io
 import json
-import math
-import numbers
 import pathlib
 from typing import Any, Callable, Optional, Sequence
 
@@ -32,28 +30,6 @@ def shown(path: str | pathlib.Path) -> str:
     return str(path.resolve().relative_to(REPO))
   except ValueError:
     return str(path)
-
-
-def in_range(name: str, value: Any, low: float, high: float, *,
-             low_open: bool = False) -> None:
-  """Raises unless ``value`` is a real number in ``[low, high]`` (or
-  ``(low, high]``); the error names the argument and the range."""
-  if isinstance(value, bool) or not isinstance(value, numbers.Real):
-    raise TypeError(f'{name}={value!r}: expected a real number.')
-  too_low = value <= low if low_open else value < low
-  if math.isnan(value) or too_low or value > high:
-    left = '(' if low_open else '['
-    raise ValueError(f'{name}={value!r} is outside {left}{low}, {high}].')
-
-
-def positive(name: str, value: Any) -> None:
-  """Raises unless ``value`` is a real number > 0."""
-  in_range(name, value, 0.0, math.inf, low_open=True)
-
-
-def one_of(name: str, value: Any, choices: Sequence[str]) -> None:
-  if value not in choices:
-    raise ValueError(f'{name}={value!r} is not one of {tuple(choices)}.')
 
 
 def trajectory(

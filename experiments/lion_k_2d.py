@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import lionx
+from lionx import checks
 from experiments import _common
 
 X_STAR = (1.5, 0.0)
@@ -119,8 +120,8 @@ def _check_steps(num_steps: Any) -> None:
 
 
 def _check_betas(b1: Any, b2: Any) -> None:
-  _common.in_range('b1', b1, 0.0, 1.0)
-  _common.in_range('b2', b2, 0.0, 1.0)
+  checks.in_range('b1', b1, 0.0, 1.0)
+  checks.in_range('b2', b2, 0.0, 1.0)
 
 
 def _weight_decays(name: str, values: Sequence[float]) -> np.ndarray:
@@ -128,7 +129,7 @@ def _weight_decays(name: str, values: Sequence[float]) -> np.ndarray:
   if values.size == 0:
     raise ValueError(f'{name} is empty; expected positive weight decays.')
   for v in values:
-    _common.positive(name, float(v))
+    checks.positive(name, float(v))
   return values
 
 
@@ -199,7 +200,7 @@ def run_trajectories(
   wds = _weight_decays('weight_decays', weight_decays)
   _check_steps(num_steps)
   _check_betas(b1, b2)
-  _common.positive('learning_rate', learning_rate)
+  checks.positive('learning_rate', learning_rate)
   if not 1 <= tail <= num_steps:
     raise ValueError(f'tail={tail!r}: expected 1 <= tail <= num_steps.')
   x0 = jnp.tile(jnp.asarray(start, jnp.float32), (len(wds), 1))
@@ -273,8 +274,8 @@ def run_weight_decay_sweep(
     raise ValueError('weight_decays must be increasing.')
   _check_steps(num_steps)
   _check_betas(b1, b2)
-  _common.positive('learning_rate', learning_rate)
-  _common.positive('tol', tol)
+  checks.positive('learning_rate', learning_rate)
+  checks.positive('tol', tol)
   reshaper = lionx.sign_reshaper() if reshaper is None else reshaper
   x0 = jnp.tile(jnp.asarray(start, jnp.float32), (len(wds), 1))
   xs = np.asarray(_simulate(
@@ -350,8 +351,8 @@ def run_phase1(
     [('implicit', True), ('explicit', True)]
   """
   reshapers = default_reshapers() if reshapers is None else reshapers
-  _common.positive('weight_decay', weight_decay)
-  _common.positive('learning_rate', learning_rate)
+  checks.positive('weight_decay', weight_decay)
+  checks.positive('learning_rate', learning_rate)
   if learning_rate * weight_decay >= 1:
     raise ValueError(
         f'learning_rate={learning_rate!r}, weight_decay={weight_decay!r}: '

@@ -47,6 +47,7 @@ import jax
 import numpy as np
 
 import lionx.train as lt
+from lionx import checks
 from lionx import metrics
 from experiments import _common
 from experiments import _networks
@@ -195,11 +196,11 @@ def run(config: Optional[lt.Config] = None, *,
   config = lt.copy(base_config() if config is None else config)
   networks = dict(NETWORKS if networks is None else networks)
   for p in ps:
-    _common.in_range('ps', p, 1.0, 1e6)
-  _common.positive('learning_rate', learning_rate)
-  _common.in_range('weight_decay', weight_decay, 0.0, 1e6)
+    checks.in_range('ps', p, 1.0, 1e6)
+  checks.positive('learning_rate', learning_rate)
+  checks.in_range('weight_decay', weight_decay, 0.0, 1e6)
   for m in rate_multipliers:
-    _common.positive('rate_multipliers', m)
+    checks.positive('rate_multipliers', m)
   if not (ps and seeds and rate_multipliers and networks):
     raise ValueError('ps, seeds, rate_multipliers and networks must not be '
                      'empty.')
@@ -502,7 +503,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parser.parse_args(argv)
   names = [n for n in args.networks.split(',') if n]
   for name in names:
-    _common.one_of('--networks', name, tuple(NETWORKS))
+    checks.one_of('--networks', name, tuple(NETWORKS))
   done: list[LpRun] = []
   if args.replot or args.resume:
     done, command = _networks.stored_runs(args.out, LpRun)

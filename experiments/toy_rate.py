@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import lionx
+from lionx import checks
 from lionx import metrics
 from lionx import theory
 from experiments import _common
@@ -354,11 +355,11 @@ def run(
       raise TypeError(f'{name}={value!r}: expected a positive int.')
     if value < 1:
       raise ValueError(f'{name}={value!r}: expected a positive int.')
-  _common.positive('learning_rate', learning_rate)
-  _common.positive('weight_decay', weight_decay)
-  _common.in_range('b1', b1, 0.0, 1.0)
-  _common.in_range('b2', b2, 0.0, 1.0)
-  _common.one_of('schedule', schedule, SCHEDULES)
+  checks.positive('learning_rate', learning_rate)
+  checks.positive('weight_decay', weight_decay)
+  checks.in_range('b1', b1, 0.0, 1.0)
+  checks.in_range('b2', b2, 0.0, 1.0)
+  checks.one_of('schedule', schedule, SCHEDULES)
   box = 1.0 / weight_decay
   minimizers, f_star = find_minimum(BOX)
   # Corollary 3's f* is the infimum over the box; the same unless it is small.

@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import lionx.train as lt
+from lionx import checks
 from lionx import metrics
 from experiments import _common
 from experiments import _networks
@@ -149,9 +150,9 @@ def _check(config: lt.Config, data: Any, weight_decays: Sequence[float],
   _networks.require_paper_lion(config)
   peak = _networks.optimizer_of(config, data).settings.learning_rate
   for lam in weight_decays:
-    _common.in_range('weight_decays', lam, 0.0, 1.0 / peak)
+    checks.in_range('weight_decays', lam, 0.0, 1.0 / peak)
   for name in kernel_inits:
-    _common.one_of('kernel_inits', name, tuple(lt.KERNEL_INITS))
+    checks.one_of('kernel_inits', name, tuple(lt.KERNEL_INITS))
   for seed in seeds:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
       raise ValueError(f'seeds: {seed!r} is not an int >= 0.')

@@ -38,6 +38,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 import lionx.train as lt
+from lionx import checks
 from lionx import metrics
 from experiments import _common
 from experiments import _networks
@@ -105,7 +106,7 @@ def run(config: Optional[lt.Config] = None, *,
     data = lt.get_task(config.task).load_data(config)
   peak = _networks.optimizer_of(config, data).settings.learning_rate
   for lam in weight_decays:
-    _common.in_range('weight_decays', lam, 0.0, 1.0 / peak)
+    checks.in_range('weight_decays', lam, 0.0, 1.0 / peak)
   out = []
   for lam in weight_decays:
     for seed in seeds:

@@ -35,6 +35,7 @@ from lionx._src.transforms import add_decoupled_weight_decay
 from lionx._src.transforms import cautious
 from lionx._src.transforms import effective_weight_decay
 from lionx._src.transforms import scale_by_lion
+from lionx import checks
 from lionx import distributed
 from lionx import metrics
 from lionx import quantized
@@ -90,6 +91,7 @@ __all__ = (
     'huber_reshaper',
     'lion',
     'lion_k',
+    'checks',
     'distributed',
     'metrics',
     'quantized',

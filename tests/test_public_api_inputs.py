@@ -2135,6 +2135,9 @@ NOT_FUNCTIONS = {
     'lionx.theory': 'a module: its __all__ is enumerated',
     'lionx.distributed': 'a module: its __all__ is enumerated',
     'lionx.quantized': 'a module: its __all__ is enumerated',
+    'lionx.checks': 'a module of argument checks, fed bad input in '
+                    'tests/test_checks.py (they raise on bad input by '
+                    'design)',
     'lionx.distributed.distributed_lion': 'lionx.distributed_lion itself '
                                           '(asserted), which has a spec',
     # Deprecated top-level names (lionx.__getattr__): each is the object

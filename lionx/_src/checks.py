@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from typing import Any, Callable, Optional
 
 import jax
@@ -40,6 +41,8 @@ def _kind(value: Any) -> Optional[str]:
     return 'a bool'
   if value is None:
     return 'None'
+  if isinstance(value, (str, bytes)):
+    return 'a string'
   return None
 
 
@@ -107,14 +110,35 @@ def _scalar(name: str, value: Any, schedule: bool) -> float | None:
     raise TypeError(f'{name}={value!r}: {err}.') from None
 
 
+def _own_name(name: Any) -> None:
+  if not isinstance(name, str):
+    raise TypeError(f'name={name!r}: expected the argument\'s name, a str.')
+
+
 def in_range(
     name: str, value: Any, low: float, high: float, *,
     low_open: bool = False, high_open: bool = False, schedule: bool = False,
 ) -> None:
   """Raises ``ValueError`` unless ``low <= value <= high`` (or open ends).
 
-  Traced values, and schedules where ``schedule=True``, are not checked.
+  ``TypeError`` if ``value`` is not a real scalar (a bool, a string, an
+  array with a shape, a type ...). Traced values, and schedules where
+  ``schedule=True``, are not checked.
+
+  Example:
+    >>> from lionx.checks import in_range
+    >>> in_range('b1', 0.9, 0.0, 1.0)
+    >>> in_range('b1', 1.5, 0.0, 1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: b1=1.5 is outside [0.0, 1.0]: expected a number between 0 and 1.
   """
+  _own_name(name)
+  for bound, what in ((low, 'low'), (high, 'high')):
+    if isinstance(bound, bool) or not isinstance(bound, numbers.Real):
+      raise TypeError(f'{what}={bound!r}: expected a real number.')
+  if not low <= high:
+    raise ValueError(f'low={low!r}, high={high!r}: expected low <= high.')
   x = _scalar(name, value, schedule)
   if x is None:
     return
@@ -123,17 +147,40 @@ def in_range(
   if math.isnan(x) or too_low or too_high:
     left = '(' if low_open else '['
     right = ')' if high_open else ']'
-    raise ValueError(
-        f'{name}={value!r} is outside {left}{low}, {high}{right}.')
+    raise ValueError(f'{name}={value!r} is outside {left}{low}, {high}'
+                     f'{right}: expected {_words(low, high, low_open)}.')
+
+
+def _words(low: float, high: float, low_open: bool) -> str:
+  if high == math.inf:
+    return f'a number {">" if low_open else ">="} {low:g}' if low else (
+        'a positive number' if low_open else 'a number >= 0')
+  return f'a number between {low:g} and {high:g}'
 
 
 def non_negative(name: str, value: Any, *, schedule: bool = False) -> None:
-  """Raises ``ValueError`` unless ``0 <= value < inf``."""
+  """Raises ``ValueError`` unless ``0 <= value < inf``.
+
+  Example:
+    >>> from lionx.checks import non_negative
+    >>> non_negative('weight_decay', -0.1)
+    Traceback (most recent call last):
+    ...
+    ValueError: weight_decay=-0.1 is outside [0.0, inf): expected a number >= 0.
+  """
   in_range(name, value, 0.0, math.inf, high_open=True, schedule=schedule)
 
 
 def positive(name: str, value: Any, *, schedule: bool = False) -> None:
-  """Raises ``ValueError`` unless ``0 < value < inf``."""
+  """Raises ``ValueError`` unless ``0 < value < inf``.
+
+  Example:
+    >>> from lionx.checks import positive
+    >>> positive('learning_rate', 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: learning_rate=0 is outside (0.0, inf): expected a positive number.
+  """
   in_range(name, value, 0.0, math.inf, low_open=True, high_open=True,
            schedule=schedule)
 
@@ -147,7 +194,15 @@ def step_count(name: str, value: Any) -> None:
   A Python or NumPy int, or an integer array of shape () (traced too, as
   an optimizer state's ``count`` is); a float, even 2.0, is refused: a
   schedule read at a fractional step is not a step of the optimizer.
+
+  Example:
+    >>> from lionx.checks import step_count
+    >>> step_count('count', 2.0)
+    Traceback (most recent call last):
+    ...
+    TypeError: count=2.0: expected an integer step count (a Python int or an integer array of shape ()), got a float.
   """
+  _own_name(name)
   if isinstance(value, int) and not isinstance(value, bool):
     if not 0 <= value <= _MAX_COUNT:
       raise ValueError(f'{name}={value!r}: expected a step count >= 0 and '
@@ -225,6 +280,20 @@ def dtype(name: str, value: Any, expected: str) -> np.dtype:
 
 
 def one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:
+  """Raises ``ValueError`` unless ``value`` is one of the strings ``choices``.
+
+  Example:
+    >>> from lionx.checks import one_of
+    >>> one_of('scope', 'layer', ('global', 'leaf'))
+    Traceback (most recent call last):
+    ...
+    ValueError: scope='layer' is not one of ('global', 'leaf').
+  """
+  _own_name(name)
+  if (not isinstance(choices, tuple) or not choices
+      or not all(isinstance(c, str) for c in choices)):
+    raise TypeError(f'choices={choices!r}: expected a non-empty tuple of '
+                    'str.')
   if not isinstance(value, str) or value not in choices:
     raise ValueError(f'{name}={value!r} is not one of {choices}.')
 

@@ -35,22 +35,32 @@ from lionx._src import checks
 KINDS = ('lion', 'sgd')
 
 
-def _at_least_one(name: str, value: Any) -> Any:
-  """``value`` as a float or float array, every entry finite and ``>= 1``."""
-  expected = f'{name}={value!r:.80}: expected a real number >= 1'
+def _real_array(name: str, value: Any, expected: str) -> np.ndarray:
+  """``value`` as a float64 array; ``TypeError`` unless it holds real
+  numbers (not bools, not traced: lionx.theory is plain NumPy)."""
+  shown = f'{name}={value!r:.80}: expected {expected}'
   if isinstance(value, (bool, np.bool_)) or value is None:
-    raise TypeError(f'{expected}.')
+    raise TypeError(f'{shown}.')
   try:
     array = np.asarray(value)
   except Exception as err:  # a traced value, a ragged list, ...
-    raise TypeError(f'{expected} (or an array of them; lionx.theory is '
-                    'plain NumPy, not traced).') from err
-  if (not (np.issubdtype(array.dtype, np.integer)
-           or np.issubdtype(array.dtype, np.floating)) or array.size == 0):
-    raise TypeError(f'{expected}.')
-  array = array.astype(np.float64)
+    raise TypeError(f'{shown} (lionx.theory is plain NumPy, not '
+                    'traced).') from err
+  if not (np.issubdtype(array.dtype, np.integer)
+          or np.issubdtype(array.dtype, np.floating)):
+    raise TypeError(f'{shown}, got dtype {array.dtype}.')
+  return array.astype(np.float64)
+
+
+def _at_least_one(name: str, value: Any) -> Any:
+  """``value`` as a float or float array, every entry finite and ``>= 1``."""
+  expected = 'a real number >= 1 (or an array of them)'
+  array = _real_array(name, value, expected)
+  if array.size == 0:
+    raise TypeError(f'{name}={value!r:.80}: expected {expected}, got an '
+                    'empty array.')
   if not np.all(np.isfinite(array)) or np.any(array < 1):
-    raise ValueError(f'{expected}, finite.')
+    raise ValueError(f'{name}={value!r:.80}: expected {expected}, finite.')
   return float(array) if array.ndim == 0 else array
 
 
@@ -405,16 +415,7 @@ def empirical_rate_constant(
     d = _at_least_one('d', d)
     if np.ndim(d) != 0:
       raise ValueError(f'd={d!r}: expected a scalar.')
-  try:
-    values = np.asarray(norms)
-  except Exception as err:  # a traced value, a ragged list, ...
-    raise TypeError(f'norms={norms!r:.80}: expected an array of '
-                    'numbers.') from err
-  if not (np.issubdtype(values.dtype, np.integer)
-          or np.issubdtype(values.dtype, np.floating)):
-    raise TypeError(f'norms={norms!r:.80}: expected an array of real '
-                    f'numbers, got dtype {values.dtype}.')
-  values = values.astype(np.float64)
+  values = _real_array('norms', norms, 'an array of real numbers')
   if values.ndim not in (1, 2):
     raise ValueError(
         f'norms has shape {np.shape(norms)}; expected (K,) or (repeats, K).')

@@ -302,6 +302,19 @@ def _refuse_array_rate(convention: str, learning_rate: Any,
       'number.')
 
 
+def _rate_and_convention(
+    convention: str, learning_rate: Any, peak_learning_rate: Any,
+) -> tuple[Any, Optional[Callable[[chex.Array], chex.Numeric]]]:
+  """The learning rate as a Python float (a schedule or traced value as
+  it is) and :func:`_convention`'s factor; an array rate without its peak
+  is refused first."""
+  _refuse_array_rate(convention, learning_rate, peak_learning_rate)
+  if learning_rate is not None:
+    learning_rate = _as_float(learning_rate)
+  return learning_rate, _convention(convention, learning_rate,
+                                    peak_learning_rate)
+
+
 def _convention(
     convention: str,
     learning_rate: Optional[optax.ScalarOrSchedule],
@@ -415,12 +428,8 @@ def effective_weight_decay(
   if learning_rate is not None:
     checks.non_negative('learning_rate', learning_rate, schedule=True)
   weight_decay = _as_float(weight_decay)
-  _refuse_array_rate(weight_decay_convention, learning_rate,
-                     peak_learning_rate)
-  if learning_rate is not None:
-    learning_rate = _as_float(learning_rate)
-  kappa = _convention(weight_decay_convention, learning_rate,
-                      peak_learning_rate)
+  learning_rate, kappa = _rate_and_convention(
+      weight_decay_convention, learning_rate, peak_learning_rate)
   lam = checks.scheduled('weight_decay', weight_decay, count)
   if kappa is not None:
     lam = lam * kappa(count)
@@ -553,12 +562,8 @@ def add_decoupled_weight_decay(
   if mask is not None:
     _check_mask_type(mask)
   weight_decay = _as_float(weight_decay)
-  _refuse_array_rate(weight_decay_convention, learning_rate,
-                     peak_learning_rate)
-  if learning_rate is not None:
-    learning_rate = _as_float(learning_rate)
-  kappa = _convention(weight_decay_convention, learning_rate,
-                      peak_learning_rate)
+  learning_rate, kappa = _rate_and_convention(
+      weight_decay_convention, learning_rate, peak_learning_rate)
 
   def init_fn(params):
     checks.inexact_leaves('params', params)

@@ -1,6 +1,7 @@
 """Typed config sections: checking, overriding and serialising dataclasses.
 
-The bottom layer of the harness's configs; it imports nothing of lionx.
+The bottom layer of the harness's configs; of lionx it imports only the
+argument checks of the core (:mod:`lionx.checks`).
 Every config section is a dataclass whose type hints are the truth:
 
 * :func:`check` walks a section and raises :class:`ConfigError` for any
@@ -24,6 +25,8 @@ import dataclasses
 import math
 import typing
 from typing import Any, Callable, Iterable
+
+from lionx import checks
 
 
 class ConfigError(ValueError):
@@ -226,31 +229,55 @@ def override(root: Any, item: str) -> None:
 
 
 # --- value checks -----------------------------------------------------------
+# lionx's one family of checks (lionx.checks), raising ConfigError.
+
+
+def _as_config_error(check: Callable[..., None], *args: Any,
+                     **kwargs: Any) -> None:
+  try:
+    check(*args, **kwargs)
+  except (TypeError, ValueError) as err:
+    raise ConfigError(str(err)) from None
+
+
+def in_range(path: str, value: Any, low: float, high: float, *,
+             low_open: bool = False, high_open: bool = False) -> None:
+  """Raises :class:`ConfigError` unless ``value`` is a real number in
+  ``[low, high]`` (``low_open``/``high_open`` exclude an end).
+
+  Example:
+    >>> from lionx.train import fields
+    >>> fields.in_range('model.dropout', 1.5, 0.0, 1.0)
+    Traceback (most recent call last):
+    ...
+    lionx.train.fields.ConfigError: model.dropout=1.5 is outside [0.0, 1.0]: expected a number between 0 and 1.
+  """
+  _as_config_error(checks.in_range, path, value, low, high,
+                   low_open=low_open, high_open=high_open)
 
 
 def positive(path: str, value: Any) -> None:
-  if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value) and value > 0):
-    raise ConfigError(f'{path}={value!r}: expected a positive number.')
+  """Raises :class:`ConfigError` unless ``0 < value < inf``."""
+  in_range(path, value, 0.0, math.inf, low_open=True, high_open=True)
 
 
 def non_negative(path: str, value: Any) -> None:
-  if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value) and value >= 0):
-    raise ConfigError(f'{path}={value!r}: expected a number >= 0.')
+  """Raises :class:`ConfigError` unless ``0 <= value < inf``."""
+  in_range(path, value, 0.0, math.inf, high_open=True)
 
 
 def fraction(path: str, value: Any) -> None:
-  non_negative(path, value)
-  if value > 1:
-    raise ConfigError(f'{path}={value!r}: expected a number in [0, 1].')
+  """Raises :class:`ConfigError` unless ``0 <= value <= 1``."""
+  in_range(path, value, 0.0, 1.0)
 
 
 def one_of(path: str, value: Any, names: Iterable[str],
            hint: str = '') -> None:
-  names = tuple(sorted(names))
-  if value not in names:
-    raise ConfigError(f'{path}={value!r} is not one of {names}.{hint}')
+  """Raises :class:`ConfigError` unless ``value`` is one of ``names``."""
+  try:
+    checks.one_of(path, value, tuple(sorted(names)))
+  except ValueError as err:
+    raise ConfigError(f'{err}{hint}') from None
 
 
 def positive_ints(section: Any, prefix: str,

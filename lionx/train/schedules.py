@@ -13,10 +13,12 @@ The ``schedule`` config section (:class:`ScheduleConfig`) lives here.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import optax
 
+from lionx import checks
 from lionx.train import fields
 from lionx.train import registry
 
@@ -101,16 +103,13 @@ def make_schedule(
     (1.0, 0.5, 0.0)
   """
   factory = SCHEDULES[name]
-  if not learning_rate > 0:
-    raise ValueError(
-        f'learning_rate={learning_rate!r}: expected a positive number.')
-  if total_steps < 1:
-    raise ValueError(f'total_steps={total_steps!r}: expected >= 1.')
-  if not 0 <= warmup_steps < total_steps:
+  checks.positive('learning_rate', learning_rate)
+  checks.step_count('total_steps', total_steps)
+  checks.in_range('total_steps', total_steps, 1, math.inf)
+  checks.step_count('warmup_steps', warmup_steps)
+  if not warmup_steps < total_steps:
     raise ValueError(
         f'warmup_steps={warmup_steps!r}: expected 0 <= warmup_steps < '
         f'total_steps={total_steps}.')
-  if not 0.0 <= final_fraction <= 1.0:
-    raise ValueError(
-        f'final_fraction={final_fraction!r}: expected a number in [0, 1].')
+  checks.in_range('final_fraction', final_fraction, 0.0, 1.0)
   return factory(learning_rate, total_steps, warmup_steps, final_fraction)

@@ -40,11 +40,13 @@ def _error_line(capsys, code, prog='lionx-train'):
     ('optimizer.name=lamb', "optimizer.name='lamb' is not one of"),
     ('data.name=mnist', "data.name='mnist' is not one of"),
     ('schedule.name=step', "schedule.name='step' is not one of"),
-    ('optimizer.learning_rate=0', 'optimizer.learning_rate=0.0: expected a '
-     'positive number'),
+    ('optimizer.learning_rate=0', 'optimizer.learning_rate=0.0 is outside '
+     '(0.0, inf): expected a positive number'),
     ('optimizer.learning_rate=-0.1', 'expected a positive number'),
-    ('batch_size=-4', 'batch_size=-4: expected a positive number'),
-    ('batch_size=0', 'batch_size=0: expected a positive number'),
+    ('batch_size=-4', 'batch_size=-4 is outside (0.0, inf): expected a '
+     'positive number'),
+    ('batch_size=0', 'batch_size=0 is outside (0.0, inf): expected a '
+     'positive number'),
     ('optimizer.lr=1', "unknown config field 'optimizer.lr'"),
 ])
 def test_bad_input_is_one_line(tiny_file, tmp_path, capsys, override, match):

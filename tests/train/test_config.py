@@ -140,19 +140,22 @@ def test_overrides_are_typed():
     ('optimizer.name=lamb', "optimizer.name='lamb' is not one of"),
     ('data.name=mnist', "data.name='mnist' is not one of"),
     ('schedule.name=step', "schedule.name='step' is not one of"),
-    ('optimizer.learning_rate=0', 'optimizer.learning_rate=0.0: expected a '
-     'positive'),
+    ('optimizer.learning_rate=0', r'optimizer.learning_rate=0.0 is outside '
+     r'\(0.0, inf\): expected a positive'),
     ('optimizer.learning_rate=-1e-3', 'expected a positive'),
     ('optimizer.learning_rates.sgd=-1', 'learning_rates.sgd=-1.0'),
     ('optimizer.learning_rates.lamb=1', "learning_rates key='lamb'"),
     ('optimizer.lr_grid=1e-3,0', r'lr_grid\[1\]=0.0'),
-    ('batch_size=0', 'batch_size=0: expected a positive'),
-    ('optimizer.weight_decay=-0.1', 'weight_decay=-0.1: expected a number'),
+    ('batch_size=0', r'batch_size=0 is outside \(0.0, inf\): expected a '
+     'positive'),
+    ('optimizer.weight_decay=-0.1', r'weight_decay=-0.1 is outside '
+     r'\[0.0, inf\): expected a number >= 0'),
     ('schedule.warmup_epochs=30', 'warmup_epochs=30 must be smaller'),
     ('schedule.warmup_epochs=2', None),
     ('lr_select=best', "lr_select='best' is not one of"),
     ('task=lm', "task='lm' is not one of"),
-    ('model.width=0', 'model.width=0: expected a positive'),
+    ('model.width=0', r'model.width=0 is outside \(0.0, inf\): expected a '
+     'positive'),
     ('optimizer.mu_dtype=float16', "mu_dtype='float16' is not one of"),
     ('optimizer.mu_dtype=3', "optimizer.mu_dtype='3' is not one of"),
 ])

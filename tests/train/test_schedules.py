@@ -78,7 +78,7 @@ def test_edges_that_are_accepted():
     ({'final_fraction': 1.5}, 'final_fraction=1.5'),
     ({'name': 'step'}, "schedule.name='step' is not one of"),
     ({'name': 'cosine', 'learning_rate': 0.0},
-     'learning_rate=0.0: expected a positive'),
+     r'learning_rate=0.0 is outside \(0.0, inf\): expected a positive'),
     ({'name': 'cosine', 'total_steps': 0}, 'total_steps=0'),
     ({'name': 'cosine', 'warmup_steps': 100}, 'warmup_steps=100'),
     ({'name': 'cosine', 'final_fraction': 2.0}, 'final_fraction=2.0'),

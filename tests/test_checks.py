@@ -1,0 +1,132 @@
+"""lionx.checks: lionx's one family of argument checks.
+
+The reference is plain interval arithmetic on Python floats, written from
+the docstrings: a check passes exactly when the number is in the interval.
+"""
+
+from __future__ import annotations
+
+import math
+
+import hypothesis
+import hypothesis.strategies as st
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lionx
+from lionx import checks
+from lionx.train import fields
+
+
+def _inside(x: float, low: float, high: float, low_open: bool,
+            high_open: bool) -> bool:
+  above = x > low if low_open else x >= low
+  below = x < high if high_open else x <= high
+  return above and below  # False for NaN
+
+
+_NUMBERS = st.floats(allow_nan=True, allow_infinity=True, width=64)
+
+
+@hypothesis.given(x=_NUMBERS, low=st.floats(-10, 10), width=st.floats(0, 10),
+                  low_open=st.booleans(), high_open=st.booleans())
+def test_in_range_is_interval_membership(x, low, width, low_open, high_open):
+  high = low + width
+  ok = _inside(x, low, high, low_open, high_open)
+  try:
+    checks.in_range('v', x, low, high, low_open=low_open,
+                    high_open=high_open)
+    passed = True
+  except ValueError as err:
+    passed = False
+    assert str(err).startswith(f'v={x!r} is outside '), err
+  assert passed == ok
+
+
+@pytest.mark.parametrize('value', [
+    3, 3.0, np.float32(3.0), np.int64(3), jnp.asarray(3.0),
+    jnp.asarray(3, jnp.bfloat16)])
+def test_every_kind_of_number_is_read(value):
+  checks.positive('v', value)
+  with pytest.raises(ValueError, match='is outside'):
+    checks.in_range('v', value, 4.0, 5.0)
+
+
+@pytest.mark.parametrize('check,value,bad', [
+    (checks.positive, 0.0, '(0.0, inf): expected a positive number'),
+    (checks.positive, math.inf, '(0.0, inf)'),
+    (checks.non_negative, -1e-9, '[0.0, inf): expected a number >= 0'),
+    (checks.non_negative, math.nan, 'is outside'),
+])
+def test_positive_and_non_negative(check, value, bad):
+  with pytest.raises(ValueError) as err:
+    check('lr', value)
+  assert str(err.value).startswith(f'lr={value!r} is outside ')
+  assert bad in str(err.value)
+
+
+@pytest.mark.parametrize('value,got', [
+    (True, 'a bool'), ('0.1', 'a string'), (None, 'None'),
+    (np.ones(2), 'shape (2,)'), (1 + 2j, 'dtype complex'),
+    (jnp.float32, 'the type'), (lambda c: 0.1, 'a callable')])
+def test_not_a_number_is_a_type_error(value, got):
+  with pytest.raises(TypeError, match='v=') as err:
+    checks.positive('v', value)
+  assert got in str(err.value)
+
+
+def test_schedules_only_where_allowed():
+  checks.positive('lr', lambda count: 0.1, schedule=True)
+  with pytest.raises(TypeError, match='not schedule'):
+    checks.positive('lr', lambda: 0.1, schedule=True)
+
+
+def test_step_count():
+  checks.step_count('count', 0)
+  checks.step_count('count', np.int32(7))
+  with pytest.raises(TypeError, match='got a float'):
+    checks.step_count('count', 2.0)
+  with pytest.raises(ValueError, match='count=-1'):
+    checks.step_count('count', -1)
+
+
+def test_one_of():
+  checks.one_of('scope', 'leaf', ('global', 'leaf'))
+  with pytest.raises(ValueError, match=r"scope='layer' is not one of"):
+    checks.one_of('scope', 'layer', ('global', 'leaf'))
+  with pytest.raises(ValueError, match='scope=1 is not one of'):
+    checks.one_of('scope', 1, ('global', 'leaf'))
+
+
+@pytest.mark.parametrize('call,match', [
+    (lambda: checks.positive(3, 1.0), 'name=3: expected'),
+    (lambda: checks.in_range('v', 1.0, 2.0, 1.0), 'expected low <= high'),
+    (lambda: checks.in_range('v', 1.0, math.nan, 1.0),
+     'expected low <= high'),
+    (lambda: checks.in_range('v', 1.0, '0', 1.0), "low='0': expected"),
+    (lambda: checks.in_range('v', 1.0, 0.0, True), 'high=True: expected'),
+    (lambda: checks.one_of('v', 'a', ['a']), r"choices=\['a'\]: expected"),
+    (lambda: checks.one_of('v', 'a', ()), r'choices=\(\): expected'),
+    (lambda: checks.step_count(None, 1), 'name=None: expected'),
+])
+def test_the_checks_refuse_bad_arguments_of_their_own(call, match):
+  with pytest.raises((TypeError, ValueError), match=match):
+    call()
+
+
+def test_the_harness_and_the_core_give_the_same_words():
+  with pytest.raises(ValueError) as core:
+    checks.in_range('optimizer.b1', 1.5, 0.0, 1.0)
+  with pytest.raises(fields.ConfigError) as config:
+    fields.fraction('optimizer.b1', 1.5)
+  assert str(core.value) == str(config.value)
+  with pytest.raises(fields.ConfigError, match=r'\. Did you mean'):
+    fields.one_of('optimizer.name', 'lamb', ('lion', 'adamw'),
+                  ' Did you mean lion?')
+
+
+def test_public():
+  assert lionx.checks is checks
+  assert set(checks.__all__) == {
+      'in_range', 'non_negative', 'one_of', 'positive', 'step_count'}
