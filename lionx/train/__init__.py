@@ -41,7 +41,9 @@ Optimizers:
 
 Runs:
   :func:`~lionx.train.experiment.train_and_evaluate` (one run into a
-  workdir) with :class:`~lionx.train.experiment.Hook` callbacks, its
+  workdir; ``extend=``, ``allow_data_change=``) with
+  :class:`~lionx.train.experiment.Hook` callbacks,
+  :func:`~lionx.train.experiment.evaluate_checkpoint` (``--eval-only``), its
   :class:`~lionx.train.experiment.RunResult` and
   :exc:`~lionx.train.experiment.NonFiniteLossError`;
   :func:`~lionx.train.sweep.compare` (optimizers, learning-rate grids and
@@ -74,6 +76,7 @@ _EXPORTS = {
     'Optimizer': 'optimizers',
     'KERNEL_INITS': 'models.vision',
     'train_and_evaluate': 'experiment',
+    'evaluate_checkpoint': 'experiment',
     'Hook': 'experiment',
     'RunResult': 'experiment',
     'NonFiniteLossError': 'experiment',

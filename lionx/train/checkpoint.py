@@ -4,8 +4,8 @@ A checkpoint at step ``k`` holds ``{'model': nnx.state(model),
 'optimizer': nnx.state(optimizer)}`` (parameters, BatchNorm statistics,
 the optimizer's step and state, e.g. Lion's momentum) as pure dicts, and a
 JSON ``meta`` dict: the step, the number of evaluations, the seed and data
-order that fix the batches, the training time so far and the running sums
-of the logged diagnostics. Saving is synchronous, so a checkpoint on disk
+order that fix the batches, the data's fingerprint, the training time so far
+and the running sums of the logged diagnostics. Saving is synchronous, so a checkpoint on disk
 is complete.
 """
 
@@ -16,6 +16,7 @@ import pathlib
 from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
@@ -75,5 +76,50 @@ class Checkpointer:
     nnx.update(optimizer, opt_state)
     return dict(restored['meta'])
 
+  def restore_model(self, step: int, model: nnx.Module,
+                    name: str) -> dict[str, Any]:
+    """Loads only the model of ``step`` into ``model`` (fine-tuning: the
+    optimizer stays fresh); returns its meta. Every leaf must have this
+    model's path, shape and dtype: the error names the first that does
+    not, after ``name`` (what the user called the checkpoint)."""
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                      meta=ocp.args.JsonRestore()))
+    source = _flat(restored['state']['model'])
+    model_state = nnx.state(model)
+    target = nnx.to_pure_dict(model_state)
+    mine = _flat(target)
+    where = f'{name} (step {step})'
+    for path in sorted(set(mine) ^ set(source)):
+      here = 'this model has' if path in mine else 'the checkpoint has'
+      raise ValueError(f'{where}: {here} the leaf {path!r}, the other does '
+                       'not; expected a run of the same model shape.')
+    for path, leaf in mine.items():
+      theirs = source[path]
+      if (tuple(np.shape(theirs)), np.dtype(theirs.dtype)) != (
+          tuple(leaf.shape), np.dtype(leaf.dtype)):
+        raise ValueError(
+            f'{where}: the leaf {path!r} is {np.dtype(theirs.dtype)}'
+            f'{list(np.shape(theirs))} there and {np.dtype(leaf.dtype)}'
+            f'{list(leaf.shape)} here; expected a run of the same model '
+            'shape.')
+    loaded = jax.tree_util.tree_map_with_path(
+        lambda path, leaf: jax.device_put(
+            np.asarray(source[_name(path)]),
+            getattr(leaf, 'sharding', None)), target)
+    nnx.replace_by_pure_dict(model_state, loaded)
+    nnx.update(model, model_state)
+    return dict(restored['meta'])
+
   def close(self) -> None:
     self._manager.close()
+
+
+def _name(path: tuple[Any, ...]) -> str:
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)
+
+
+def _flat(tree: Any) -> dict[str, Any]:
+  """``{'a/b/0': leaf}`` (orbax stores a list's indices as strings)."""
+  return {_name(path): leaf
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}

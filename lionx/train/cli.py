@@ -15,8 +15,13 @@ or ``num_epochs=5``; each text is read as its field's type.
 ``parallel.num_devices=0`` uses every device. ``--dry-run`` validates the
 config, prints d and sqrt(d), reads one batch and writes nothing. Rerunning
 with the same workdir resumes; a workdir with results of a different config
-is refused unless ``--overwrite``. Errors are one line on stderr, exit code
-2; a run that diverged exits with 1. Set ``LIONX_DEBUG=1`` for tracebacks.
+is refused unless ``--overwrite``; a resume on data whose fingerprint
+changed is refused unless ``--allow-data-change``. ``--eval-only``
+evaluates the newest checkpoint (``WORKDIR/eval/step_<k>.json``);
+``--extend`` continues a run to a larger ``num_steps`` or ``num_epochs``
+at its schedule's final value; ``init_from=WORKDIR`` fine-tunes from
+another run's parameters. Errors are one line on stderr, exit code 2; a run
+that diverged exits with 1. Set ``LIONX_DEBUG=1`` for tracebacks.
 
 Several hosts: run the same command on every host with ``--coordinator
 HOST:PORT`` (process 0's address and a free port), ``--num-processes N`` and
@@ -32,7 +37,7 @@ import argparse
 import os
 import pathlib
 import sys
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 EXIT_ERROR, EXIT_DIVERGED = 2, 1
 
@@ -72,6 +77,16 @@ def _parser(prog: str, compare: bool) -> argparse.ArgumentParser:
                       help='discard earlier results in the workdir')
   parser.add_argument('--no-progress', action='store_true',
                       help='no progress bar')
+  parser.add_argument('--allow-data-change', action='store_true',
+                      help='resume even if the data differs from that of '
+                      'the checkpoint (its fingerprint)')
+  if not compare:
+    parser.add_argument('--eval-only', action='store_true',
+                        help="evaluate the workdir's newest checkpoint; "
+                        'write WORKDIR/eval/step_<k>.json, train nothing')
+    parser.add_argument('--extend', action='store_true',
+                        help='continue a run to a larger num_steps or '
+                        "num_epochs; its schedule keeps its final value")
   hosts = parser.add_argument_group(
       'several hosts', 'arguments of jax.distributed.initialize, called '
       'before any device is used')
@@ -170,17 +185,44 @@ def _main(argv: Optional[Sequence[str]], prog: str, compare: bool) -> int:
   workdir = pathlib.Path(args.workdir)
   names = [n.strip() for n in (args.optimizers or '').split(',')
            if n.strip()]
+  extend = getattr(args, 'extend', False)
+  if getattr(args, 'eval_only', False):
+    _one_run('--eval-only', config, names, args.overwrite or extend)
+    experiment.evaluate_checkpoint(
+        config, workdir, allow_data_change=args.allow_data_change)
+    return 0
+  if extend:
+    _one_run('--extend', config, names, args.overwrite, seeds=True)
   if compare or names:
     results = sweep.compare(config, workdir, names or None,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite,
+                            allow_data_change=args.allow_data_change)
     statuses = [r.status for s in results.values() for r in s.seeds]
   else:
-    result = sweep.run(config, workdir, overwrite=args.overwrite)
+    result = sweep.run(config, workdir, overwrite=args.overwrite,
+                       extend=extend,
+                       allow_data_change=args.allow_data_change)
     statuses = [r.status for r in result.seeds]
     for r in result.seeds:
       if r.status == 'diverged':
         print(f'{prog}: {r.message}', file=sys.stderr)
   return EXIT_DIVERGED if 'diverged' in statuses else 0
+
+
+def _one_run(flag: str, config: Any, names: list[str], conflict: bool,
+             seeds: bool = False) -> None:
+  """Refuses ``flag`` where it does not apply: a grid, several optimizers
+  (or seeds, unless ``seeds``), --overwrite."""
+  what = ('--optimizers' if names else
+          '--lr-grid' if config.optimizer.lr_grid else
+          None if seeds or not config.seeds else '--seeds')
+  if what:
+    raise ValueError(f'{flag} works on one run; not with {what} (give the '
+                     'workdir of one run, e.g. WORKDIR/seed_S with seed=S).')
+  if conflict:
+    raise ValueError(f'{flag} keeps what the workdir holds; not with '
+                     '--overwrite' + (' or --extend' if flag == '--eval-only'
+                                      else '') + '.')
 
 
 def _guarded(argv: Optional[Sequence[str]], prog: str, compare: bool) -> int:

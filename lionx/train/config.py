@@ -77,6 +77,9 @@ class Config:
   # later invocation resumes. Used to simulate preemption.
   max_evals_this_run: int = 0
   progress: bool = True
+  # Fine-tuning: start from the parameters of the newest checkpoint in
+  # this workdir of another run (same model shape), with a fresh optimizer.
+  init_from: str = ''
   # TensorBoard event files beside metrics.jsonl (lionx.train.writers).
   tensorboard: bool = True
   # lionx-compare: the optimizers, the seeds (empty: just `seed`) and how
@@ -227,6 +230,8 @@ def run_identity(config: Config) -> dict[str, Any]:
     kept['compensation'] = opt.compensation
   if opt.name in opt.hparams:
     kept[opt.name] = out['optimizer'][opt.name]
+  if not out['init_from']:  # absent from earlier workdirs' identity
+    out.pop('init_from')
   out['optimizer'] = kept
   out['parallel']['num_devices'] = len(
       parallel_lib.select_devices(config.parallel.num_devices))

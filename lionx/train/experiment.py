@@ -137,6 +137,9 @@ class _Run:
   total_steps: int = 0
   every: int = 0
   steps_per_epoch: Optional[int] = None
+  schedule_steps: int = 0  # the schedule's length (see --extend)
+  fingerprint: dict[str, str] = dataclasses.field(default_factory=dict)
+  allow_data_change: bool = False
 
   @property
   def lr(self) -> float:
@@ -171,6 +174,8 @@ def train_and_evaluate(
     data: Any = None,
     verbose: bool = True,
     hooks: Sequence[Hook] = (),
+    extend: bool = False,
+    allow_data_change: bool = False,
 ) -> RunResult:
   """Trains one run into ``workdir``; resumes or re-reports what is there.
 
@@ -185,16 +190,24 @@ def train_and_evaluate(
     verbose: print d, sqrt(d), a line per evaluation and the summary.
     hooks: :class:`Hook` objects called as the run trains (none when the
       workdir holds a finished run, which is reported again).
+    extend: continue the run in ``workdir`` to this config's longer
+      ``num_steps`` (or ``num_epochs``), finished or not; its schedule keeps
+      the length it had, so the new steps take its final learning rate.
+      Only the length may differ from the stored config.
+    allow_data_change: resume even if the data's fingerprint
+      (:meth:`lionx.train.tasks.Task.fingerprint`) differs from the one in
+      the checkpoint.
 
   Returns:
     A :class:`RunResult`.
 
   Raises:
     ConfigError: a bad config, a workdir holding a different config, or
-      one in use by another process.
+      one in use by another process; a resume on changed data.
     NonFiniteLossError: the loss became NaN or infinite.
   """
   config = config_lib.validate(config)
+  _flags(extend=extend, allow_data_change=allow_data_change)
   hooks = tuple(hooks)
   for i, hook in enumerate(hooks):
     if not isinstance(hook, Hook):
@@ -206,26 +219,85 @@ def train_and_evaluate(
   parallel.check_divisible('batch_size', config.batch_size, mesh,
                            config.parallel.num_devices)
   identity = config_lib.run_identity(config)
-  workdir_lib.check(path, identity, overwrite)
+  workdir_lib.check(path, identity, overwrite, extend=extend)
   with workdir_lib.lock(path):
     if overwrite:
       workdir_lib.clear(path)
-    run = _Run(config, task, path, data, mesh, _echo(verbose), hooks)
+    run = _Run(config, task, path, data, mesh, _echo(verbose), hooks,
+               allow_data_change=allow_data_change)
     stored = workdir_lib.read_json(path / workdir_lib.RESULT_FILE)
-    if stored is not None:
+    if stored is not None and not extend:
       return _report_again(run, stored)
-    if run.data is None:
-      run.data = task.load_data(config)
-    run.steps_per_epoch = task.steps_per_epoch(config, run.data)
-    run.total_steps = config_lib.total_steps(config, run.steps_per_epoch)
-    run.every = config_lib.batches_per_eval(config, run.steps_per_epoch)
+    _load(run, extend)
+    if stored is not None:
+      if (stored['status'] != 'finished'
+          or stored.get('steps', 0) >= run.total_steps):
+        return _report_again(run, stored)
+      if _writer():
+        (path / workdir_lib.RESULT_FILE).unlink()
+      run.log(f'{path}: extending the finished run from step '
+              f'{stored["steps"]} to {run.total_steps}.')
+    if run.schedule_steps < run.total_steps:
+      final = optimizers.make_optimizer(
+          config, run.schedule_steps,
+          run.steps_per_epoch).schedule(run.schedule_steps)
+      run.log(f'{path}: steps {run.schedule_steps + 1} to {run.total_steps} '
+              f'at the schedule\'s final learning rate {float(final):g}' +
+              (' (it does not move the parameters: set '
+               'schedule.final_fraction > 0 or schedule.name=constant in '
+               'the run to extend)' if float(final) == 0 else '') + '.')
     return _train(run, identity)
+
+
+def _flags(**flags: Any) -> None:
+  for name, value in flags.items():
+    if not isinstance(value, bool):
+      raise TypeError(f'{name}={value!r}: expected a bool.')
+
+
+def _load(run: _Run, extend: bool = False) -> None:
+  """The data and what follows from it: the run's length, the schedule's,
+  the data's fingerprint."""
+  config, task = run.config, run.task
+  if run.data is None:
+    run.data = task.load_data(config)
+  run.steps_per_epoch = task.steps_per_epoch(config, run.data)
+  run.total_steps = config_lib.total_steps(config, run.steps_per_epoch)
+  run.every = config_lib.batches_per_eval(config, run.steps_per_epoch)
+  run.fingerprint = task.fingerprint(config, run.data)
+  run.schedule_steps = _schedule_steps(run, extend)
+
+
+def _schedule_steps(run: _Run, extend: bool) -> int:
+  """The steps the schedule spans: the run's own, or, once ``extend`` has
+  continued it, those it had before (recorded in the workdir), after
+  which the schedule keeps its final value."""
+  record = workdir_lib.read_json(run.path / workdir_lib.EXTENSION_FILE)
+  if record is not None:
+    return int(record['schedule_steps'])
+  stored = (workdir_lib.read_json(run.path / workdir_lib.CONFIG_FILE)
+            if extend else None)
+  if stored is None:
+    return run.total_steps
+  before = config_lib.copy(run.config)
+  before.num_steps = stored['config']['num_steps']
+  before.num_epochs = stored['config']['num_epochs']
+  planned = config_lib.total_steps(before, run.steps_per_epoch)
+  if run.total_steps < planned:
+    raise ConfigError(
+        f'--extend: this config runs {run.total_steps} steps, fewer than the '
+        f'{planned} of the run in --workdir {run.path}; expected more '
+        '(raise num_steps or num_epochs).')
+  if run.total_steps > planned and _writer():
+    workdir_lib.write_json(run.path / workdir_lib.EXTENSION_FILE,
+                           {'schedule_steps': planned})
+  return planned
 
 
 def _train(run: _Run, identity: dict[str, Any]) -> RunResult:
   config, task = run.config, run.task
   state = steps.create_train_state(
-      config, task, task.data_spec(run.data), run.total_steps,
+      config, task, task.data_spec(run.data), run.schedule_steps,
       run.steps_per_epoch, run.mesh)
   d = steps.count_params(state.model)
   where = ('' if run.mesh.size == 1 else
@@ -238,6 +310,8 @@ def _train(run: _Run, identity: dict[str, Any]) -> RunResult:
         config.seed, task.provenance(config, run.data)))
   with Checkpointer(run.path / workdir_lib.CHECKPOINT_DIR) as ckpt:
     progress = _restore(run, ckpt, state)
+    if progress.step == 0 and config.init_from:
+      _init_from(run, state)
     if _writer():
       workdir_lib.truncate_metrics(run.path, progress.step)
     writers = writers_lib.run_writers(
@@ -264,8 +338,8 @@ def _x_axis(run: _Run) -> str:
   return 'epoch' if run.steps_per_epoch is not None else 'step'
 
 
-def _restore(run: _Run, ckpt: Checkpointer,
-             state: steps.TrainState) -> Progress:
+def _restore(run: _Run, ckpt: Checkpointer, state: steps.TrainState,
+             doing: str = 'resuming after') -> Progress:
   latest = ckpt.latest_step()
   if latest is None:
     return Progress()
@@ -276,15 +350,62 @@ def _restore(run: _Run, ckpt: Checkpointer,
         f'{ckpt.directory}: checkpoint of seed {meta.get("seed")} and data '
         f'order {meta.get("data_order")!r}; expected seed {run.config.seed}'
         f' and {order!r}. Use --overwrite.')
-  run.log(f'{run.path}: resuming after step {latest}.')
+  _check_data(run, meta.get('data_fingerprint'), latest)
+  run.log(f'{run.path}: {doing} step {latest}.')
   return Progress(**{f.name: meta[f.name]
                      for f in dataclasses.fields(Progress)})
+
+
+def _check_data(run: _Run, saved: Optional[dict[str, str]],
+                step: int) -> None:
+  """Refuses (or, with allow_data_change, reports) data whose fingerprint
+  differs from the checkpoint's (absent in checkpoints of lionx < 0.3)."""
+  if saved is None or saved == run.fingerprint:
+    return
+  changed = sorted(k for k in set(saved) | set(run.fingerprint)
+                   if saved.get(k) != run.fingerprint.get(k))
+  first = changed[0]
+  what = (f'{", ".join(changed)} changed; {first} was '
+          f'{saved.get(first, "absent")!r}, now '
+          f'{run.fingerprint.get(first, "absent")!r}')
+  if not run.allow_data_change:
+    raise ConfigError(
+        f'--workdir {run.path}: the data differs from that of the '
+        f'checkpoint of step {step} ({what}); pass --allow-data-change to '
+        'resume on it anyway, or --overwrite to start afresh.')
+  run.log(f'{run.path}: the data differs from that of step {step} '
+          f'({what}); resuming on it (--allow-data-change).')
+
+
+def _init_from(run: _Run, state: steps.TrainState) -> None:
+  """The parameters (and BatchNorm statistics) of the newest checkpoint of
+  another run; the optimizer state stays fresh."""
+  source = pathlib.Path(run.config.init_from).expanduser()
+  name = f'init_from={run.config.init_from!r}'
+  folder = source / workdir_lib.CHECKPOINT_DIR
+  if source.resolve() == run.path.resolve():
+    raise ConfigError(f'{name} is this run\'s own --workdir; expected '
+                      'another run (rerun without init_from to resume).')
+  if not folder.is_dir():
+    raise ConfigError(f'{name}: no {folder}; expected the workdir of a run '
+                      'with a checkpoint.')
+  with Checkpointer(folder) as other:
+    step = other.latest_step()
+    if step is None:
+      raise ConfigError(f'{name}: {folder} holds no checkpoint.')
+    try:
+      other.restore_model(step, state.model, name)
+    except ValueError as err:
+      raise ConfigError(str(err)) from None
+  run.log(f'{run.path}: parameters from {source} (step {step}); a fresh '
+          'optimizer state.')
 
 
 def _save(run: _Run, ckpt: Checkpointer, state: steps.TrainState,
           progress: Progress) -> None:
   meta = dict(dataclasses.asdict(progress), seed=run.config.seed,
-              data_order=run.task.data_order())
+              data_order=run.task.data_order(),
+              data_fingerprint=run.fingerprint)
   ckpt.save(progress.step, state.model, state.optimizer, meta)
 
 
@@ -399,6 +520,74 @@ def _evaluate(run: _Run, state: steps.TrainState, diagnostics,
       **values, **logged.metrics, **held_out,
       'grad_l1_running_mean': progress.grad_l1_sum / progress.evals,
       'kkt_residual_running_mean': progress.kkt_sum / progress.evals})
+  return row
+
+
+def evaluate_checkpoint(
+    config: Config,
+    workdir: str | pathlib.Path,
+    *,
+    data: Any = None,
+    verbose: bool = True,
+    allow_data_change: bool = False,
+) -> dict[str, Any]:
+  """Evaluates the newest checkpoint in ``workdir`` without training.
+
+  The logging pass and the held-out metrics of the run's parameters, as a
+  row of metrics.jsonl would have them (without ``train_loss``, ``wall_time``
+  and the running means, which belong to training), written to
+  ``workdir/eval/step_<step>.json``. An evaluation already there is
+  reported again (it is a function of the checkpoint and the data).
+
+  Args:
+    config: the run's config (it must match the workdir's, as for a
+      resume).
+    workdir: the run's workdir.
+    data: the task's loaded data (default: ``task.load_data(config)``).
+    verbose: print the row.
+    allow_data_change: evaluate even if the data's fingerprint differs
+      from the checkpoint's.
+
+  Returns:
+    The row.
+  """
+  config = config_lib.validate(config)
+  _flags(allow_data_change=allow_data_change)
+  task = tasks.get_task(config.task)
+  path = pathlib.Path(workdir)
+  folder = path / workdir_lib.CHECKPOINT_DIR
+  if not folder.is_dir():
+    raise ConfigError(f'--workdir {path}: no checkpoint to evaluate; train '
+                      'first (lionx-train without --eval-only).')
+  workdir_lib.check(path, config_lib.run_identity(config), False)
+  mesh = parallel.make_mesh(config.parallel.num_devices)
+  with workdir_lib.lock(path):
+    run = _Run(config, task, path, data, mesh, _echo(verbose),
+               allow_data_change=allow_data_change)
+    _load(run)
+    state = steps.create_train_state(
+        config, task, task.data_spec(run.data), run.schedule_steps,
+        run.steps_per_epoch, mesh)
+    with Checkpointer(folder) as ckpt:
+      if ckpt.latest_step() is None:
+        raise ConfigError(f'--workdir {path}: {folder} holds no checkpoint '
+                          'to evaluate.')
+      progress = _restore(run, ckpt, state, 'evaluating the checkpoint of')
+      out = path / workdir_lib.EVAL_DIR / f'step_{progress.step}.json'
+      row = workdir_lib.read_json(out)
+      if row is not None:
+        run.log(f'{out}: evaluated earlier; reporting it again.')
+      else:
+        progress.evals += 1
+        row = _evaluate(run, state, diagnostics_lib.make_diagnostics(
+            state.built), progress, jnp.full((1,), jnp.nan), ckpt)
+        for key in ('train_loss', 'grad_l1_running_mean',
+                    'kkt_residual_running_mean'):
+          row.pop(key)
+        if _writer():
+          out.parent.mkdir(exist_ok=True)
+          workdir_lib.write_json(out, row)
+  run.log(report.run_table([row], task.summary, _x_axis(run)))
   return row
 
 

@@ -20,7 +20,9 @@ def progress_bar(total: int, enabled: bool, desc: str = '') -> tqdm:
 
 def number(value: Any, key: str = '') -> str:
   """A table cell: accuracies in percent, others with 4 significant
-  digits, integers as they are."""
+  digits, integers as they are; '-' for a value the row does not have."""
+  if value is None:
+    return '-'
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     return str(value)
   if isinstance(value, int):

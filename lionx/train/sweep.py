@@ -79,20 +79,23 @@ def _grid_identity(config: Config) -> dict[str, Any]:
   return identity
 
 
-def check(config: Config, workdir: pathlib.Path, overwrite: bool) -> None:
+def check(config: Config, workdir: pathlib.Path, overwrite: bool,
+          extend: bool = False) -> None:
   """Refuses ``workdir`` (or a run under it) holding another config."""
   if config.optimizer.lr_grid:
     workdir_lib.check(workdir, _grid_identity(config), overwrite, 'grid')
   for _, runs in _layout(config, workdir):
     for sub, path in runs:
-      workdir_lib.check(path, config_lib.run_identity(sub), overwrite)
+      workdir_lib.check(path, config_lib.run_identity(sub), overwrite,
+                        extend=extend)
 
 
 def _single(config: Config, workdir: pathlib.Path, overwrite: bool,
-            data: Any, verbose: bool) -> RunResult:
+            data: Any, verbose: bool, options: dict[str, bool]) -> RunResult:
   try:
     return experiment.train_and_evaluate(
-        config, workdir, overwrite=overwrite, data=data, verbose=verbose)
+        config, workdir, overwrite=overwrite, data=data, verbose=verbose,
+        **options)
   except experiment.NonFiniteLossError as err:
     if verbose:
       print(f'{workdir}: {err}', flush=True)
@@ -111,20 +114,28 @@ def _score(runs: Sequence[RunResult], select: str) -> Optional[float]:
 
 def run(config: Config, workdir: str | pathlib.Path, *,
         overwrite: bool = False, data: Any = None,
-        verbose: bool = True) -> SweepResult:
+        verbose: bool = True, extend: bool = False,
+        allow_data_change: bool = False) -> SweepResult:
   """One optimizer: one run, or one per seed, per rate of its grid.
 
   A non-finite loss does not raise here: the run comes back with status
-  ``'diverged'``.
+  ``'diverged'``. ``extend`` and ``allow_data_change`` are those of
+  :func:`lionx.train.experiment.train_and_evaluate` (``extend`` not with a
+  learning-rate grid).
   """
   config, workdir = config_lib.validate(config), pathlib.Path(workdir)
-  check(config, workdir, overwrite)
+  if extend and config.optimizer.lr_grid:
+    raise ConfigError('--extend continues runs, not a learning-rate grid; '
+                      'extend the kept rate\'s run in its own workdir.')
+  check(config, workdir, overwrite, extend)
   with workdir_lib.lock(workdir):
-    return _run(config, workdir, overwrite, data, verbose)
+    return _run(config, workdir, overwrite, data, verbose,
+                dict(extend=extend, allow_data_change=allow_data_change))
 
 
 def _run(config: Config, workdir: pathlib.Path, overwrite: bool, data: Any,
-         verbose: bool) -> SweepResult:
+         verbose: bool, options: Optional[dict[str, bool]] = None
+         ) -> SweepResult:
   """:func:`run` of a validated, checked config."""
   task = tasks.get_task(config.task)
   data = task.load_data(config) if data is None else data
@@ -134,7 +145,7 @@ def _run(config: Config, workdir: pathlib.Path, overwrite: bool, data: Any,
       workdir_lib.clear(workdir)
     workdir_lib.make(workdir)
     workdir_lib.start(workdir, 'grid', _grid_identity(config), {})
-  results = [[_single(sub, path, overwrite, data, verbose)
+  results = [[_single(sub, path, overwrite, data, verbose, options or {})
               for sub, path in runs] for _, runs in _layout(config, workdir)]
   scored = [(s, i) for i, runs in enumerate(results)
             if (s := _score(runs, config.lr_select)) is not None]
@@ -211,7 +222,8 @@ def comparison_table(results: dict[str, SweepResult],
 def compare(config: Config, workdir: str | pathlib.Path,
             optimizer_names: Optional[Sequence[str]] = None, *,
             overwrite: bool = False, data: Any = None,
-            verbose: bool = True) -> dict[str, SweepResult]:
+            verbose: bool = True,
+            allow_data_change: bool = False) -> dict[str, SweepResult]:
   """Runs each optimizer (default ``config.compare_optimizers``) on
   ``config`` in ``workdir/<name>``, then writes the figures and summary.
   """
@@ -245,7 +257,7 @@ def compare(config: Config, workdir: str | pathlib.Path,
     results = {}
     for name in names:
       results[name] = _run(configs[name], workdir / name, overwrite, data,
-                           verbose)
+                           verbose, dict(allow_data_change=allow_data_change))
       _write_summary(config, configs, task, workdir, results, verbose=False)
     _write_summary(config, configs, task, workdir, results, verbose)
   return results

@@ -6,6 +6,8 @@ Layout of a run's workdir::
   metrics.jsonl    one line per evaluation
   result.json      written when the run finished or diverged
   checkpoints/     orbax checkpoints (lionx.train.checkpoint)
+  extension.json   the schedule's length, once --extend continued the run
+  eval/            step_<k>.json: evaluations of checkpoints (--eval-only)
   *.png            figures
   events.out.tfevents.*  TensorBoard (lionx.train.writers)
 
@@ -42,13 +44,16 @@ from lionx.train.fields import ConfigError
 CONFIG_FILE, METRICS_FILE, RESULT_FILE = (
     'config.json', 'metrics.jsonl', 'result.json')
 CHECKPOINT_DIR = 'checkpoints'
+EXTENSION_FILE = 'extension.json'  # the schedule's length, once extended
+EVAL_DIR = 'eval'  # evaluations of checkpoints (--eval-only)
 LOCK_FILE = '.lock'
 GRID_FILE, COMPARISON_FILE = 'grid.json', 'comparison.json'
 MARKERS = {'run': CONFIG_FILE, 'grid': GRID_FILE,
            'comparison': COMPARISON_FILE}
 _WHAT = {'run': 'a single run', 'grid': 'a learning-rate grid',
          'comparison': 'a comparison of optimizers'}
-_RUN_FILES = (CONFIG_FILE, METRICS_FILE, RESULT_FILE, CHECKPOINT_DIR)
+_RUN_FILES = (CONFIG_FILE, METRICS_FILE, RESULT_FILE, CHECKPOINT_DIR,
+              EXTENSION_FILE, EVAL_DIR)
 _HINT = 'pass --overwrite to discard what is there, or choose another --workdir'
 
 
@@ -84,12 +89,16 @@ def _diff(old: Any, new: Any, prefix: str = '') -> list[str]:
   return [] if old == new else [f'{prefix}: {old!r} -> {new!r}']
 
 
+_LENGTH = ('num_steps: ', 'num_epochs: ')
+
+
 def check(path: pathlib.Path, identity: Optional[dict[str, Any]],
-          overwrite: bool, kind: str = 'run') -> None:
+          overwrite: bool, kind: str = 'run', extend: bool = False) -> None:
   """Refuses ``path`` if it holds results of another config or kind.
 
   ``kind`` is ``'run'``, ``'grid'`` or ``'comparison'``; with ``identity``
   None only the kind is checked (a comparison's runs check themselves).
+  With ``extend`` the run's length may differ (``--extend``).
   """
   if path.exists() and not path.is_dir():
     raise ConfigError(f'--workdir {path} is a file; expected a directory.')
@@ -118,11 +127,17 @@ def check(path: pathlib.Path, identity: Optional[dict[str, Any]],
         f'(config format {stored_format}, now {identity.get("format")}); '
         f'they cannot be resumed: {_HINT}.')
   changes = _diff(stored, identity)
+  length = [c for c in changes if c.startswith(_LENGTH)]
+  if extend:
+    changes = [c for c in changes if c not in length]
   if changes:
     shown = '; '.join(changes[:3]) + ('; ...' if len(changes) > 3 else '')
+    hint = (' pass --extend to continue the run to the new length (its '
+            'schedule keeps its final value), or'
+            if kind == 'run' and changes == length else '')
     raise ConfigError(
-        f'--workdir {path} holds results of a different config ({shown}); '
-        f'{_HINT}.')
+        f'--workdir {path} holds results of a different config ({shown});'
+        f'{hint} {_HINT}.')
 
 
 def clear(path: pathlib.Path) -> None:
@@ -242,12 +257,11 @@ def read_json(path: pathlib.Path) -> Optional[dict[str, Any]]:
 
 def start(path: pathlib.Path, kind: str, identity: dict[str, Any],
           provenance: dict[str, Any]) -> None:
-  """Records ``identity`` and appends ``provenance`` to the marker file."""
+  """Records ``identity`` (a new one after --extend) and appends
+  ``provenance`` to the marker file."""
   marker = path / MARKERS[kind]
   stored = read_json(marker)
-  entries = []
-  if stored is not None and stored.get('config') == identity:
-    entries = stored.get('provenance', [])
+  entries = [] if stored is None else stored.get('provenance', [])
   write_json(marker, {'config': identity,
                       'provenance': entries + [provenance]})
 

@@ -71,6 +71,7 @@ import numpy as np
 # Not `from lionx.train.data import images`: the package imports this
 # module, and the import graph would see it import the package back.
 import lionx.train.data.images as images
+from lionx.train.data import fingerprint
 from lionx.train.data.images import DataError
 
 NAME = 'imagefolder'
@@ -400,6 +401,14 @@ class ImageFolder(images.ImageSet):
   def spec(self) -> images.InputSpec:
     return images.InputSpec((self.image_size, self.image_size, 3),
                             self.num_classes)
+
+  def fingerprint(self) -> dict[str, str]:
+    """The sorted (name, size) list of each split's files (reading every
+    image at each start would cost as much as an epoch)."""
+    return {split: fingerprint.listing_digest(
+                self.root / SPLITS[split], [f.decode() for f in files])
+            for split, files in (('train', self.train_files),
+                                 ('test', self.test_files))}
 
   def close(self) -> None:
     """Stops the training iterator's worker processes."""

@@ -39,6 +39,7 @@ import numpy as np
 
 from lionx.train import fields
 from lionx.train import registry
+from lionx.train.data import fingerprint
 
 # How training batches are drawn (recorded in every checkpoint).
 DATA_ORDER = ('numpy default_rng([seed, epoch, 0]).permutation; augmentation '
@@ -112,6 +113,12 @@ class ImageSet(abc.ABC):
     ``mask`` 0 on the padding of the last one; ``max_batches > 0`` stops
     after that many."""
 
+  def fingerprint(self) -> dict[str, str]:
+    """What a resume checks is unchanged (:mod:`~lionx.train.data.
+    fingerprint`); here the labels, a set of its own may say more."""
+    return {'labels': fingerprint.array_digest(self.train_labels,
+                                               self.test_labels)}
+
 
 @dataclasses.dataclass
 class Dataset(ImageSet):
@@ -157,6 +164,13 @@ class Dataset(ImageSet):
                    ) -> Iterator[dict[str, np.ndarray]]:
     """:func:`eval_batches` of this set."""
     return eval_batches(self, split, batch_size, max_batches)
+
+  def fingerprint(self) -> dict[str, str]:
+    """The sha256 of the images and labels of each split."""
+    return {'train': fingerprint.array_digest(self.train_images,
+                                              self.train_labels),
+            'test': fingerprint.array_digest(self.test_images,
+                                             self.test_labels)}
 
 
 def channel_stats(images: np.ndarray, scale: float,

@@ -65,6 +65,7 @@ import numpy as np
 
 from lionx.train import fields
 from lionx.train import registry
+from lionx.train.data import fingerprint as fingerprint_lib
 
 BYTE_VOCAB = 256
 GPT2_VOCAB = 50257
@@ -111,6 +112,19 @@ class TextData:
   val: np.ndarray  # (M,)
   vocab_size: int  # every id is below it
   info: dict[str, Any]  # provenance: where the tokens come from
+
+
+def fingerprint(data: TextData) -> dict[str, str]:
+  """What a resume checks is unchanged: the byte corpus's sha256, or the
+  sampled digest of each token file
+  (:func:`lionx.train.data.fingerprint.file_digest`)."""
+  if 'sha256' in data.info:
+    return dict(data.info['sha256'])
+  if 'data_dir' in data.info:
+    directory = pathlib.Path(data.info['data_dir'])
+    return {f'{split}.bin': fingerprint_lib.file_digest(
+        directory / f'{split}.bin') for split in ('train', 'val')}
+  return {'tokens': fingerprint_lib.array_digest(data.train, data.val)}
 
 
 def validate(config: TextDataConfig) -> None:

@@ -126,6 +126,13 @@ class Task(abc.ABC):
     del config, data
     return {}
 
+  def fingerprint(self, config: Config, data: Any) -> dict[str, str]:
+    """Digests of the data (:mod:`lionx.train.data.fingerprint`), saved in
+    each checkpoint: a resume on data whose digests differ is refused
+    unless ``--allow-data-change``. Empty: nothing is checked."""
+    del config, data
+    return {}
+
 
 TASKS: registry.Registry = registry.Registry(
     'task', ' A new task is a call to lionx.train.tasks.register_task.')

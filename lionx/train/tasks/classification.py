@@ -73,6 +73,11 @@ class ImageClassification(base.Task):
   def data_spec(self, data: images.ImageSet) -> images.InputSpec:
     return data.spec
 
+  def fingerprint(self, config: Config, data: images.ImageSet
+                  ) -> dict[str, str]:
+    del config
+    return data.fingerprint()
+
   def create_model(self, config: Config, spec: images.InputSpec,
                    seed: int) -> nnx.Module:
     return vision.create_model(config.model, spec.num_classes,

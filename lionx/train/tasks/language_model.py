@@ -184,3 +184,8 @@ class LanguageModelling(base.Task):
     del config
     return {'data': data.info}
 
+  def fingerprint(self, config: Config, data: text.TextData
+                  ) -> dict[str, str]:
+    del config
+    return text.fingerprint(data)
+
