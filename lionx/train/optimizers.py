@@ -78,6 +78,77 @@ MU_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16,
 CONVENTIONS = ('paper', 'independent', 'corrected')
 # optimizer.compensation -> the residual dtype of lionx.compensated.
 COMPENSATIONS = {'none': None, 'int8': jnp.int8, 'int16': jnp.int16}
+# Positional tables: not decayed under optimizer.decay='matrices'.
+POSITIONAL = ('wpe', 'pos_embed')
+
+
+def _key(entry: Any) -> str:
+  return str(getattr(entry, 'key', getattr(entry, 'idx', entry)))
+
+
+def matrices(params: PyTree) -> PyTree:
+  """``optimizer.decay='matrices'``: True for kernels and embeddings, False
+  for biases, norms' scales and positional tables (``wpe``, ``pos_embed``),
+  as nanoGPT and big_vision decay.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> matrices({'fc': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones(2)},
+    ...           'wpe': {'embedding': jnp.ones((4, 2))}})
+    {'fc': {'bias': False, 'kernel': True}, 'wpe': {'embedding': False}}
+  """
+  def decayed(path: tuple[Any, ...], leaf: Any) -> bool:
+    del leaf
+    keys = [_key(k) for k in path]
+    names = [k for k in keys if k not in ('value', 'raw_value')]
+    return names[-1] == 'kernel' or (
+        names[-1] == 'embedding' and not set(names) & set(POSITIONAL))
+  return jax.tree_util.tree_map_with_path(decayed, params)
+
+
+# optimizer.decay -> the mask of the decayed leaves (None: all of them).
+DECAY = {'all': None, 'matrices': matrices}
+
+
+class ClipState(NamedTuple):
+  """:func:`clip_by_global_norm`'s record of the gradients it saw."""
+
+  norm: jax.Array  # the last gradient's global l2 norm, before clipping
+  clipped: jax.Array  # how many steps were clipped
+  count: jax.Array  # how many steps it saw
+
+
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+  r"""``optax.clip_by_global_norm`` that records the pre-clip norm and the
+  clipped steps in its state (for the metrics), with the same update:
+  :math:`g \leftarrow g \min(1, c / \|g\|_2)`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> tx = clip_by_global_norm(1.0)
+    >>> g, state = tx.update(jnp.array([3.0, 4.0]), tx.init(jnp.zeros(2)))
+    >>> g, float(state.norm), int(state.clipped)
+    (Array([0.6, 0.8], dtype=float32), 5.0, 1)
+  """
+  fields.positive('optimizer.clip_norm', max_norm)
+
+  def init_fn(params: PyTree) -> ClipState:
+    del params
+    zero = jnp.zeros([], jnp.int32)
+    return ClipState(jnp.zeros([], jnp.float32), zero, zero)
+
+  def update_fn(updates, state, params=None):
+    del params
+    norm = optax.tree.norm(updates)
+    keep = norm < max_norm
+    updates = jax.tree.map(  # optax.clip_by_global_norm's arithmetic
+        lambda g: jnp.where(keep, g, (g / norm.astype(g.dtype)) * max_norm),
+        updates)
+    return updates, ClipState(norm.astype(jnp.float32),
+                              state.clipped + (~keep).astype(jnp.int32),
+                              state.count + 1)
+
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 class Settings(NamedTuple):
@@ -91,6 +162,7 @@ class Settings(NamedTuple):
   mu_dtype: Optional[jnp.dtype]
   hparams: Any  # the row's hyperparameter dataclass, or None
   convention: str  # weight_decay_convention (rows that take it)
+  mask: Optional[Callable[[PyTree], PyTree]] = None  # the decayed leaves
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +234,11 @@ class OptimizerConfig:
   compensation: str = 'none'
   # Non-empty: train once per rate and keep the best (lionx.train.sweep).
   lr_grid: tuple[float, ...] = ()
+  # The leaves weight decay applies to: all | matrices (kernels and
+  # embeddings; not biases, norms' scales or positional tables).
+  decay: str = 'all'
+  # > 0: clip the gradient to this global l2 norm before the optimizer.
+  clip_norm: float = 0.0
   # optimizer.<name>.*: each registered optimizer's own hyperparameters.
   hparams: dict[str, Any] = fields.dynamic(default_factory=_default_hparams)
 
@@ -234,6 +311,8 @@ def validate(config: OptimizerConfig, *, need_rate: bool = True) -> None:
         'bfloat16.')
   fields.one_of('optimizer.compensation', config.compensation,
                 COMPENSATIONS)
+  fields.one_of('optimizer.decay', config.decay, DECAY)
+  fields.non_negative('optimizer.clip_norm', config.clip_norm)
   if config.compensation != 'none' and row.per_device:
     raise fields.ConfigError(
         f'optimizer.compensation={config.compensation!r} with '
@@ -255,12 +334,12 @@ def resolve(config: OptimizerConfig) -> Settings:
   mu_dtype = None if config.mu_dtype is None else MU_DTYPES[config.mu_dtype]
   return Settings(config.name, learning_rate(config), weight_decay(config),
                   b1, b2, mu_dtype, config.hparams.get(config.name),
-                  config.weight_decay_convention)
+                  config.weight_decay_convention, DECAY[config.decay])
 
 
 def _decay(s: Settings) -> dict[str, Any]:
   """The weight-decay keywords of the Lion family's factories."""
-  out = {'weight_decay': s.weight_decay,
+  out = {'weight_decay': s.weight_decay, 'mask': s.mask,
          'weight_decay_convention': s.convention}
   if s.convention != 'paper':
     out['peak_learning_rate'] = s.learning_rate
@@ -333,6 +412,8 @@ def make_optimizer(config: Config, total_steps: int,
       warmup_steps=schedules.warmup_steps(s, steps_per_epoch),
       final_fraction=s.final_fraction)
   tx = spec(settings.name).build(settings, schedule)
+  if config.optimizer.clip_norm:
+    tx = optax.chain(clip_by_global_norm(config.optimizer.clip_norm), tx)
   residual = COMPENSATIONS[config.optimizer.compensation]
   if residual is not None:
     tx = lionx.compensated(tx, residual_dtype=residual)
@@ -494,7 +575,7 @@ class SgdHparams:
 def _sgd(s: Settings, schedule: Schedule) -> optax.GradientTransformation:
   momentum = s.hparams.momentum or None
   return optax.chain(
-      optax.add_decayed_weights(s.weight_decay),
+      optax.add_decayed_weights(s.weight_decay, s.mask),
       optax.sgd(schedule, momentum=momentum, nesterov=s.hparams.nesterov,
                 accumulator_dtype=s.mu_dtype))
 
@@ -522,7 +603,8 @@ class AdamwHparams:
 
 def _adamw(s: Settings, schedule: Schedule) -> optax.GradientTransformation:
   return optax.adamw(schedule, b1=s.b1, b2=s.b2, eps=s.hparams.eps,
-                     weight_decay=s.weight_decay, mu_dtype=s.mu_dtype)
+                     weight_decay=s.weight_decay, mu_dtype=s.mu_dtype,
+                     mask=s.mask)
 
 
 def _adam_direction(s: Settings, state: PyTree, grads: PyTree) -> PyTree:
@@ -603,7 +685,7 @@ def _muon(s: Settings, schedule: Schedule) -> optax.GradientTransformation:
   return optax.contrib.muon(
       schedule, ns_steps=s.hparams.ns_steps, beta=s.hparams.beta,
       weight_decay=s.weight_decay, adam_weight_decay=s.weight_decay,
-      mu_dtype=s.mu_dtype)
+      mu_dtype=s.mu_dtype, weight_decay_mask=s.mask)
 
 
 register('muon', OptimizerSpec(_muon, None, MuonHparams))
