@@ -6,7 +6,8 @@ the optimizer's step and state, e.g. Lion's momentum) as pure dicts, and a
 JSON ``meta`` dict: the step, the number of evaluations, the seed and data
 order that fix the batches, the training time so far and the running sums
 of the logged diagnostics. Saving is synchronous, so a checkpoint on disk
-is complete.
+is complete. :meth:`Checkpointer.restore_model` reads the model alone (for
+sampling, :mod:`lionx.train.sample`).
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ logging.getLogger('absl').setLevel(logging.ERROR)
 class Checkpointer:
   """Saves and restores training state under ``directory``, by step."""
 
-  def __init__(self, directory: str | pathlib.Path, max_to_keep: int = 2):
+  def __init__(self, directory: str | pathlib.Path, max_to_keep: int = 2,
+               read_only: bool = False):
+    """``read_only``: restore only; the directory must exist."""
     self.directory = pathlib.Path(directory).resolve()
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True,
-            enable_async_checkpointing=False))
+            max_to_keep=max_to_keep, create=not read_only,
+            read_only=read_only, enable_async_checkpointing=False))
 
   def __enter__(self) -> 'Checkpointer':
     return self
@@ -43,6 +46,10 @@ class Checkpointer:
   def latest_step(self) -> Optional[int]:
     """The step of the newest checkpoint, or ``None``."""
     return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    """The steps of the checkpoints on disk, in increasing order."""
+    return sorted(self._manager.all_steps())
 
   def save(self, step: int, model: nnx.Module, optimizer: nnx.Optimizer,
            meta: dict[str, Any]) -> None:
@@ -73,6 +80,23 @@ class Checkpointer:
     nnx.replace_by_pure_dict(opt_state, restored['state']['optimizer'])
     nnx.update(model, model_state)
     nnx.update(optimizer, opt_state)
+    return dict(restored['meta'])
+
+  def restore_model(self, step: int, model: nnx.Module) -> dict[str, Any]:
+    """Loads the model of ``step`` into ``model`` (not the optimizer, which
+    is not read); returns its meta."""
+    model_state = nnx.state(model)
+    target = {'model': nnx.to_pure_dict(model_state)}
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(
+                item=abstract, partial_restore=True,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(
+                    abstract)),
+            meta=ocp.args.JsonRestore()))
+    nnx.replace_by_pure_dict(model_state, restored['state']['model'])
+    nnx.update(model, model_state)
     return dict(restored['meta'])
 
   def close(self) -> None:
