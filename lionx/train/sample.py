@@ -37,6 +37,7 @@ as for ``lionx-train``; ``LIONX_DEBUG=1`` shows tracebacks.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import pathlib
@@ -140,6 +141,31 @@ def _choose(logits: jax.Array, key: jax.Array, temperature: float,
   return jnp.take_along_axis(ids, pick[:, None], axis=-1)[:, 0]
 
 
+_STATIC = ('graphdef', 'temperature', 'top_k')
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _step(state, cache, tokens, position, key, index, *, graphdef,
+          temperature, top_k):
+  """Decodes ``tokens`` at ``position`` with the cache; the next token."""
+  logits, cache = nnx.merge(graphdef, state).decode(tokens, cache, position)
+  return _choose(logits[:, -1], jax.random.fold_in(key, index), temperature,
+                 top_k), cache
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _full_step(state, tokens, end, key, index, *, graphdef, temperature,
+               top_k):
+  """The next token after ``tokens[:, :end]`` by the full forward pass; the
+  tokens with it written at ``end``. The causal model's logits at
+  ``end - 1`` see ``tokens[:, :end]`` only, so the zeros after them do not
+  matter: one shape, one compilation."""
+  logits = nnx.merge(graphdef, state)(tokens)
+  token = _choose(lax.dynamic_index_in_dim(logits, end - 1, 1, False),
+                  jax.random.fold_in(key, index), temperature, top_k)
+  return token, lax.dynamic_update_slice(tokens, token[:, None], (0, end))
+
+
 def sample(model: lm.GPT, prompt_ids: Any, *, max_new_tokens: int,
            temperature: float = 1.0, top_k: Optional[int] = None,
            seed: int = 0, use_cache: bool = True) -> np.ndarray:
@@ -176,39 +202,21 @@ def sample(model: lm.GPT, prompt_ids: Any, *, max_new_tokens: int,
   key = jax.random.key(seed)
   batch, length = prompt.shape
   total = length + max_new_tokens
-
-  def choose(logits, index):
-    return _choose(logits, jax.random.fold_in(key, index), temperature,
-                   top_k)
-
+  how = dict(graphdef=graphdef, temperature=temperature, top_k=top_k)
   new = []
   if use_cache:
-    @jax.jit
-    def step(state, cache, tokens, position, index):
-      logits, cache = nnx.merge(graphdef, state).decode(
-          tokens, cache, position)
-      return choose(logits[:, -1], index), cache
-
     cache = model.init_cache(batch, total)
-    token, cache = step(state, cache, jnp.asarray(prompt), 0, 0)  # prompt
+    token, cache = _step(state, cache, jnp.asarray(prompt), 0, key, 0,
+                         **how)  # the prompt, in one call
     new.append(token)
     for t in range(1, max_new_tokens):  # the same compiled step each time
-      token, cache = step(state, cache, token[:, None], length + t - 1, t)
+      token, cache = _step(state, cache, token[:, None], length + t - 1,
+                           key, t, **how)
       new.append(token)
   else:
-    @jax.jit
-    def full(state, tokens, end, index):
-      # The causal model's logits at end - 1 see tokens[:, :end] only, so
-      # the tokens after it (zeros) do not matter: one shape, one compile.
-      logits = nnx.merge(graphdef, state)(tokens)
-      token = choose(lax.dynamic_index_in_dim(logits, end - 1, 1, False),
-                     index)
-      return token, lax.dynamic_update_slice(tokens, token[:, None],
-                                             (0, end))
-
     tokens = jnp.zeros((batch, total), jnp.int32).at[:, :length].set(prompt)
     for t in range(max_new_tokens):
-      token, tokens = full(state, tokens, length + t, t)
+      token, tokens = _full_step(state, tokens, length + t, key, t, **how)
       new.append(token)
   out = np.stack([np.asarray(t) for t in new], axis=1)
   return out[0] if np.ndim(prompt_ids) == 1 else out
