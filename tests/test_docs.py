@@ -250,6 +250,12 @@ def _check_command(command):
     flags, overrides, config = _parse(words[1:], cli)
     _check_flags(command, flags, cli)
     _check_config(config, overrides)
+  elif program == 'lionx-sample':
+    assert program in console_scripts(), command
+    source = [ROOT / 'lionx' / 'train' / 'sample.py']
+    flags, overrides, _ = _parse(words[1:], source)
+    assert not overrides, command
+    _check_flags(command, flags, source)
   elif program in ('python', 'python3') and words[1] == '-m':
     module = words[2]
     if module.startswith('experiments.'):
@@ -284,7 +290,7 @@ def _inline_commands(path):
   commands = []
   prose = re.sub(r'```.*?```', '', path.read_text(), flags=re.S)
   for match in re.finditer(
-      r'`((?:python3?|lionx-train|lionx-compare|bash)\s[^`]+)`', prose):
+      r'`((?:python3?|lionx-(?:train|compare|sample)|bash)\s[^`]+)`', prose):
     command = ' '.join(match.group(1).split())
     if not re.search(r'\b[A-Z][A-Z_]*\b', command):
       commands.append(command)
@@ -304,6 +310,7 @@ def test_the_command_checks_catch_what_does_not_exist():
               'lionx-train --config configs/no_such.py --workdir w',
               'lionx-train --config configs/default.py --workdir w '
               'optimizer.no_such_field=1',
+              'lionx-sample --workdir w --prompt a --no-such-flag 1',
               'python benchmarks/no_such.py',
               'python benchmarks/lm_step.py --no-such-flag',
               'bash benchmarks/gpu.sh --no-such-flag',

@@ -2,7 +2,8 @@
 
 Layers, each importing only the ones below it::
 
-  cli            lionx-train, lionx-compare (argument parsing, --dry-run)
+  cli · sample   lionx-train, lionx-compare (argument parsing, --dry-run);
+                 lionx-sample (generation from a GPT run, a KV cache)
   sweep          comparisons, learning-rate grids, seeds
   experiment     train_and_evaluate: the task-agnostic loop
   steps · diagnostics · workdir · checkpoint · writers · plots · report

@@ -5,8 +5,10 @@ A checkpoint at step ``k`` holds ``{'model': nnx.state(model),
 the optimizer's step and state, e.g. Lion's momentum) as pure dicts, and a
 JSON ``meta`` dict: the step, the number of evaluations, the seed and data
 order that fix the batches, the data's fingerprint, the training time so far
-and the running sums of the logged diagnostics. Saving is synchronous, so a checkpoint on disk
-is complete.
+and the running sums of the logged diagnostics. Saving is synchronous, so a
+checkpoint on disk is complete. :meth:`Checkpointer.restore_model` reads the
+model alone (for sampling, :mod:`lionx.train.sample`, and fine-tuning,
+``init_from``).
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ logging.getLogger('absl').setLevel(logging.ERROR)
 class Checkpointer:
   """Saves and restores training state under ``directory``, by step."""
 
-  def __init__(self, directory: str | pathlib.Path, max_to_keep: int = 2):
+  def __init__(self, directory: str | pathlib.Path, max_to_keep: int = 2,
+               read_only: bool = False):
+    """``read_only``: restore only; the directory must exist."""
     self.directory = pathlib.Path(directory).resolve()
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True,
-            enable_async_checkpointing=False))
+            max_to_keep=max_to_keep, create=not read_only,
+            read_only=read_only, enable_async_checkpointing=False))
 
   def __enter__(self) -> 'Checkpointer':
     return self
@@ -44,6 +48,10 @@ class Checkpointer:
   def latest_step(self) -> Optional[int]:
     """The step of the newest checkpoint, or ``None``."""
     return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    """The steps of the checkpoints on disk, in increasing order."""
+    return sorted(self._manager.all_steps())
 
   def save(self, step: int, model: nnx.Module, optimizer: nnx.Optimizer,
            meta: dict[str, Any]) -> None:
@@ -77,37 +85,26 @@ class Checkpointer:
     return dict(restored['meta'])
 
   def restore_model(self, step: int, model: nnx.Module,
-                    name: str) -> dict[str, Any]:
-    """Loads only the model of ``step`` into ``model`` (fine-tuning: the
-    optimizer stays fresh); returns its meta. Every leaf must have this
-    model's path, shape and dtype: the error names the first that does
-    not, after ``name`` (what the user called the checkpoint)."""
-    restored = self._manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                      meta=ocp.args.JsonRestore()))
-    source = _flat(restored['state']['model'])
+                    name: str = 'the checkpoint') -> dict[str, Any]:
+    """Loads the model of ``step`` into ``model`` (not the optimizer, which
+    is not read); returns its meta. Every leaf must have this model's path,
+    shape and dtype: ``ValueError`` names the first that does not, after
+    ``name`` (what the user called the checkpoint)."""
     model_state = nnx.state(model)
-    target = nnx.to_pure_dict(model_state)
-    mine = _flat(target)
-    where = f'{name} (step {step})'
-    for path in sorted(set(mine) ^ set(source)):
-      here = 'this model has' if path in mine else 'the checkpoint has'
-      raise ValueError(f'{where}: {here} the leaf {path!r}, the other does '
-                       'not; expected a run of the same model shape.')
-    for path, leaf in mine.items():
-      theirs = source[path]
-      if (tuple(np.shape(theirs)), np.dtype(theirs.dtype)) != (
-          tuple(leaf.shape), np.dtype(leaf.dtype)):
-        raise ValueError(
-            f'{where}: the leaf {path!r} is {np.dtype(theirs.dtype)}'
-            f'{list(np.shape(theirs))} there and {np.dtype(leaf.dtype)}'
-            f'{list(leaf.shape)} here; expected a run of the same model '
-            'shape.')
-    loaded = jax.tree_util.tree_map_with_path(
-        lambda path, leaf: jax.device_put(
-            np.asarray(source[_name(path)]),
-            getattr(leaf, 'sharding', None)), target)
-    nnx.replace_by_pure_dict(model_state, loaded)
+    target = {'model': nnx.to_pure_dict(model_state)}
+    stored = ocp.StandardCheckpointer().metadata(
+        self.directory / str(step) / 'state').item_metadata
+    _same_leaves(f'{name} (step {step})', _flat(target['model']),
+                 _flat(stored['model']))
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(
+                item=abstract, partial_restore=True,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(
+                    abstract)),
+            meta=ocp.args.JsonRestore()))
+    nnx.replace_by_pure_dict(model_state, restored['state']['model'])
     nnx.update(model, model_state)
     return dict(restored['meta'])
 
@@ -117,6 +114,23 @@ class Checkpointer:
 
 def _name(path: tuple[Any, ...]) -> str:
   return '/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)
+
+
+def _same_leaves(where: str, mine: dict[str, Any],
+                 theirs: dict[str, Any]) -> None:
+  for path in sorted(set(mine) ^ set(theirs)):
+    here = 'this model has' if path in mine else 'the checkpoint has'
+    raise ValueError(f'{where}: {here} the leaf {path!r}, the other does '
+                     'not; expected a run of the same model shape.')
+  for path, leaf in mine.items():
+    other = theirs[path]
+    if (tuple(other.shape), np.dtype(other.dtype)) != (
+        tuple(leaf.shape), np.dtype(leaf.dtype)):
+      raise ValueError(
+          f'{where}: the leaf {path!r} is {np.dtype(other.dtype)}'
+          f'{list(other.shape)} there and {np.dtype(leaf.dtype)}'
+          f'{list(leaf.shape)} here; expected a run of the same model '
+          'shape.')
 
 
 def _flat(tree: Any) -> dict[str, Any]:

@@ -389,7 +389,7 @@ def _init_from(run: _Run, state: steps.TrainState) -> None:
   if not folder.is_dir():
     raise ConfigError(f'{name}: no {folder}; expected the workdir of a run '
                       'with a checkpoint.')
-  with Checkpointer(folder) as other:
+  with Checkpointer(folder, read_only=True) as other:
     step = other.latest_step()
     if step is None:
       raise ConfigError(f'{name}: {folder} holds no checkpoint.')

@@ -339,7 +339,7 @@ def resolve(config: OptimizerConfig) -> Settings:
 
 def _decay(s: Settings) -> dict[str, Any]:
   """The weight-decay keywords of the Lion family's factories."""
-  out = {'weight_decay': s.weight_decay, 'mask': s.mask,
+  out = {'weight_decay': s.weight_decay,
          'weight_decay_convention': s.convention}
   if s.convention != 'paper':
     out['peak_learning_rate'] = s.learning_rate
@@ -465,13 +465,13 @@ def _sign(s: Settings) -> lionx.Reshaper:
 
 def _lion(s: Settings, schedule: Schedule) -> optax.GradientTransformation:
   return lionx.lion(schedule, b1=s.b1, b2=s.b2, mu_dtype=s.mu_dtype,
-                    **_decay(s))
+                    **_decay(s), mask=s.mask)
 
 
 def _cautious_lion(s: Settings,
                    schedule: Schedule) -> optax.GradientTransformation:
   return lionx.cautious_lion(schedule, b1=s.b1, b2=s.b2,
-                             mu_dtype=s.mu_dtype, **_decay(s))
+                             mu_dtype=s.mu_dtype, **_decay(s), mask=s.mask)
 
 
 @dataclasses.dataclass(slots=True)
@@ -556,7 +556,7 @@ def _lion_k(make: Callable[[Any], lionx.Reshaper], hparams: type
 
   def build(s: Settings, schedule: Schedule) -> optax.GradientTransformation:
     return lionx.lion_k(schedule, reshaper(s), b1=s.b1, b2=s.b2,
-                        mu_dtype=s.mu_dtype, **_decay(s))
+                        mu_dtype=s.mu_dtype, **_decay(s), mask=s.mask)
   return OptimizerSpec(build, lion_direction, hparams, (0.9, 0.99),
                        reshaper, int8_momentum=True, conventions=True)
 
@@ -626,7 +626,7 @@ def _distributed_lion(s: Settings,
                       schedule: Schedule) -> optax.GradientTransformation:
   return lionx.distributed_lion(
       schedule, b1=s.b1, b2=s.b2, mu_dtype=s.mu_dtype,
-      aggregation=s.hparams.aggregation, **_decay(s))
+      aggregation=s.hparams.aggregation, **_decay(s), mask=s.mask)
 
 
 def _distributed_direction(s: Settings, state: PyTree,
@@ -656,7 +656,7 @@ register('lion_spectral', _lion_k(
 
 def _lion_cwd(s: Settings, schedule: Schedule) -> optax.GradientTransformation:
   return lionx.lion(schedule, b1=s.b1, b2=s.b2, mu_dtype=s.mu_dtype,
-                    cautious_weight_decay=True, **_decay(s))
+                    cautious_weight_decay=True, **_decay(s), mask=s.mask)
 
 
 register('lion_cwd', OptimizerSpec(

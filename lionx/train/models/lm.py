@@ -19,6 +19,11 @@ r"""Language models of the papers' §4, in ``flax.nnx``: GPT-2 and BERT.
 * ``gpt_tiny`` / ``bert_tiny``: 2 layers, width 64, 4 heads, context 64,
   for the embedded byte corpus on a CPU; ``gpt`` / ``bert`` take every size
   from the config (defaults: the tiny ones).
+* Incremental decoding (:meth:`GPT.init_cache`, :meth:`GPT.decode`): each
+  block keeps the keys and values of the tokens so far (a
+  :class:`LayerCache`), so that a new token costs one position's forward
+  pass; :mod:`lionx.train.sample` generates with it. The training forward
+  pass does not use it.
 
 Every block has :math:`12w^2 + 13w` parameters for width :math:`w` and MLP
 width :math:`4w` (``model.mlp_dim`` changes it). Initialisation as GPT-2
@@ -37,11 +42,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax import lax
 
 from lionx.train import fields
 from lionx.train.models import precision
@@ -137,6 +143,17 @@ def _linear(cin: int, cout: int, rngs: nnx.Rngs,
                     bias_init=nnx.initializers.zeros_init(), rngs=rngs)
 
 
+class LayerCache(NamedTuple):
+  """One block's keys and values for incremental decoding (float32).
+
+  ``keys`` and ``values`` have shape (batch, max_len, heads, head width);
+  position ``i`` holds the key and value of the token at position ``i``.
+  """
+
+  keys: jax.Array
+  values: jax.Array
+
+
 class SelfAttention(nnx.Module):
   """Multi-head self-attention: one qkv projection, softmax, projection."""
 
@@ -146,12 +163,35 @@ class SelfAttention(nnx.Module):
     self.qkv = _linear(width, 3 * width, rngs)
     self.out = _linear(width, width, rngs, out_std)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def _heads(self, x: jax.Array) -> tuple[jax.Array, ...]:
+    """Queries, keys and values of ``x``, each (B, T, heads, head width)."""
     batch, length, width = x.shape
     heads = (batch, length, self.num_heads, width // self.num_heads)
-    q, k, v = (y.reshape(heads) for y in jnp.split(self.qkv(x), 3, -1))
+    return tuple(y.reshape(heads) for y in jnp.split(self.qkv(x), 3, -1))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    q, k, v = self._heads(x)
     y = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)
-    return self.out(y.reshape(batch, length, width))
+    return self.out(y.reshape(x.shape))
+
+  def decode(self, x: jax.Array, cache: LayerCache,
+             position: jax.Array) -> tuple[jax.Array, LayerCache]:
+    """Causal attention of ``x`` (B, T), at positions ``position`` to
+    ``position + T - 1``, over the cached keys and values and its own."""
+    if not self.causal:
+      raise ValueError('decode: incremental decoding needs causal '
+                       'attention (a GPT, not a BERT).')
+    q, k, v = self._heads(x)
+    start = (0, position, 0, 0)
+    cache = LayerCache(lax.dynamic_update_slice(cache.keys, k, start),
+                       lax.dynamic_update_slice(cache.values, v, start))
+    # Query i (at position + i) sees the keys at positions <= position + i;
+    # the slots after them (zeros, not yet written) get weight 0.
+    seen = (jnp.arange(cache.keys.shape[1])[None, :]
+            <= position + jnp.arange(x.shape[1])[:, None])
+    y = jax.nn.dot_product_attention(q, cache.keys, cache.values,
+                                     mask=seen[None, None])
+    return self.out(y.reshape(x.shape)), cache
 
 
 class Block(nnx.Module):
@@ -167,9 +207,17 @@ class Block(nnx.Module):
     self.fc = _linear(s.width, s.mlp_dim, rngs)
     self.proj = _linear(s.mlp_dim, s.width, rngs, out_std)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x = x + self.attn(self.ln1(x))
+  def _mlp(self, x: jax.Array) -> jax.Array:
     return x + self.proj(nnx.gelu(self.fc(self.ln2(x))))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self._mlp(x + self.attn(self.ln1(x)))
+
+  def decode(self, x: jax.Array, cache: LayerCache,
+             position: jax.Array) -> tuple[jax.Array, LayerCache]:
+    """The block at positions ``position`` onwards (see ``GPT.decode``)."""
+    y, cache = self.attn.decode(self.ln1(x), cache, position)
+    return self._mlp(x + y), cache
 
 
 def _embed(num: int, width: int, rngs: nnx.Rngs) -> nnx.Embed:
@@ -180,7 +228,24 @@ def _embed(num: int, width: int, rngs: nnx.Rngs) -> nnx.Embed:
 
 
 class GPT(nnx.Module):
-  """GPT-2: ``tokens (B, T) -> logits (B, T, vocab)``, causal."""
+  """GPT-2: ``tokens (B, T) -> logits (B, T, vocab)``, causal.
+
+  Incremental decoding (:meth:`init_cache`, :meth:`decode`) keeps each
+  block's keys and values, so that a new token costs one position's
+  forward pass instead of the whole context's; the logits are those of
+  ``model(tokens)`` to float32 rounding.
+
+  Example:
+    >>> from lionx.train.models import lm
+    >>> model = lm.create_model(lm.GPTModelConfig(), 256)
+    >>> tokens = jnp.array([[5, 7, 11]])
+    >>> cache = model.init_cache(batch=1, max_len=8)
+    >>> first, cache = model.decode(tokens[:, :2], cache, 0)  # the prompt
+    >>> last, cache = model.decode(tokens[:, 2:], cache, 2)  # one more
+    >>> full = model(tokens)
+    >>> bool(jnp.allclose(last[:, 0], full[:, 2], atol=1e-5))
+    True
+  """
 
   def __init__(self, vocab_size: int, s: Shape, *, rngs: nnx.Rngs):
     self.wte = _embed(vocab_size, s.width, rngs)
@@ -189,11 +254,52 @@ class GPT(nnx.Module):
                             for _ in range(s.num_layers)])
     self.ln_f = nnx.LayerNorm(s.width, epsilon=1e-5, rngs=rngs)
 
+  @property
+  def vocab_size(self) -> int:
+    return self.wte.num_embeddings
+
+  @property
+  def context_length(self) -> int:
+    return self.wpe.num_embeddings
+
   def __call__(self, tokens: jax.Array) -> jax.Array:
     x = self.wte(tokens) + self.wpe(jnp.arange(tokens.shape[1]))
     for block in self.blocks:
       x = block(x)
     return self.wte.attend(self.ln_f(x))  # tied output layer
+
+  def init_cache(self, batch: int, max_len: int) -> tuple[LayerCache, ...]:
+    """An empty cache (zeros) for ``batch`` sequences of up to ``max_len``
+    tokens (at most the context length); one :class:`LayerCache` a block."""
+    if not 1 <= max_len <= self.context_length:
+      raise ValueError(
+          f'max_len={max_len}: expected 1 to the context length '
+          f'{self.context_length} (model.context_length).')
+    attn = self.blocks[0].attn
+    width = self.wte.features
+    shape = (batch, max_len, attn.num_heads, width // attn.num_heads)
+    return tuple(LayerCache(jnp.zeros(shape, jnp.float32),
+                            jnp.zeros(shape, jnp.float32))
+                 for _ in self.blocks)
+
+  def decode(self, tokens: jax.Array, cache: tuple[LayerCache, ...],
+             position: jax.Array | int
+             ) -> tuple[jax.Array, tuple[LayerCache, ...]]:
+    """The logits of ``tokens`` (B, T) at positions ``position`` to
+    ``position + T - 1``, given the cache of the tokens before them.
+
+    Returns the logits (B, T, vocab) and the cache with the new tokens'
+    keys and values. ``position`` may be traced (one compilation serves
+    every step); ``position + T`` must not exceed the cache's length,
+    which is not checked here (``lax.dynamic_update_slice`` would clamp).
+    """
+    positions = position + jnp.arange(tokens.shape[1])
+    x = self.wte(tokens) + self.wpe(positions)
+    out = []
+    for block, layer in zip(self.blocks, cache):
+      x, layer = block.decode(x, layer, position)
+      out.append(layer)
+    return self.wte.attend(self.ln_f(x)), tuple(out)
 
 
 class Bert(nnx.Module):
