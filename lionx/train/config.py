@@ -226,8 +226,11 @@ def run_identity(config: Config) -> dict[str, Any]:
           'weight_decay': s.weight_decay,
           'weight_decay_convention': opt.weight_decay_convention,
           'b1': s.b1, 'b2': s.b2, 'mu_dtype': opt.mu_dtype}
-  if opt.compensation != 'none':  # absent from earlier workdirs' identity
-    kept['compensation'] = opt.compensation
+  # Absent from earlier workdirs' identity where they have the default.
+  for name, default in (('compensation', 'none'), ('decay', 'all'),
+                        ('clip_norm', 0.0)):
+    if getattr(opt, name) != default:
+      kept[name] = getattr(opt, name)
   if opt.name in opt.hparams:
     kept[opt.name] = out['optimizer'][opt.name]
   if not out['init_from']:  # absent from earlier workdirs' identity

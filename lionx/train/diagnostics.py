@@ -25,7 +25,13 @@ jitted function returning the fields below (float32 scalars):
   direction for :math:`\nabla f`
   (:meth:`lionx.train.optimizers.Optimizer.direction`) against
   :math:`\nabla f` (NaN for an optimizer without a sign-like direction,
-  e.g. Muon).
+  e.g. Muon);
+* with ``optimizer.clip_norm``: ``grad_norm_preclip``, the global norm of
+  the last step's minibatch gradient before clipping, and
+  ``clipped_fraction``, the share of the steps so far that were clipped.
+
+With ``optimizer.decay='matrices'`` the box, the constraint and the KKT
+residual are those of the decayed leaves alone (the others have no box).
 """
 
 from __future__ import annotations
@@ -46,11 +52,29 @@ def make_diagnostics(optimizer: optimizers.Optimizer) -> Diagnostics:
   a run of ``optimizer``; ``step`` is the number of updates made so far."""
   reshaper = optimizer.reshaper()
   has_box = optimizer.row.box
+  mask = optimizer.settings.mask
+  clipping = optimizer.clips
 
   @jax.jit
   def diagnostics(params, grads, opt_state, step):
     weight_decay = optimizer.box_weight_decay(step)
     ratio = metrics.grad_norm_ratio(grads)
+    extra = {'grad_l1': metrics.tree_l1(grads),
+             'grad_l2': metrics.tree_l2(grads)}
+    if clipping:
+      clip = optimizers.find(opt_state, optimizers.ClipState)
+      extra.update(grad_norm_preclip=clip.norm, clipped_fraction=(
+          clip.clipped / jnp.maximum(clip.count, 1)))
+    direction = optimizer.direction(opt_state, grads)
+    if direction is None:
+      agreement = zeros = jnp.full([], jnp.nan)
+    else:
+      stats = metrics.update_stats(direction, grads)
+      agreement, zeros = stats.sign_agreement, stats.zero_sign_fraction
+    if mask is not None:  # the box and KKT of the decayed leaves alone
+      decayed = mask(params)
+      params, grads = (jax.tree.map(lambda m, x: x if m else None,
+                                    decayed, tree) for tree in (params, grads))
     box = metrics.box_feasibility(params, weight_decay)
     if not has_box:
       constraint = jnp.full([], jnp.nan)
@@ -59,15 +83,7 @@ def make_diagnostics(optimizer: optimizers.Optimizer) -> Diagnostics:
     else:
       constraint = metrics.box_feasibility(
           params, weight_decay, reshaper=reshaper).linf_scaled
-    direction = optimizer.direction(opt_state, grads)
-    if direction is None:
-      agreement = zeros = jnp.full([], jnp.nan)
-    else:
-      stats = metrics.update_stats(direction, grads)
-      agreement, zeros = stats.sign_agreement, stats.zero_sign_fraction
     return {
-        'grad_l1': metrics.tree_l1(grads),
-        'grad_l2': metrics.tree_l2(grads),
         'grad_norm_ratio': ratio.ratio,
         'grad_norm_ratio_over_sqrt_d': ratio.ratio_over_sqrt_d,
         'sqrt_d': ratio.sqrt_d,
@@ -79,5 +95,6 @@ def make_diagnostics(optimizer: optimizers.Optimizer) -> Diagnostics:
         'kkt_residual': metrics.kkt_residual(params, grads, weight_decay),
         'sign_agreement': agreement,
         'zero_sign_fraction': zeros,
+        **extra,
     }
   return diagnostics

@@ -24,6 +24,12 @@ name                   transform
                        ``jax.shard_map``)
 =====================  ====================================================
 
+``optimizer.decay='matrices'`` decays only kernels and embeddings
+(:func:`matrices`; biases, norms' scales and positional tables keep their
+values), in every row; ``optimizer.clip_norm`` clips the gradient to that
+global norm first (:func:`clip_by_global_norm`, which records the pre-clip
+norm and the clipped steps for the metrics).
+
 ``optimizer.compensation`` (``none``, ``int8`` or ``int16``) wraps the
 run's optimizer in :func:`lionx.compensated`, which keeps a rounding
 residual of that dtype for each bfloat16 / float16 parameter
@@ -163,6 +169,7 @@ class Settings(NamedTuple):
   hparams: Any  # the row's hyperparameter dataclass, or None
   convention: str  # weight_decay_convention (rows that take it)
   mask: Optional[Callable[[PyTree], PyTree]] = None  # the decayed leaves
+  clip_norm: float = 0.0  # > 0: clip_by_global_norm before the optimizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +193,8 @@ class OptimizerSpec:
   # Whether its weight decay implies the box (or the reshaper's set); False
   # for cautious weight decay, which has no constraint.
   box: bool = True
+  # Whether it takes optimizer.decay='matrices' (a mask of decayed leaves).
+  masks: bool = True
 
 
 OPTIMIZERS: registry.Registry = registry.Registry(
@@ -312,6 +321,11 @@ def validate(config: OptimizerConfig, *, need_rate: bool = True) -> None:
   fields.one_of('optimizer.compensation', config.compensation,
                 COMPENSATIONS)
   fields.one_of('optimizer.decay', config.decay, DECAY)
+  if config.decay != 'all' and not row.masks:
+    raise fields.ConfigError(
+        f'optimizer.decay={config.decay!r} with optimizer.name='
+        f'{config.name!r}: its transform decays some leaves it does not '
+        "let a mask choose; use optimizer.decay='all'.")
   fields.non_negative('optimizer.clip_norm', config.clip_norm)
   if config.compensation != 'none' and row.per_device:
     raise fields.ConfigError(
@@ -334,7 +348,8 @@ def resolve(config: OptimizerConfig) -> Settings:
   mu_dtype = None if config.mu_dtype is None else MU_DTYPES[config.mu_dtype]
   return Settings(config.name, learning_rate(config), weight_decay(config),
                   b1, b2, mu_dtype, config.hparams.get(config.name),
-                  config.weight_decay_convention, DECAY[config.decay])
+                  config.weight_decay_convention, DECAY[config.decay],
+                  config.clip_norm)
 
 
 def _decay(s: Settings) -> dict[str, Any]:
@@ -357,6 +372,11 @@ class Optimizer(NamedTuple):
   @property
   def row(self) -> OptimizerSpec:
     return spec(self.settings.name)
+
+  @property
+  def clips(self) -> bool:
+    """Whether the gradient is clipped first (its state has a ClipState)."""
+    return self.settings.clip_norm > 0
 
   def direction(self, opt_state: PyTree, grads: PyTree) -> Optional[PyTree]:
     """The optimizer's direction for the gradient ``grads`` (module doc),
@@ -387,7 +407,9 @@ def make_optimizer(config: Config, total_steps: int,
   Reads ``config.optimizer`` (the name, the peak rate, the weight decay,
   the betas) and ``config.schedule`` (the warm-up in epochs needs
   ``steps_per_epoch``), builds the schedule and the registry row's
-  transform, wrapped in :func:`lionx.compensated` when
+  transform (weight decay on the leaves of ``config.optimizer.decay``),
+  after :func:`clip_by_global_norm` when ``config.optimizer.clip_norm`` is
+  positive, wrapped in :func:`lionx.compensated` when
   ``config.optimizer.compensation`` is not ``none``.
 
   Example:
@@ -412,8 +434,8 @@ def make_optimizer(config: Config, total_steps: int,
       warmup_steps=schedules.warmup_steps(s, steps_per_epoch),
       final_fraction=s.final_fraction)
   tx = spec(settings.name).build(settings, schedule)
-  if config.optimizer.clip_norm:
-    tx = optax.chain(clip_by_global_norm(config.optimizer.clip_norm), tx)
+  if settings.clip_norm:
+    tx = optax.chain(clip_by_global_norm(settings.clip_norm), tx)
   residual = COMPENSATIONS[config.optimizer.compensation]
   if residual is not None:
     tx = lionx.compensated(tx, residual_dtype=residual)
@@ -685,10 +707,12 @@ def _muon(s: Settings, schedule: Schedule) -> optax.GradientTransformation:
   return optax.contrib.muon(
       schedule, ns_steps=s.hparams.ns_steps, beta=s.hparams.beta,
       weight_decay=s.weight_decay, adam_weight_decay=s.weight_decay,
-      mu_dtype=s.mu_dtype, weight_decay_mask=s.mask)
+      mu_dtype=s.mu_dtype)
 
 
-register('muon', OptimizerSpec(_muon, None, MuonHparams))
+# optax.contrib.muon's AdamW part (every leaf that is not a matrix) decays
+# all its leaves: no mask.
+register('muon', OptimizerSpec(_muon, None, MuonHparams, masks=False))
 register('distributed_lion', OptimizerSpec(
     _distributed_lion, _distributed_direction, DistributedLionHparams,
     (0.9, 0.99), _sign, per_device=True, conventions=True))

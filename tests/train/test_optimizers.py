@@ -255,3 +255,134 @@ def test_schedules_follow_their_formulas():
         lr * 0.5 * (1 + math.cos(math.pi * frac)), rel=1e-5, abs=1e-9)
   const = make_schedule('constant', lr, total)
   assert float(const(0)) == float(const(99)) == lr
+
+
+# --- issue 25: the weight-decay mask and gradient clipping --------------------
+
+LM_PARAMS = {
+    'wte': {'embedding': jnp.full((5, 2), 2.0)},
+    'wpe': {'embedding': jnp.full((4, 2), 2.0)},
+    'blocks': {0: {'fc': {'kernel': jnp.full((2, 3), 2.0),
+                          'bias': jnp.full((3,), 2.0)},
+                   'ln1': {'scale': jnp.full((2,), 2.0),
+                           'bias': jnp.full((2,), 2.0)}}},
+    'vit': {'pos_embed': jnp.full((1, 4, 2), 2.0),
+            'patch_embed': {'kernel': jnp.full((2, 2, 3, 2), 2.0)}},
+}
+DECAYED = {'wte/embedding', 'blocks/0/fc/kernel', 'vit/patch_embed/kernel'}
+
+
+def _paths(tree):
+  return {'/'.join(str(getattr(k, 'key', k)) for k in path): leaf
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def test_matrices_decays_kernels_and_embeddings_only():
+  marks = _paths(optimizers.matrices(LM_PARAMS))
+  assert {p for p, m in marks.items() if m} == DECAYED
+  assert len(marks) == 8
+
+
+@pytest.mark.parametrize('name', sorted(
+    n for n, s in optimizers.OPTIMIZERS.items()
+    if not s.per_device and s.masks))
+def test_decay_matrices_leaves_the_others_alone_in_every_row(name):
+  """A zero gradient: only weight decay moves a parameter, and only the
+  kernels and embeddings decay."""
+  built = _build(OptimizerConfig(name=name, decay='matrices',
+                                 weight_decay=0.5), 0.1)
+  zeros = jax.tree.map(jnp.zeros_like, LM_PARAMS)
+  state = built.tx.init(LM_PARAMS)
+  updates, _ = built.tx.update(zeros, state, LM_PARAMS)
+  for path, update in _paths(updates).items():
+    moved = bool(jnp.any(update != 0))
+    assert moved == (path in DECAYED), (name, path)
+
+
+def test_decay_all_is_the_default_and_decays_everything():
+  built = _build(OptimizerConfig(name='lion', weight_decay=0.5), 0.1)
+  assert built.settings.mask is None
+  zeros = jax.tree.map(jnp.zeros_like, LM_PARAMS)
+  updates, _ = built.tx.update(zeros, built.tx.init(LM_PARAMS), LM_PARAMS)
+  for path, update in _paths(updates).items():  # -eta * lambda * 2
+    np.testing.assert_allclose(np.asarray(update), -0.1 * 0.5 * 2.0,
+                               err_msg=path)
+
+
+def test_the_box_is_that_of_the_decayed_leaves():
+  from lionx.train import diagnostics
+  built = _build(OptimizerConfig(name='lion', decay='matrices',
+                                 weight_decay=0.5), 0.1)
+  params = jax.tree.map(jnp.ones_like, LM_PARAMS)
+  params['blocks'][0]['ln1']['scale'] = jnp.full((2,), 50.0)  # not decayed
+  params['wte']['embedding'] = jnp.full((5, 2), 1.5)
+  grads = jax.tree.map(lambda x: jnp.full_like(x, -1.0), params)
+  out = diagnostics.make_diagnostics(built)(
+      params, grads, built.tx.init(params), 0)
+  assert float(out['box_linf_scaled']) == pytest.approx(0.5 * 1.5)
+  decayed = [np.asarray(x) for p, x in _paths(params).items()
+             if p in DECAYED]
+  g = [np.full(x.shape, -1.0) for x in decayed]
+  kkt = 0.5 * sum(float(np.sum(a * b)) for a, b in zip(g, decayed)) + sum(
+      float(np.abs(a).sum()) for a in g)
+  assert float(out['kkt_residual']) == pytest.approx(kkt)
+  total = sum(x.size for x in jax.tree.leaves(params))
+  assert float(out['grad_l1']) == pytest.approx(total)  # every leaf
+  assert 'grad_norm_preclip' not in out
+
+
+def test_clip_by_global_norm_is_optax_and_records_the_norm():
+  tx = optimizers.clip_by_global_norm(2.0)
+  reference = optax.clip_by_global_norm(2.0)
+  state = tx.init(PARAMS)
+  for i, g in enumerate(GRADS + [jax.tree.map(lambda x: x / 10, GRADS[0])]):
+    ours, state = tx.update(g, state)
+    theirs, _ = reference.update(g, reference.init(PARAMS))
+    jax.tree.map(np.testing.assert_array_equal, ours, theirs)
+    norm = math.sqrt(sum(float(np.sum(np.asarray(x) ** 2))
+                         for x in jax.tree.leaves(g)))
+    assert float(state.norm) == pytest.approx(norm, rel=1e-6)
+    assert int(state.count) == i + 1
+  assert int(state.clipped) == 2  # the two full gradients; not the tenth
+  with pytest.raises(ValueError, match='clip_norm=0'):
+    optimizers.clip_by_global_norm(0)
+
+
+def test_clip_norm_comes_first_and_shows_in_the_diagnostics():
+  from lionx.train import diagnostics
+  built = _build(OptimizerConfig(name='sgd', clip_norm=1.0, weight_decay=0.0),
+                 0.1)
+  assert built.clips
+  big = jax.tree.map(lambda x: 100 * x, GRADS[0])
+  updates, state = built.tx.update(big, built.tx.init(PARAMS), PARAMS)
+  norm = math.sqrt(sum(float(np.sum(np.asarray(x) ** 2))
+                       for x in jax.tree.leaves(big)))
+  for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(big)):
+    np.testing.assert_allclose(u, -0.1 * np.asarray(g) / norm, rtol=1e-5)
+  out = diagnostics.make_diagnostics(built)(PARAMS, GRADS[1], state, 1)
+  assert float(out['grad_norm_preclip']) == pytest.approx(norm, rel=1e-6)
+  assert float(out['clipped_fraction']) == 1.0
+
+
+@pytest.mark.parametrize('change,match', [
+    (dict(decay='kernels'), "optimizer.decay='kernels' is not one of"),
+    (dict(clip_norm=-1.0), 'optimizer.clip_norm=-1.0 is outside'),
+    (dict(name='muon', decay='matrices'), "decay='matrices' with "
+     "optimizer.name='muon'"),
+])
+def test_bad_decay_and_clip(change, match):
+  config = OptimizerConfig(**{'name': 'lion', 'learning_rate': 1e-3,
+                              **change})
+  with pytest.raises(ValueError, match=match):
+    optimizers.validate(config)
+
+
+def test_decay_and_clip_are_part_of_a_runs_identity():
+  from lionx.train import config as config_lib
+  config = Config()
+  config.optimizer.learning_rate = 1e-3
+  plain = config_lib.run_identity(config)['optimizer']
+  assert 'decay' not in plain and 'clip_norm' not in plain
+  config.optimizer.decay, config.optimizer.clip_norm = 'matrices', 1.0
+  changed = config_lib.run_identity(config)['optimizer']
+  assert changed['decay'] == 'matrices' and changed['clip_norm'] == 1.0
