@@ -195,7 +195,7 @@ def train_and_evaluate(
       the length it had, so the new steps take its final learning rate.
       Only the length may differ from the stored config.
     allow_data_change: resume even if the data's fingerprint
-      (:meth:`lionx.train.tasks.Task.fingerprint`) differs from the one in
+      (:meth:`lionx.train.tasks.base.Task.fingerprint`) differs from the one in
       the checkpoint.
 
   Returns:

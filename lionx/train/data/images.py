@@ -114,8 +114,9 @@ class ImageSet(abc.ABC):
     after that many."""
 
   def fingerprint(self) -> dict[str, str]:
-    """What a resume checks is unchanged (:mod:`~lionx.train.data.
-    fingerprint`); here the labels, a set of its own may say more."""
+    """What a resume checks is unchanged
+    (:mod:`lionx.train.data.fingerprint`); here the labels, a set of its
+    own may say more."""
     return {'labels': fingerprint.array_digest(self.train_labels,
                                                self.test_labels)}
 
