@@ -33,6 +33,7 @@ def get_config() -> Config:
   config.eval_batch_size = 16
   config.logging_max_batches = 100
   config.checkpoint_every_evals = 5
+  config.log_every_steps = 20  # train_log.jsonl: the running loss
   config.compare_optimizers = ('lion', 'sgd', 'adamw')
   config.lr_select = 'val_loss'
 

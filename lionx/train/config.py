@@ -44,7 +44,7 @@ PAPER_LR_GRID = (3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
 # between a run and its resumption (dotted: a field of a section, if the
 # section has it).
 RUNTIME_FIELDS = ('max_evals_this_run', 'checkpoint_every_evals', 'progress',
-                  'tensorboard', 'data.workers')
+                  'tensorboard', 'data.workers', 'log_every_steps')
 # Fields of comparisons and grids (lionx.train.sweep), not of one run.
 SWEEP_FIELDS = ('compare_optimizers', 'lr_select', 'seeds')
 LR_SELECT = ('full_loss', 'val_loss')
@@ -73,6 +73,10 @@ class Config:
   # gradient); N > 0 caps it at N batches of eval_batch_size.
   logging_max_batches: int = 0
   checkpoint_every_evals: int = 5
+  # > 0: the mean training loss of every log_every_steps steps goes to
+  # train_log.jsonl and TensorBoard (no logging pass; it divides the
+  # steps between evaluations).
+  log_every_steps: int = 0
   # Stop after this many evaluations in this invocation (0: no limit); a
   # later invocation resumes. Used to simulate preemption.
   max_evals_this_run: int = 0
@@ -119,12 +123,19 @@ def _check_run_fields(config: Config) -> None:
   for path in ('batch_size', 'eval_batch_size', 'checkpoint_every_evals'):
     fields.positive(path, getattr(config, path))
   for path in ('num_epochs', 'num_steps', 'eval_every_steps',
-               'logging_max_batches', 'max_evals_this_run', 'seed'):
+               'logging_max_batches', 'max_evals_this_run', 'seed',
+               'log_every_steps'):
     fields.non_negative(path, getattr(config, path))
   if (config.num_epochs > 0) == (config.num_steps > 0):
     raise ConfigError(
         f'num_epochs={config.num_epochs}, num_steps={config.num_steps}: '
         'set exactly one of them (the other 0).')
+  if (config.log_every_steps and config.eval_every_steps
+      and config.eval_every_steps % config.log_every_steps):
+    raise ConfigError(
+        f'log_every_steps={config.log_every_steps} does not divide '
+        f'eval_every_steps={config.eval_every_steps}; expected a divisor, '
+        'so that a resumed run logs the same windows.')
   if config.num_steps and config.eval_every_steps > config.num_steps:
     raise ConfigError(
         f'eval_every_steps={config.eval_every_steps} is larger than '

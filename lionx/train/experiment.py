@@ -264,6 +264,11 @@ def _load(run: _Run, extend: bool = False) -> None:
   run.steps_per_epoch = task.steps_per_epoch(config, run.data)
   run.total_steps = config_lib.total_steps(config, run.steps_per_epoch)
   run.every = config_lib.batches_per_eval(config, run.steps_per_epoch)
+  if config.log_every_steps and run.every % config.log_every_steps:
+    raise ConfigError(
+        f'log_every_steps={config.log_every_steps} does not divide the '
+        f'{run.every} steps between evaluations; expected a divisor, so that '
+        'a resumed run logs the same windows.')
   run.fingerprint = task.fingerprint(config, run.data)
   run.schedule_steps = _schedule_steps(run, extend)
 
@@ -428,7 +433,7 @@ def _loop(run: _Run, state: steps.TrainState, ckpt: Checkpointer,
     while progress.step < stop:
       end = min((progress.step // run.every + 1) * run.every, stop)
       losses = _train_interval(run, state, train_step, progress.step, end,
-                               bar)
+                               bar, writers)
       _check_finite(run, ckpt, losses, progress.step)
       progress.step, progress.evals = end, progress.evals + 1
       row = _evaluate(run, state, diagnostics, progress, losses, ckpt)
@@ -445,14 +450,20 @@ def _loop(run: _Run, state: steps.TrainState, ckpt: Checkpointer,
 
 
 def _train_interval(run: _Run, state: steps.TrainState, train_step,
-                    start: int, end: int, bar) -> jax.Array:
+                    start: int, end: int, bar,
+                    writers: Sequence[writers_lib.Writer] = ()) -> jax.Array:
   """Steps ``start .. end - 1``; their losses, still on the device."""
   losses = []
+  every = run.config.log_every_steps
   for step in range(start, end):
     batch = run.task.train_batch(run.config, run.data, step)
     losses.append(train_step(state.model, state.optimizer, batch))
     for hook in run.hooks:
       hook.after_step(step + 1, state)
+    if every and (step + 1) % every == 0 and len(losses) >= every:
+      loss = float(jnp.mean(jnp.stack(losses[-every:])))
+      for writer in writers:
+        writer.write_train(step + 1, loss)
     bar.update(1)
     if len(losses) % 10 == 0 and len(losses) > 10:
       # A loss from 10 steps ago: the device has (nearly) finished it.

@@ -4,6 +4,7 @@ Layout of a run's workdir::
 
   config.json      {'config': the run's identity, 'provenance': [...]}
   metrics.jsonl    one line per evaluation
+  train_log.jsonl  {'step', 'train_loss'} every log_every_steps steps
   result.json      written when the run finished or diverged
   checkpoints/     orbax checkpoints (lionx.train.checkpoint)
   extension.json   the schedule's length, once --extend continued the run
@@ -43,6 +44,7 @@ from lionx.train.fields import ConfigError
 
 CONFIG_FILE, METRICS_FILE, RESULT_FILE = (
     'config.json', 'metrics.jsonl', 'result.json')
+TRAIN_LOG_FILE = 'train_log.jsonl'  # the running loss (log_every_steps)
 CHECKPOINT_DIR = 'checkpoints'
 EXTENSION_FILE = 'extension.json'  # the schedule's length, once extended
 EVAL_DIR = 'eval'  # evaluations of checkpoints (--eval-only)
@@ -53,7 +55,7 @@ MARKERS = {'run': CONFIG_FILE, 'grid': GRID_FILE,
 _WHAT = {'run': 'a single run', 'grid': 'a learning-rate grid',
          'comparison': 'a comparison of optimizers'}
 _RUN_FILES = (CONFIG_FILE, METRICS_FILE, RESULT_FILE, CHECKPOINT_DIR,
-              EXTENSION_FILE, EVAL_DIR)
+              EXTENSION_FILE, EVAL_DIR, TRAIN_LOG_FILE)
 _HINT = 'pass --overwrite to discard what is there, or choose another --workdir'
 
 
@@ -266,31 +268,37 @@ def start(path: pathlib.Path, kind: str, identity: dict[str, Any],
                       'provenance': entries + [provenance]})
 
 
-def read_metrics(path: pathlib.Path) -> list[dict[str, Any]]:
-  """The lines of ``path/metrics.jsonl`` (empty if there is none)."""
-  file = pathlib.Path(path) / METRICS_FILE
+def read_metrics(path: pathlib.Path, name: str = METRICS_FILE
+                 ) -> list[dict[str, Any]]:
+  """The lines of ``path/metrics.jsonl`` (or of ``name``; empty if there
+  is none)."""
+  file = pathlib.Path(path) / name
   if not file.exists():
     return []
   return [json.loads(line) for line in file.read_text().splitlines()
           if line.strip()]
 
 
-def append_metrics(path: pathlib.Path, row: dict[str, Any]) -> None:
+def append_metrics(path: pathlib.Path, row: dict[str, Any],
+                   name: str = METRICS_FILE) -> None:
   try:
-    with open(path / METRICS_FILE, 'a') as f:
+    with open(path / name, 'a') as f:
       f.write(json.dumps(row) + '\n')
   except OSError as err:
-    raise os_error(path, err, f'write {METRICS_FILE}') from None
+    raise os_error(path, err, f'write {name}') from None
 
 
 def truncate_metrics(path: pathlib.Path, step: int) -> None:
-  """Drops lines after ``step`` (written after the last checkpoint)."""
-  rows = [r for r in read_metrics(path) if r['step'] <= step]
-  try:
-    (path / METRICS_FILE).write_text(
-        ''.join(json.dumps(r) + '\n' for r in rows))
-  except OSError as err:
-    raise os_error(path, err, f'write {METRICS_FILE}') from None
+  """Drops lines after ``step`` (written after the last checkpoint) from
+  metrics.jsonl and train_log.jsonl."""
+  for name in (METRICS_FILE, TRAIN_LOG_FILE):
+    if name != METRICS_FILE and not (path / name).exists():
+      continue
+    rows = [r for r in read_metrics(path, name) if r['step'] <= step]
+    try:
+      (path / name).write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    except OSError as err:
+      raise os_error(path, err, f'write {name}') from None
 
 
 def _version(package: str) -> Optional[str]:

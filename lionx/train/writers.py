@@ -40,6 +40,11 @@ class Writer:
     """Takes the row of one evaluation (a metrics.jsonl line)."""
     raise NotImplementedError
 
+  def write_train(self, step: int, loss: float) -> None:
+    """Takes the mean training loss of the ``log_every_steps`` steps up
+    to ``step``; most writers ignore it."""
+    del step, loss
+
   def close(self, finished: bool) -> None:
     """Ends the writer; ``finished``: the run reached its last step."""
     del finished
@@ -53,6 +58,10 @@ class MetricsFile(Writer):
 
   def write(self, row: Row) -> None:
     workdir_lib.append_metrics(self.path, row)
+
+  def write_train(self, step: int, loss: float) -> None:
+    workdir_lib.append_metrics(self.path, {'step': step, 'train_loss': loss},
+                               workdir_lib.TRAIN_LOG_FILE)
 
 
 class Console(Writer):
@@ -134,6 +143,9 @@ class TensorBoard(Writer):
         self._writer.add_scalar(key, float(value), step)
     self._writer.flush()
     self.last_step = step
+
+  def write_train(self, step: int, loss: float) -> None:
+    self._writer.add_scalar('train_loss_running', loss, step)
 
   def close(self, finished: bool) -> None:
     del finished

@@ -348,3 +348,35 @@ def test_fingerprint_is_in_the_checkpoint(tmp_path):
   task = lt.get_task('classification')
   assert step == 4 and meta['data_fingerprint'] == task.fingerprint(
       lt.validate(config), task.load_data(lt.validate(config)))
+
+
+# --- issue 25, item 7: the running training loss ------------------------------
+
+
+def test_train_log_every_k_steps_resumes_and_matches_the_rows(tmp_path):
+  config = tiny_config(num_epochs=2, log_every_steps=2)
+  whole = lt.train_and_evaluate(config, tmp_path / 'a', verbose=False)
+  log = workdir_lib.read_metrics(tmp_path / 'a', 'train_log.jsonl')
+  assert [r['step'] for r in log] == [2, 4, 6, 8]
+  # The windows split each evaluation's interval: their mean is its loss.
+  for row, pair in zip(whole.rows, (log[:2], log[2:])):
+    assert row['train_loss'] == pytest.approx(
+        (pair[0]['train_loss'] + pair[1]['train_loss']) / 2, rel=1e-6)
+  cut = tiny_config(num_epochs=2, log_every_steps=2, max_evals_this_run=1)
+  lt.train_and_evaluate(cut, tmp_path / 'b', verbose=False)
+  lt.train_and_evaluate(config, tmp_path / 'b', verbose=False)
+  assert workdir_lib.read_metrics(tmp_path / 'b', 'train_log.jsonl') == log
+  # A runtime field: the same run, logged more often, is not another run.
+  finer = tiny_config(num_epochs=2, log_every_steps=1)
+  assert lt.train_and_evaluate(finer, tmp_path / 'a',
+                               verbose=False).rows == whole.rows
+
+
+def test_log_every_steps_must_divide_the_interval(tmp_path):
+  with pytest.raises(lt.ConfigError, match='log_every_steps=3 does not '
+                     'divide the 4 steps between evaluations'):
+    lt.train_and_evaluate(tiny_config(log_every_steps=3), tmp_path / 'w',
+                          verbose=False)
+  with pytest.raises(lt.ConfigError, match='log_every_steps=4 does not '
+                     'divide eval_every_steps=6'):
+    lt.validate(lm_config(log_every_steps=4, eval_every_steps=6))
