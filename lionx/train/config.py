@@ -68,6 +68,9 @@ class Config:
   num_steps: int = 0
   eval_every_steps: int = 0
   batch_size: int = 64
+  # Split each batch into this many micro-batches inside the step (a
+  # lax.scan: memory for one micro-batch's activations), one update.
+  grad_accum_steps: int = 1
   eval_batch_size: int = 512
   # Logging pass: 0 means every batch of the training split (exact f and
   # gradient); N > 0 caps it at N batches of eval_batch_size.
@@ -120,8 +123,13 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def _check_run_fields(config: Config) -> None:
-  for path in ('batch_size', 'eval_batch_size', 'checkpoint_every_evals'):
+  for path in ('batch_size', 'eval_batch_size', 'checkpoint_every_evals',
+               'grad_accum_steps'):
     fields.positive(path, getattr(config, path))
+  if config.batch_size % config.grad_accum_steps:
+    raise ConfigError(
+        f'grad_accum_steps={config.grad_accum_steps} does not divide '
+        f'batch_size={config.batch_size}; expected equal micro-batches.')
   for path in ('num_epochs', 'num_steps', 'eval_every_steps',
                'logging_max_batches', 'max_evals_this_run', 'seed',
                'log_every_steps'):
@@ -244,8 +252,9 @@ def run_identity(config: Config) -> dict[str, Any]:
       kept[name] = getattr(opt, name)
   if opt.name in opt.hparams:
     kept[opt.name] = out['optimizer'][opt.name]
-  if not out['init_from']:  # absent from earlier workdirs' identity
-    out.pop('init_from')
+  for name, default in (('init_from', ''), ('grad_accum_steps', 1)):
+    if out[name] == default:  # absent from earlier workdirs' identity
+      out.pop(name)
   out['optimizer'] = kept
   out['parallel']['num_devices'] = len(
       parallel_lib.select_devices(config.parallel.num_devices))

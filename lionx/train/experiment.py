@@ -418,7 +418,8 @@ def _loop(run: _Run, state: steps.TrainState, ckpt: Checkpointer,
           progress: Progress, writers: list[writers_lib.Writer]) -> str:
   """Trains and evaluates until the end (or max_evals_this_run)."""
   config = run.config
-  train_step = steps.make_train_step(run.task, run.mesh, state)
+  train_step = steps.make_train_step(run.task, run.mesh, state,
+                                     config.grad_accum_steps)
   diagnostics = diagnostics_lib.make_diagnostics(state.built)
   stop = run.total_steps
   if config.max_evals_this_run:

@@ -276,13 +276,60 @@ def _is_varying(x: jax.Array) -> bool:
     return True
 
 
+def value_and_grad(loss_fn: LossFn, model: nnx.Module, batch: Any,
+                   accum_steps: int = 1) -> tuple[jax.Array, Any]:
+  """``nnx.value_and_grad(loss_fn)(model, batch)``, over ``accum_steps``
+  equal micro-batches (the batch's leading axis, split in order) in a
+  ``lax.scan``: memory holds one micro-batch's activations, the gradients
+  are summed in float32 and averaged, as are the losses. A model's other
+  state (BatchNorm's statistics) is updated micro-batch by micro-batch.
+
+  Example:
+    >>> import jax.numpy as jnp, numpy as np
+    >>> from flax import nnx
+    >>> model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    >>> loss_fn = lambda m, b: jnp.mean((m(b['x']) - b['y']) ** 2)
+    >>> batch = {'x': np.arange(16.0).reshape(8, 2) / 8,
+    ...          'y': np.ones((8, 1))}
+    >>> one, g1 = value_and_grad(loss_fn, model, batch)
+    >>> four, g4 = value_and_grad(loss_fn, model, batch, 4)
+    >>> bool(jnp.allclose(one, four)), bool(jnp.allclose(
+    ...     g1['kernel'].value, g4['kernel'].value))
+    (True, True)
+  """
+  if accum_steps == 1:
+    return nnx.value_and_grad(loss_fn)(model, batch)
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  micro = jax.tree.map(
+      lambda x: x.reshape(accum_steps, x.shape[0] // accum_steps,
+                          *x.shape[1:]), batch)
+
+  def body(carry, piece):
+    loss_sum, grad_sum, params, rest = carry  # in the carry: traced here
+    local = nnx.merge(graphdef, params, rest)
+    loss, grads = nnx.value_and_grad(loss_fn)(local, piece)
+    grad_sum = jax.tree.map(lambda a, g: a + g.astype(jnp.float32),
+                            grad_sum, grads)
+    return (loss_sum + loss.astype(jnp.float32), grad_sum, params,
+            nnx.state(local, nnx.Not(nnx.Param))), None
+
+  zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), params)
+  (loss, grads, _, rest), _ = jax.lax.scan(
+      body, (jnp.zeros([], jnp.float32), zeros, params, rest), micro)
+  nnx.update(model, rest)
+  grads = jax.tree.map(lambda g, x: (g / accum_steps).astype(x.dtype),
+                       grads, params)
+  return loss / accum_steps, grads
+
+
 @functools.lru_cache(maxsize=32)
 def _gspmd_step(graphdef, treedef, loss_fn: LossFn,
-                shardings: tuple[NamedSharding, ...], mesh: Mesh):
+                shardings: tuple[NamedSharding, ...], mesh: Mesh,
+                accum_steps: int = 1):
   """One jit program on global arrays: XLA partitions it (GSPMD)."""
   def step(leaves, batch):
     model, optimizer = nnx.merge(graphdef, treedef.unflatten(leaves))
-    loss, grads = nnx.value_and_grad(loss_fn)(model, batch)
+    loss, grads = value_and_grad(loss_fn, model, batch, accum_steps)
     optimizer.update(model, grads)
     return jax.tree.leaves(nnx.state((model, optimizer))), loss
 
@@ -294,7 +341,8 @@ def _gspmd_step(graphdef, treedef, loss_fn: LossFn,
 
 @functools.lru_cache(maxsize=32)
 def _per_device_step(graphdef, treedef, loss_fn: LossFn,
-                     specs: tuple[P, ...], mesh: Mesh):
+                     specs: tuple[P, ...], mesh: Mesh,
+                     accum_steps: int = 1):
   """A shard_map program: each device steps on its own gradient."""
   def worker(leaves, batch):
     model, optimizer = nnx.merge(graphdef, treedef.unflatten(leaves))
@@ -303,7 +351,7 @@ def _per_device_step(graphdef, treedef, loss_fn: LossFn,
     model_def, params, rest = nnx.split(model, nnx.Param, ...)
     local = nnx.merge(model_def, jax.tree.map(
         lambda x: jax.lax.pcast(x, AXIS, to='varying'), params), rest)
-    loss, grads = nnx.value_and_grad(loss_fn)(local, batch)
+    loss, grads = value_and_grad(loss_fn, local, batch, accum_steps)
     rest = nnx.state(local, nnx.Not(nnx.Param))
     # BatchNorm's running statistics: the mean over the devices.
     rest = jax.tree.map(
@@ -330,7 +378,7 @@ class TrainStep:
 
   def __init__(self, mesh: Mesh, model: nnx.Module,
                optimizer: nnx.Optimizer, loss_fn: LossFn,
-               per_device: bool = False):
+               per_device: bool = False, accum_steps: int = 1):
     graphdef, state = nnx.split((model, optimizer))
     leaves, self._treedef = jax.tree.flatten(state)
     self.mesh = mesh
@@ -345,11 +393,11 @@ class TrainStep:
     if per_device:
       specs = tuple(leaf.sharding.spec for leaf in leaves)
       self._fn = _per_device_step(graphdef, self._treedef, loss_fn, specs,
-                                  mesh)
+                                  mesh, accum_steps)
     else:
       shardings = tuple(leaf.sharding for leaf in leaves)
       self._fn = _gspmd_step(graphdef, self._treedef, loss_fn, shardings,
-                             mesh)
+                             mesh, accum_steps)
 
   def __call__(self, model: nnx.Module, optimizer: nnx.Optimizer,
                batch: dict[str, Any]) -> jax.Array:
@@ -363,7 +411,8 @@ class TrainStep:
 
 def make_train_step(mesh: Mesh, model: nnx.Module,
                     optimizer: nnx.Optimizer, loss_fn: LossFn, *,
-                    per_device: bool = False) -> TrainStep:
+                    per_device: bool = False,
+                    accum_steps: int = 1) -> TrainStep:
   """The training step of :func:`shard_train_state`'s placement.
 
   Args:
@@ -373,6 +422,8 @@ def make_train_step(mesh: Mesh, model: nnx.Module,
     loss_fn: ``loss_fn(model, batch) -> scalar``, the mean loss of a batch.
     per_device: run the update in ``jax.shard_map`` on each device's own
       gradient (``lionx.distributed_lion``); else one GSPMD program.
+    accum_steps: average the gradient over this many micro-batches of the
+      batch (:func:`value_and_grad`) before the one update.
 
   Returns:
     A :class:`TrainStep`: ``step(model, optimizer, batch) -> loss`` updates
@@ -395,4 +446,4 @@ def make_train_step(mesh: Mesh, model: nnx.Module,
     >>> bool(step(model, optimizer, batch) < first)
     True
   """
-  return TrainStep(mesh, model, optimizer, loss_fn, per_device)
+  return TrainStep(mesh, model, optimizer, loss_fn, per_device, accum_steps)

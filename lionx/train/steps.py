@@ -91,13 +91,15 @@ def eval_view(model: nnx.Module) -> nnx.Module:
                   raise_if_not_found=False)
 
 
-def make_train_step(task: base.Task, mesh: Mesh,
-                    state: TrainState) -> parallel.TrainStep:
+def make_train_step(task: base.Task, mesh: Mesh, state: TrainState,
+                    accum_steps: int = 1) -> parallel.TrainStep:
   """``step(model, optimizer, batch) -> loss`` for ``task``, on ``mesh``
-  (in ``jax.shard_map`` for an optimizer whose row says ``per_device``)."""
+  (in ``jax.shard_map`` for an optimizer whose row says ``per_device``),
+  the gradient averaged over ``accum_steps`` micro-batches."""
   return parallel.make_train_step(mesh, state.model, state.optimizer,
                                   _mean_loss(task),
-                                  per_device=state.built.row.per_device)
+                                  per_device=state.built.row.per_device,
+                                  accum_steps=accum_steps)
 
 
 @functools.lru_cache(maxsize=None)

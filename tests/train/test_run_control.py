@@ -380,3 +380,72 @@ def test_log_every_steps_must_divide_the_interval(tmp_path):
   with pytest.raises(lt.ConfigError, match='log_every_steps=4 does not '
                      'divide eval_every_steps=6'):
     lt.validate(lm_config(log_every_steps=4, eval_every_steps=6))
+
+
+# --- issue 25, item 1: gradient accumulation ----------------------------------
+
+
+def _task_case(name):
+  if name == 'classification':
+    config = tiny_config(batch_size=32, model__batch_norm=False)
+  else:
+    config = lm_config(name, batch_size=32)
+  config = lt.validate(config)
+  task = lt.get_task(config.task)
+  data = task.load_data(config)
+  model = task.create_model(config, task.data_spec(data), seed=0)
+  batch = jax.tree.map(np.asarray, task.train_batch(config, data, 0))
+  return task, model, batch
+
+
+@pytest.mark.parametrize('name', ['classification', 'language_model',
+                                  'masked_lm'])
+def test_four_micro_batches_give_the_gradient_of_one_batch(name):
+  from lionx.train import parallel
+  task, model, batch = _task_case(name)
+  loss_fn = lambda m, b: task.loss(m, b).loss
+  one, g1 = parallel.value_and_grad(loss_fn, model, batch)
+  four, g4 = parallel.value_and_grad(loss_fn, model, batch, 4)
+  np.testing.assert_allclose(float(four), float(one), rtol=1e-6)
+  worst = 0.0
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g4)):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = np.abs(a).max() + 1e-30
+    worst = max(worst, float(np.abs(a - b).max() / scale))
+  assert worst < 1e-5, worst  # float32 rounding of a sum in another order
+
+
+def test_accumulation_runs_resumes_and_refuses_uneven_splits(tmp_path):
+  config = tiny_config(num_epochs=2, grad_accum_steps=2)
+  whole = lt.train_and_evaluate(config, tmp_path / 'a', verbose=False)
+  assert whole.status == 'finished'
+  stored = workdir_lib.read_json(tmp_path / 'a' / 'config.json')['config']
+  assert stored['grad_accum_steps'] == 2
+  cut = tiny_config(num_epochs=2, grad_accum_steps=2, max_evals_this_run=1)
+  lt.train_and_evaluate(cut, tmp_path / 'b', verbose=False)
+  rest = lt.train_and_evaluate(config, tmp_path / 'b', verbose=False)
+  strip = lambda rows: [{k: v for k, v in r.items() if k != 'wall_time'}
+                        for r in rows]
+  assert strip(rest.rows) == strip(whole.rows)
+  with pytest.raises(lt.ConfigError, match='grad_accum_steps=3 does not '
+                     'divide batch_size=16'):
+    lt.validate(tiny_config(grad_accum_steps=3))
+  with pytest.raises(lt.ConfigError, match='grad_accum_steps=0 is outside'):
+    lt.validate(tiny_config(grad_accum_steps=0))
+
+
+def test_micro_batches_are_really_split():
+  """With BatchNorm the statistics are those of each micro-batch, so the
+  gradient differs from the whole batch's: the scan does split it."""
+  from lionx.train import parallel
+  config = lt.validate(tiny_config(batch_size=32))  # batch_norm=True
+  task = lt.get_task(config.task)
+  data = task.load_data(config)
+  model = task.create_model(config, task.data_spec(data), seed=0)
+  batch = jax.tree.map(np.asarray, task.train_batch(config, data, 0))
+  loss_fn = lambda m, b: task.loss(m, b).loss
+  _, g1 = parallel.value_and_grad(loss_fn, model, batch)
+  _, g4 = parallel.value_and_grad(loss_fn, model, batch, 4)
+  gaps = [float(np.abs(np.asarray(a) - np.asarray(b)).max())
+          for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g4))]
+  assert max(gaps) > 1e-3
