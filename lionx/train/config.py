@@ -255,6 +255,9 @@ def run_identity(config: Config) -> dict[str, Any]:
   for name, default in (('init_from', ''), ('grad_accum_steps', 1)):
     if out[name] == default:  # absent from earlier workdirs' identity
       out.pop(name)
+  for name, default in (('compute_dtype', 'float32'), ('remat', False)):
+    if out['model'].get(name) == default:
+      out['model'].pop(name)
   out['optimizer'] = kept
   out['parallel']['num_devices'] = len(
       parallel_lib.select_devices(config.parallel.num_devices))

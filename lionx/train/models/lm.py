@@ -65,6 +65,11 @@ class GPTModelConfig:
   context_length: Optional[int] = None  # positions the model has
   # Storage of the parameters: float32 | bfloat16 | float16.
   param_dtype: str = 'float32'
+  # The dtype of the matrix products: float32 | bfloat16 (the residual
+  # stream, norms, softmax and loss stay float32).
+  compute_dtype: str = 'float32'
+  # Recompute each block's activations in the backward pass (nnx.remat).
+  remat: bool = False
 
 
 @dataclasses.dataclass(slots=True)
@@ -125,6 +130,7 @@ def validate(config: GPTModelConfig, names: tuple[str, ...]) -> None:
   """Checks a model section whose name must be one of ``names``."""
   fields.one_of('model.name', config.name, names)
   precision.validate('model.param_dtype', config.param_dtype)
+  fields.one_of('model.compute_dtype', config.compute_dtype, COMPUTE_DTYPES)
   fields.positive_ints(config, 'model')
   s = shape(config)
   if s.width % s.num_heads:
@@ -137,10 +143,26 @@ def _normal(std: float) -> Callable:
   return nnx.initializers.normal(std)
 
 
-def _linear(cin: int, cout: int, rngs: nnx.Rngs,
-            std: float = _STD) -> nnx.Linear:
-  return nnx.Linear(cin, cout, kernel_init=_normal(std),
+def _linear(cin: int, cout: int, rngs: nnx.Rngs, std: float = _STD,
+            dtype: Optional[jnp.dtype] = None) -> nnx.Linear:
+  return nnx.Linear(cin, cout, kernel_init=_normal(std), dtype=dtype,
                     bias_init=nnx.initializers.zeros_init(), rngs=rngs)
+
+
+COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
+
+
+def _apply(block: 'Block', x: jax.Array) -> jax.Array:
+  return block(x)
+
+
+def _blocks(blocks: nnx.List, x: jax.Array, remat: bool) -> jax.Array:
+  """``x`` through the blocks; with ``remat`` each block's activations are
+  recomputed in the backward pass instead of kept."""
+  step = nnx.remat(_apply) if remat else _apply
+  for block in blocks:
+    x = step(block, x)
+  return x
 
 
 class LayerCache(NamedTuple):
@@ -158,10 +180,11 @@ class SelfAttention(nnx.Module):
   """Multi-head self-attention: one qkv projection, softmax, projection."""
 
   def __init__(self, width: int, num_heads: int, causal: bool,
-               out_std: float, *, rngs: nnx.Rngs):
+               out_std: float, *, rngs: nnx.Rngs,
+               dtype: Optional[jnp.dtype] = None):
     self.num_heads, self.causal = num_heads, causal
-    self.qkv = _linear(width, 3 * width, rngs)
-    self.out = _linear(width, width, rngs, out_std)
+    self.qkv = _linear(width, 3 * width, rngs, dtype=dtype)
+    self.out = _linear(width, width, rngs, out_std, dtype=dtype)
 
   def _heads(self, x: jax.Array) -> tuple[jax.Array, ...]:
     """Queries, keys and values of ``x``, each (B, T, heads, head width)."""
@@ -198,14 +221,14 @@ class Block(nnx.Module):
   """Pre-LN transformer block: x + attn(LN(x)), then x + MLP(LN(x))."""
 
   def __init__(self, s: Shape, causal: bool, epsilon: float, *,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, dtype: Optional[jnp.dtype] = None):
     out_std = _STD / math.sqrt(2 * s.num_layers)
     self.ln1 = nnx.LayerNorm(s.width, epsilon=epsilon, rngs=rngs)
     self.attn = SelfAttention(s.width, s.num_heads, causal, out_std,
-                              rngs=rngs)
+                              rngs=rngs, dtype=dtype)
     self.ln2 = nnx.LayerNorm(s.width, epsilon=epsilon, rngs=rngs)
-    self.fc = _linear(s.width, s.mlp_dim, rngs)
-    self.proj = _linear(s.mlp_dim, s.width, rngs, out_std)
+    self.fc = _linear(s.width, s.mlp_dim, rngs, dtype=dtype)
+    self.proj = _linear(s.mlp_dim, s.width, rngs, out_std, dtype=dtype)
 
   def _mlp(self, x: jax.Array) -> jax.Array:
     return x + self.proj(nnx.gelu(self.fc(self.ln2(x))))
@@ -247,10 +270,12 @@ class GPT(nnx.Module):
     True
   """
 
-  def __init__(self, vocab_size: int, s: Shape, *, rngs: nnx.Rngs):
+  def __init__(self, vocab_size: int, s: Shape, *, rngs: nnx.Rngs,
+               dtype: Optional[jnp.dtype] = None, remat: bool = False):
+    self.remat = remat
     self.wte = _embed(vocab_size, s.width, rngs)
     self.wpe = _embed(s.context_length, s.width, rngs)
-    self.blocks = nnx.List([Block(s, True, 1e-5, rngs=rngs)
+    self.blocks = nnx.List([Block(s, True, 1e-5, rngs=rngs, dtype=dtype)
                             for _ in range(s.num_layers)])
     self.ln_f = nnx.LayerNorm(s.width, epsilon=1e-5, rngs=rngs)
 
@@ -264,8 +289,7 @@ class GPT(nnx.Module):
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
     x = self.wte(tokens) + self.wpe(jnp.arange(tokens.shape[1]))
-    for block in self.blocks:
-      x = block(x)
+    x = _blocks(self.blocks, x, self.remat)
     return self.wte.attend(self.ln_f(x))  # tied output layer
 
   def init_cache(self, batch: int, max_len: int) -> tuple[LayerCache, ...]:
@@ -311,12 +335,14 @@ class Bert(nnx.Module):
   logits (B, 2).
   """
 
-  def __init__(self, vocab_size: int, s: Shape, *, rngs: nnx.Rngs):
+  def __init__(self, vocab_size: int, s: Shape, *, rngs: nnx.Rngs,
+               dtype: Optional[jnp.dtype] = None, remat: bool = False):
+    self.remat = remat
     self.wte = _embed(vocab_size, s.width, rngs)
     self.wpe = _embed(s.context_length, s.width, rngs)
     self.segment = _embed(2, s.width, rngs)
     self.ln_embed = nnx.LayerNorm(s.width, epsilon=1e-12, rngs=rngs)
-    self.blocks = nnx.List([Block(s, False, 1e-12, rngs=rngs)
+    self.blocks = nnx.List([Block(s, False, 1e-12, rngs=rngs, dtype=dtype)
                             for _ in range(s.num_layers)])
     self.ln_f = nnx.LayerNorm(s.width, epsilon=1e-12, rngs=rngs)
     self.mlm_dense = _linear(s.width, s.width, rngs)
@@ -330,8 +356,7 @@ class Bert(nnx.Module):
     x = (self.wte(tokens) + self.wpe(jnp.arange(tokens.shape[1]))
          + self.segment(segments))
     x = self.ln_embed(x)
-    for block in self.blocks:
-      x = block(x)
+    x = _blocks(self.blocks, x, self.remat)
     x = self.ln_f(x)
     picked = jnp.take_along_axis(x, positions[..., None], axis=1)
     h = self.mlm_ln(nnx.gelu(self.mlm_dense(picked)))
@@ -356,5 +381,6 @@ def create_model(config: GPTModelConfig, vocab_size: int,
       or vocab_size < 1):
     raise ValueError(f'vocab_size={vocab_size!r}: expected a positive int.')
   cls = GPT if config.name in GPT_PRESETS else Bert
-  model = cls(vocab_size, s, rngs=nnx.Rngs(params=seed))
+  model = cls(vocab_size, s, rngs=nnx.Rngs(params=seed),
+              dtype=COMPUTE_DTYPES[config.compute_dtype], remat=config.remat)
   return precision.cast_params(model, config.param_dtype)
