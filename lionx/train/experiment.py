@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import pathlib
 import sys
 import time
@@ -42,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from lionx.train import config as config_lib
 from lionx.train import diagnostics as diagnostics_lib
@@ -667,7 +669,71 @@ def dry_run(config: Config,
     shapes = ', '.join(f'{k} {tuple(np.shape(v))} {np.asarray(v).dtype}'
                        for k, v in batch.items())
     echo(f'{what}: {shapes}')
+  _print_memory(config, task, task.data_spec(data), total, per_epoch,
+                task.train_batch(config, data, 0), mesh.size, echo)
   echo('dry run: nothing was written.')
+
+
+def step_memory(config: Config, task: tasks.Task, spec: Any,
+                total_steps: int, steps_per_epoch: Optional[int],
+                batch: dict[str, Any]) -> Any:
+  """XLA's memory analysis of one device's compiled train step (the state
+  replicated, the batch as given), from shapes alone: nothing is
+  allocated. ``arguments + outputs + temporaries - aliased`` bytes is the
+  step's peak by XLA's own accounting."""
+  built = optimizers.make_optimizer(config, total_steps, steps_per_epoch)
+
+  def build():
+    model = task.create_model(config, spec, config.seed)
+    return model, nnx.Optimizer(model, built.tx, wrt=nnx.Param)
+
+  mesh = parallel.make_mesh(1)
+  graphdef, state = nnx.split(nnx.eval_shape(build))
+  leaves, treedef = jax.tree.flatten(state)
+  placed = NamedSharding(mesh, PartitionSpec())
+  step = parallel.step_program(
+      graphdef, treedef, steps.mean_loss(task), (placed,) * len(leaves),
+      mesh, config.grad_accum_steps)
+  rows = NamedSharding(mesh, PartitionSpec(parallel.AXIS))
+  return step.lower(
+      [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=placed)
+       for x in leaves],
+      {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype,
+                               sharding=rows) for k, v in batch.items()},
+  ).compile().memory_analysis()
+
+
+def _print_memory(config: Config, task: tasks.Task, spec: Any, total: int,
+                  per_epoch: Optional[int], batch: dict[str, Any],
+                  devices: int, echo: Callable[[str], None]) -> None:
+  rows = config.batch_size // devices
+  batch = {k: np.asarray(v)[:rows] for k, v in batch.items()}
+  m = step_memory(config, task, spec, total, per_epoch, batch)
+  peak = (m.argument_size_in_bytes + m.output_size_in_bytes
+          + m.temp_size_in_bytes - m.alias_size_in_bytes)
+  have = _device_memory()
+  echo(f'train step (XLA\'s estimate, one device, {rows} rows): arguments '
+       f'{_size(m.argument_size_in_bytes)}, outputs '
+       f'{_size(m.output_size_in_bytes)}, temporaries '
+       f'{_size(m.temp_size_in_bytes)}, aliased '
+       f'{_size(m.alias_size_in_bytes)}: about {_size(peak)} of the '
+       f'device\'s {_size(have)}')
+  if peak > have:
+    echo(f'warning: the step does not fit ({_size(peak)} > {_size(have)}); '
+         'try model.compute_dtype=bfloat16, grad_accum_steps, a smaller '
+         'batch_size or more devices.')
+
+
+def _size(n: int) -> str:
+  return f'{n / 2 ** 30:.2f} GiB' if n >= 2 ** 30 else f'{n / 2 ** 20:.1f} MiB'
+
+
+def _device_memory() -> int:
+  """Bytes of device 0 (its allocator's limit), or the host's RAM."""
+  stats = jax.devices()[0].memory_stats() or {}
+  if 'bytes_limit' in stats:
+    return int(stats['bytes_limit'])
+  return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
 
 
 def _print_size(config: Config, task: tasks.Task, spec: Any,

@@ -323,10 +323,11 @@ def value_and_grad(loss_fn: LossFn, model: nnx.Module, batch: Any,
 
 
 @functools.lru_cache(maxsize=32)
-def _gspmd_step(graphdef, treedef, loss_fn: LossFn,
+def step_program(graphdef, treedef, loss_fn: LossFn,
                 shardings: tuple[NamedSharding, ...], mesh: Mesh,
                 accum_steps: int = 1):
-  """One jit program on global arrays: XLA partitions it (GSPMD)."""
+  """The GSPMD train step: one jit program on global arrays, which XLA
+  partitions (also lowered from shapes alone for the memory estimate)."""
   def step(leaves, batch):
     model, optimizer = nnx.merge(graphdef, treedef.unflatten(leaves))
     loss, grads = value_and_grad(loss_fn, model, batch, accum_steps)
@@ -396,7 +397,7 @@ class TrainStep:
                                   mesh, accum_steps)
     else:
       shardings = tuple(leaf.sharding for leaf in leaves)
-      self._fn = _gspmd_step(graphdef, self._treedef, loss_fn, shardings,
+      self._fn = step_program(graphdef, self._treedef, loss_fn, shardings,
                              mesh, accum_steps)
 
   def __call__(self, model: nnx.Module, optimizer: nnx.Optimizer,

@@ -97,13 +97,15 @@ def make_train_step(task: base.Task, mesh: Mesh, state: TrainState,
   (in ``jax.shard_map`` for an optimizer whose row says ``per_device``),
   the gradient averaged over ``accum_steps`` micro-batches."""
   return parallel.make_train_step(mesh, state.model, state.optimizer,
-                                  _mean_loss(task),
+                                  mean_loss(task),
                                   per_device=state.built.row.per_device,
                                   accum_steps=accum_steps)
 
 
 @functools.lru_cache(maxsize=None)
-def _mean_loss(task: base.Task) -> Callable[..., jax.Array]:
+def mean_loss(task: base.Task) -> Callable[..., jax.Array]:
+  """``(model, batch) -> the mean training loss`` of ``task`` (one per task,
+  so that the compiled step is shared)."""
   def loss(model, batch):
     return task.loss(model, batch).loss
   return loss

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from lionx.train import cli
@@ -146,7 +147,30 @@ def test_dry_run_prints_d_and_a_batch_and_writes_nothing(tiny_file, tmp_path,
   assert f'd = {d:,} parameters' in out
   assert 'training batch: image (16, 8, 8, 3) float32' in out
   assert 'held-out batch: image (24, 8, 8, 3)' in out
+  assert "train step (XLA's estimate, one device, 16 rows): arguments" in out
+  assert 'warning' not in out
   assert not workdir.exists()
+
+
+def test_dry_run_memory_is_xlas_own_accounting(tiny_file, capsys,
+                                                monkeypatch):
+  """The arguments hold at least the parameters, Lion's float32 momentum
+  and the batch; a device too small gets a warning naming the levers."""
+  from lionx.train import experiment
+  from lionx.train import config as config_lib
+  config = config_lib.load_config(tiny_file)
+  task = experiment.tasks.get_task(config.task)
+  data = task.load_data(config)
+  batch = task.train_batch(config, data, 0)
+  m = experiment.step_memory(config, task, task.data_spec(data), 4, 4, batch)
+  d = 27 * 4 + 4 + 36 * 8 + 8 + 4 * 4 * 8 * 16 + 16 + 16 * 4 + 4
+  batch_bytes = sum(np.asarray(v).nbytes for v in batch.values())
+  assert m.argument_size_in_bytes >= 4 * 2 * d + batch_bytes
+  assert m.alias_size_in_bytes >= 4 * 2 * d  # the donated state
+  monkeypatch.setattr(experiment, '_device_memory', lambda: 1024)
+  experiment.dry_run(config)
+  out = capsys.readouterr().out
+  assert 'warning: the step does not fit' in out and 'grad_accum_steps' in out
 
 
 def test_dry_run_without_the_data_prints_d_then_the_error(tmp_path, capsys):
