@@ -18,6 +18,7 @@ DEFINED_IN = {
     'make_optimizer': 'optimizers', 'Optimizer': 'optimizers',
     'KERNEL_INITS': 'models.vision', 'train_and_evaluate': 'experiment',
     'Hook': 'experiment', 'RunResult': 'experiment',
+    'evaluate_checkpoint': 'experiment',
     'NonFiniteLossError': 'experiment', 'compare': 'sweep',
     'SweepResult': 'sweep',
 }

@@ -706,6 +706,10 @@ def step_memory(config: Config, task: tasks.Task, spec: Any,
 def _print_memory(config: Config, task: tasks.Task, spec: Any, total: int,
                   per_epoch: Optional[int], batch: dict[str, Any],
                   devices: int, echo: Callable[[str], None]) -> None:
+  if optimizers.spec(config.optimizer.name).per_device:
+    echo(f'train step memory: not estimated for {config.optimizer.name}, '
+         'whose step runs in shard_map with one state per device.')
+    return
   rows = config.batch_size // devices
   batch = {k: np.asarray(v)[:rows] for k, v in batch.items()}
   m = step_memory(config, task, spec, total, per_epoch, batch)

@@ -455,6 +455,7 @@ def _grad_fn(model):
   return nnx.value_and_grad(loss)
 
 
+@pytest.mark.slow
 def test_remat_gives_the_same_gradient_and_recomputes_each_block():
   tokens = jax.random.randint(jax.random.key(1), (8, 65), 0, 96)
   plain, remat = _lm_model(), _lm_model(remat=True)
@@ -479,6 +480,7 @@ def test_remat_gives_the_same_gradient_and_recomputes_each_block():
   assert 'remat' not in jaxpr(plain)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_where_it_matters():
   tokens = jax.random.randint(jax.random.key(2), (4, 33), 0, 96)
   full, half = _lm_model(), _lm_model(compute_dtype='bfloat16')

@@ -100,6 +100,7 @@ def test_eval_only_refusals(tmp_path):
 # --- init_from ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_init_from_starts_at_the_other_runs_parameters(tmp_path):
   source = tiny_config()
   lt.train_and_evaluate(source, tmp_path / 'a', verbose=False)
@@ -129,6 +130,7 @@ def test_init_from_starts_at_the_other_runs_parameters(tmp_path):
   assert again.step == 4
 
 
+@pytest.mark.slow
 def test_init_from_refusals(tmp_path):
   lt.train_and_evaluate(tiny_config(), tmp_path / 'a', verbose=False)
   wider = tiny_config(model__width=8, init_from=str(tmp_path / 'a'))
@@ -173,6 +175,7 @@ def test_extend_keeps_the_run_then_trains_at_the_final_rate(tmp_path):
   assert again.rows == out.rows
 
 
+@pytest.mark.slow
 def test_an_interrupted_extension_resumes_bit_identically(tmp_path):
   config = tiny_config(num_epochs=1, schedule__final_fraction=0.5)
   longer = tiny_config(num_epochs=3, schedule__final_fraction=0.5)
@@ -191,6 +194,7 @@ def test_an_interrupted_extension_resumes_bit_identically(tmp_path):
   assert strip(rest.rows) == strip(whole.rows)
 
 
+@pytest.mark.slow
 def test_extend_refusals(tmp_path, capsys):
   config = tiny_config(num_epochs=2)
   lt.train_and_evaluate(config, tmp_path / 'w', verbose=False)
@@ -215,6 +219,7 @@ def _lm(tmp_path, **changes):
                    data__data_dir=str(tmp_path / 'tokens'), **changes)
 
 
+@pytest.mark.slow
 def test_resume_on_a_file_changed_in_place_is_refused(tmp_path):
   write_tokens(tmp_path / 'tokens', np.arange(400) % 50, np.arange(80) % 50)
   config = _lm(tmp_path, max_evals_this_run=1)
@@ -236,6 +241,7 @@ def test_resume_on_a_file_changed_in_place_is_refused(tmp_path):
   assert out.status == 'finished'
 
 
+@pytest.mark.slow
 def test_the_cli_says_it_in_one_line(tmp_path, capsys):
   write_tokens(tmp_path / 'tokens', np.arange(400) % 50, np.arange(80) % 50)
   config_file = tmp_path / 'c.py'
@@ -319,6 +325,7 @@ def test_every_built_in_data_has_a_fingerprint():
   assert lm.fingerprint(text, data) == data.info['sha256']
 
 
+@pytest.mark.slow
 def test_a_workdir_without_a_fingerprint_still_resumes(tmp_path, monkeypatch):
   """Checkpoints written before the fingerprint existed carry none."""
   config = tiny_config(num_epochs=2, max_evals_this_run=1)
@@ -341,6 +348,7 @@ def test_listing_digest_sees_names_and_sizes(tmp_path):
   assert digest != fingerprint.listing_digest(tmp_path, ['a.jpg', 'b.jpg'])
 
 
+@pytest.mark.slow
 def test_fingerprint_is_in_the_checkpoint(tmp_path):
   config = tiny_config()
   lt.train_and_evaluate(config, tmp_path / 'w', verbose=False)
@@ -353,6 +361,7 @@ def test_fingerprint_is_in_the_checkpoint(tmp_path):
 # --- issue 25, item 7: the running training loss ------------------------------
 
 
+@pytest.mark.slow
 def test_train_log_every_k_steps_resumes_and_matches_the_rows(tmp_path):
   config = tiny_config(num_epochs=2, log_every_steps=2)
   whole = lt.train_and_evaluate(config, tmp_path / 'a', verbose=False)
@@ -398,8 +407,9 @@ def _task_case(name):
   return task, model, batch
 
 
-@pytest.mark.parametrize('name', ['classification', 'language_model',
-                                  'masked_lm'])
+@pytest.mark.parametrize('name', [
+    'classification', pytest.param('language_model', marks=pytest.mark.slow),
+    pytest.param('masked_lm', marks=pytest.mark.slow)])
 def test_four_micro_batches_give_the_gradient_of_one_batch(name):
   from lionx.train import parallel
   task, model, batch = _task_case(name)
@@ -415,6 +425,7 @@ def test_four_micro_batches_give_the_gradient_of_one_batch(name):
   assert worst < 1e-5, worst  # float32 rounding of a sum in another order
 
 
+@pytest.mark.slow
 def test_accumulation_runs_resumes_and_refuses_uneven_splits(tmp_path):
   config = tiny_config(num_epochs=2, grad_accum_steps=2)
   whole = lt.train_and_evaluate(config, tmp_path / 'a', verbose=False)
