@@ -287,6 +287,14 @@ def claims(result: Result) -> list[tuple[str, str, str]]:
     verdict = f'holds{within}'
   else:
     verdict = f'does not hold: p = {best:g} is best here{within}'
+  s = result.settings
+  seeds = len(result.seeds)
+  verdict = _lm.at_edge(_lm.unlike_paper(verdict, (
+      f'may differ from the paper for the reduced size: {s["steps"]} '
+      f'steps of a d = {result.d:,} byte-level GPT (paper: GPT-2 on '
+      f'OpenWebText), {seeds} seed{"s" * (seeds > 1)}')), _lm.grid_edges(
+          {f'p = {p:g}': result.chosen[p] for p in ps}, s['multipliers']),
+                        'rate multiplier')
   return [
       ('Figure 6: Lion-ℓp keeps ‖λθ‖_q ≤ 1 during training (the norms '
        'follow the theory on GPT-2)',
