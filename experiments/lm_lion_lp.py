@@ -26,7 +26,7 @@ as in the vision panel (:mod:`experiments.lion_lp_networks`):
   :math:`\eta_p` by the final validation loss of the first seed, then runs
   the other seeds at that rate; the tables give median [min, max].
 
-Reduced size (default; about 12 minutes of CPU time): 400 steps, seeds 0
+Reduced size (default; about 13 minutes of CPU time): 400 steps, seeds 0
 and 1. ``--full``: 1000 steps, seeds 0, 1, 2::
 
   python -m experiments.lm_lion_lp --out results/lm_lion_lp
