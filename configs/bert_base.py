@@ -6,8 +6,8 @@ plus the sentence-order loss (task=masked_lm), 50k steps, global batch 640
 sequences of 512 tokens, (β1, β2) = (0.9, 0.95), Lion lr 1e-5, SGD lr
 1e-4, the logging pass over 100 batches; schedule, weight decay and SGD
 momentum as in configs/gpt2_small.py (the papers do not give them).
-Expected (their Figures 2 and 3): Lion's training and test loss below
-SGD's.
+Expected (their Figure 2, BERT-Small and BERT-Base): Lion's training and
+test loss below SGD's, and the gradient norm ratio r of order √d.
 
 The papers ran Megatron-LM with its own BERT vocabulary; lionx reads
 nanoGPT's OpenWebText token files (GPT-2's BPE, 50257 tokens) and adds

@@ -22,7 +22,7 @@ Networks, each run one :func:`lionx.train.train_and_evaluate` (with a
 * :mod:`experiments.weight_decay_sweep`: their Figure 4.
 * :mod:`experiments.lion_lp_networks`: their Figures 6, 7 (vision panels).
 * :mod:`experiments.lm_lion_lp`: Figures 6, 7, language panel.
-* :mod:`experiments.lm_sqrt_d`: Dong, Li, Lin Figures 2, 3.
+* :mod:`experiments.lm_sqrt_d`: Dong, Li, Lin Figures 2 (BERT) and 3 (GPT-2).
 * :mod:`experiments.lm_perplexity`: their Table B.1.
 * :mod:`experiments.lion_k_frontier`: Lion-K members since the papers
   (spectral Lion, cautious weight decay) against Muon and AdamW.

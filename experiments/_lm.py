@@ -30,7 +30,7 @@ import statistics
 import sys
 import time
 from types import ModuleType
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -39,6 +39,8 @@ from experiments import _common
 from experiments import _networks
 
 DEFAULT_CONFIG = _common.LM_CONFIG
+# The learning-rate grid behind DEFAULT_CONFIG's rates (its docstring).
+GRID_CONFIG = _common.LM_CONFIG.with_name('lm_default_grid.py')
 
 
 class Run(NamedTuple):
@@ -58,6 +60,13 @@ class Run(NamedTuple):
     """(steps, values) of ``key`` over the evaluations."""
     return ([r['step'] for r in self.rows],
             [float(r[key]) for r in self.rows])
+
+  def trained(self) -> float:
+    """Seconds the run trained (its last row's ``wall_time``; the same
+    when it is reported again), NaN if it logged nothing."""
+    if not self.rows or 'wall_time' not in self.rows[-1]:
+      return math.nan
+    return float(self.rows[-1]['wall_time'])
 
   def at(self, step: int, key: str) -> float:
     """``key`` at the evaluation of ``step`` (NaN if there is none)."""
@@ -157,6 +166,75 @@ def claim_table(rows: Sequence[tuple[str, str, str]]) -> str:
   lines = ['| claim (paper) | measured here | verdict |', '|---|---|---|']
   lines += [f'| {a} | {b} | {c} |' for a, b, c in rows]
   return '\n'.join(lines) + '\n'
+
+
+# --- verdicts -------------------------------------------------------------
+
+
+def grid_edges(chosen: Mapping[Any, float],
+               grid: Sequence[float]) -> dict[Any, str]:
+  """Which rates of ``chosen`` (name -> rate picked from ``grid``) sit at
+  an edge of ``grid``: name -> ``'largest'`` or ``'smallest'``. The best
+  rate may then lie beyond the grid, so a verdict resting on it is
+  inconclusive (:func:`at_edge`). A grid of one rate picks nothing: ``{}``.
+
+  Example:
+    >>> grid_edges({'lion': 1e-3, 'sgd': 1.0}, (1.0, 0.1, 1e-3))
+    {'lion': 'smallest', 'sgd': 'largest'}
+  """
+  if not grid:
+    raise ValueError('grid=(): expected at least one rate.')
+  top, bottom = max(grid), min(grid)
+  if math.isclose(top, bottom, rel_tol=1e-6):
+    return {}  # one rate: fixed, not picked
+  out = {}
+  for name, rate in chosen.items():
+    if math.isclose(rate, top, rel_tol=1e-6):
+      out[name] = 'largest'
+    elif math.isclose(rate, bottom, rel_tol=1e-6):
+      out[name] = 'smallest'
+  return out
+
+
+def default_grid_edges(config: str, names: Sequence[str]) -> dict[str, str]:
+  """For the repository's LM config (``config`` as :func:`_common.shown`
+  gives it, with or without ``:task``), the config's rates of ``names``
+  that sit at an edge of :data:`GRID_CONFIG`'s grid, which they were picked
+  from (:func:`grid_edges`); ``{}`` for any other config."""
+  if str(config).split(':')[0] != _common.shown(DEFAULT_CONFIG):
+    return {}
+  rates = lt.load_config(DEFAULT_CONFIG).optimizer.learning_rates
+  grid = lt.load_config(GRID_CONFIG).optimizer.lr_grid
+  return grid_edges({n: rates[n] for n in names if n in rates}, grid)
+
+
+def at_edge(verdict: str, edges: Mapping[Any, str],
+            what: str = 'rate') -> str:
+  """``verdict``, or ``'inconclusive'`` with the reason when it rests on
+  rates at an edge of their grid (``edges`` of :func:`grid_edges`, for the
+  rates the verdict rests on). A verdict that measured nothing stays.
+
+  Example:
+    >>> at_edge('does not hold', {'sgd': 'largest'}).split(':')[0]
+    'inconclusive'
+    >>> at_edge('does not hold', {})
+    'does not hold'
+  """
+  if not edges or verdict.startswith('not measured'):
+    return verdict
+  why = '; '.join(f"{name}'s best {what} is the grid's {side}"
+                  for name, side in edges.items())
+  return (f'inconclusive: {why}, so a better {what} may lie beyond the '
+          f'grid (as measured: {verdict})')
+
+
+def unlike_paper(verdict: str, why: str) -> str:
+  """``verdict``, followed by ``why`` it may differ from the paper when
+  it does not (fully) hold: 'does not hold', 'not confirmed' or 'holds in
+  k of n'."""
+  if verdict.startswith(('does not hold', 'not confirmed', 'holds in ')):
+    return f'{verdict}; {why}'
+  return verdict
 
 
 # --- the figures ---------------------------------------------------------

@@ -171,6 +171,14 @@ def claims(result: Result) -> list[tuple[str, str, str]]:
       result.values('sgd', last), result.values('lion', last))])
   verdict = ('holds' if won == total else 'does not hold' if won == 0
              else f'holds in {won} of {total}')
+  seeds = len(result.seeds)
+  verdict = _lm.unlike_paper(verdict, (
+      f'may differ from the paper for the reduced size: '
+      f'{result.checkpoints[-1]} steps of a byte-level GPT (paper: 50,000 '
+      f'of GPT-2 on OpenWebText), {seeds} seed{"s" * (seeds > 1)}'))
+  # The rates are the config's, picked from configs/lm_default_grid.py.
+  verdict = _lm.at_edge(verdict, _lm.default_grid_edges(
+      result.settings['config'], ('lion', 'sgd')))
   paper = PAPER['GPT-2 Small']
   return [(
       'Table B.1: Lion\'s log-perplexity is far below SGD\'s from the first '
