@@ -76,9 +76,9 @@ class Config:
   # gradient); N > 0 caps it at N batches of eval_batch_size.
   logging_max_batches: int = 0
   checkpoint_every_evals: int = 5
-  # > 0: the mean training loss of every log_every_steps steps goes to
-  # train_log.jsonl and TensorBoard (no logging pass; it divides the
-  # steps between evaluations).
+  # > 0: at every multiple of log_every_steps, the mean training loss of
+  # the steps since the last log line (within the evaluation interval) goes
+  # to train_log.jsonl and TensorBoard (no logging pass).
   log_every_steps: int = 0
   # Stop after this many evaluations in this invocation (0: no limit); a
   # later invocation resumes. Used to simulate preemption.
@@ -138,12 +138,6 @@ def _check_run_fields(config: Config) -> None:
     raise ConfigError(
         f'num_epochs={config.num_epochs}, num_steps={config.num_steps}: '
         'set exactly one of them (the other 0).')
-  if (config.log_every_steps and config.eval_every_steps
-      and config.eval_every_steps % config.log_every_steps):
-    raise ConfigError(
-        f'log_every_steps={config.log_every_steps} does not divide '
-        f'eval_every_steps={config.eval_every_steps}; expected a divisor, '
-        'so that a resumed run logs the same windows.')
   if config.num_steps and config.eval_every_steps > config.num_steps:
     raise ConfigError(
         f'eval_every_steps={config.eval_every_steps} is larger than '

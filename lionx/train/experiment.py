@@ -266,11 +266,6 @@ def _load(run: _Run, extend: bool = False) -> None:
   run.steps_per_epoch = task.steps_per_epoch(config, run.data)
   run.total_steps = config_lib.total_steps(config, run.steps_per_epoch)
   run.every = config_lib.batches_per_eval(config, run.steps_per_epoch)
-  if config.log_every_steps and run.every % config.log_every_steps:
-    raise ConfigError(
-        f'log_every_steps={config.log_every_steps} does not divide the '
-        f'{run.every} steps between evaluations; expected a divisor, so that '
-        'a resumed run logs the same windows.')
   run.fingerprint = task.fingerprint(config, run.data)
   run.schedule_steps = _schedule_steps(run, extend)
 
@@ -463,7 +458,9 @@ def _train_interval(run: _Run, state: steps.TrainState, train_step,
     losses.append(train_step(state.model, state.optimizer, batch))
     for hook in run.hooks:
       hook.after_step(step + 1, state)
-    if every and (step + 1) % every == 0 and len(losses) >= every:
+    if every and (step + 1) % every == 0:
+      # The last `every` steps, or those since this interval began: a
+      # resume starts at an interval too, so it logs the same lines.
       loss = float(jnp.mean(jnp.stack(losses[-every:])))
       for writer in writers:
         writer.write_train(step + 1, loss)

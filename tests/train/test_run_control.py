@@ -381,15 +381,19 @@ def test_train_log_every_k_steps_resumes_and_matches_the_rows(tmp_path):
                                verbose=False).rows == whole.rows
 
 
-def test_log_every_steps_must_divide_the_interval(tmp_path):
-  with pytest.raises(lt.ConfigError, match='log_every_steps=3 does not '
-                     'divide the 4 steps between evaluations'):
-    lt.train_and_evaluate(tiny_config(log_every_steps=3), tmp_path / 'w',
-                          verbose=False)
-  with pytest.raises(lt.ConfigError, match='log_every_steps=4 does not '
-                     'divide eval_every_steps=6'):
-    lt.validate(lm_config(log_every_steps=4, eval_every_steps=6))
-
+def test_a_window_that_crosses_an_evaluation_restarts_there(tmp_path):
+  """k=3 over intervals of 4 steps: the line at step 3 is steps 1-3, at 6
+  steps 5-6 (its interval began at 5); a resume logs the same lines."""
+  config = tiny_config(num_epochs=2, log_every_steps=3)
+  lt.train_and_evaluate(config, tmp_path / 'a', verbose=False)
+  log = workdir_lib.read_metrics(tmp_path / 'a', 'train_log.jsonl')
+  assert [r['step'] for r in log] == [3, 6]
+  cut = tiny_config(num_epochs=2, log_every_steps=3, max_evals_this_run=1)
+  lt.train_and_evaluate(cut, tmp_path / 'b', verbose=False)
+  lt.train_and_evaluate(config, tmp_path / 'b', verbose=False)
+  assert workdir_lib.read_metrics(tmp_path / 'b', 'train_log.jsonl') == log
+  with pytest.raises(lt.ConfigError, match='log_every_steps=-1 is outside'):
+    lt.validate(tiny_config(log_every_steps=-1))
 
 # --- issue 25, item 1: gradient accumulation ----------------------------------
 
