@@ -502,9 +502,10 @@ def _check_finite(run: _Run, ckpt: Checkpointer, losses: jax.Array,
 
 
 def _evaluate(run: _Run, state: steps.TrainState, diagnostics,
-              progress: Progress, losses: jax.Array,
+              progress: Progress, losses: Optional[jax.Array],
               ckpt: Checkpointer) -> dict[str, Any]:
-  """The row of one evaluation (all but wall_time)."""
+  """The row of one evaluation (all but wall_time); without ``losses``
+  (--eval-only) no train_loss and no running means."""
   config, task = run.config, run.task
   view = steps.eval_view(state.model)
   logged = steps.logging_pass(
@@ -518,19 +519,23 @@ def _evaluate(run: _Run, state: steps.TrainState, diagnostics,
   values = {k: float(v) for k, v in diagnostics(
       params, logged.grads, nnx.as_pure(state.optimizer.opt_state),
       progress.step).items()}
-  progress.grad_l1_sum += values['grad_l1']
-  progress.kkt_sum += values['kkt_residual']
+  if losses is not None:  # a training interval (not --eval-only)
+    progress.grad_l1_sum += values['grad_l1']
+    progress.kkt_sum += values['kkt_residual']
   row = {'step': progress.step}
   if run.steps_per_epoch is not None:
     epoch = progress.step / run.steps_per_epoch
     row['epoch'] = int(epoch) if epoch.is_integer() else epoch
-  row.update({
-      'optimizer': run.name,
-      'lr': float(state.schedule(max(progress.step - 1, 0))),
-      'train_loss': float(jnp.mean(losses)), 'full_loss': logged.loss,
-      **values, **logged.metrics, **held_out,
-      'grad_l1_running_mean': progress.grad_l1_sum / progress.evals,
-      'kkt_residual_running_mean': progress.kkt_sum / progress.evals})
+  row.update({'optimizer': run.name,
+              'lr': float(state.schedule(max(progress.step - 1, 0)))})
+  if losses is not None:
+    row['train_loss'] = float(jnp.mean(losses))
+  row.update({'full_loss': logged.loss, **values, **logged.metrics,
+              **held_out})
+  if losses is not None:
+    row.update({
+        'grad_l1_running_mean': progress.grad_l1_sum / progress.evals,
+        'kkt_residual_running_mean': progress.kkt_sum / progress.evals})
   return row
 
 
@@ -589,12 +594,8 @@ def evaluate_checkpoint(
       if row is not None:
         run.log(f'{out}: evaluated earlier; reporting it again.')
       else:
-        progress.evals += 1
         row = _evaluate(run, state, diagnostics_lib.make_diagnostics(
-            state.built), progress, jnp.full((1,), jnp.nan), ckpt)
-        for key in ('train_loss', 'grad_l1_running_mean',
-                    'kkt_residual_running_mean'):
-          row.pop(key)
+            state.built), progress, None, ckpt)
         if _writer():
           out.parent.mkdir(exist_ok=True)
           workdir_lib.write_json(out, row)
