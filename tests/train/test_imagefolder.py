@@ -230,6 +230,7 @@ DRY = ['--config', f'{ROOT / "configs" / "imagenet.py"}:resnet50',
        '--dry-run', 'batch_size=8', 'eval_batch_size=8', 'data.workers=0']
 
 
+@pytest.mark.slow
 def test_dry_run_reads_a_generated_tree(tree, tmp_path, capsys):
   code = cli.train_main(DRY + ['--workdir', str(tmp_path / 'w'),
                                f'data.data_dir={tree}'])

@@ -381,6 +381,7 @@ def test_train_log_every_k_steps_resumes_and_matches_the_rows(tmp_path):
                                verbose=False).rows == whole.rows
 
 
+@pytest.mark.slow
 def test_a_window_that_crosses_an_evaluation_restarts_there(tmp_path):
   """k=3 over intervals of 4 steps: the line at step 3 is steps 1-3, at 6
   steps 5-6 (its interval began at 5); a resume logs the same lines."""
