@@ -18,9 +18,11 @@ val.bin, not on WikiText-103.
 
 Data: nanoGPT's data/openwebtext/prepare.py writes train.bin and val.bin
 (uint16 GPT-2 token ids) into data/openwebtext; nothing is downloaded by
-lionx. The harness has no gradient accumulation: a batch of 640 x 1024
-tokens needs many devices (parallel.num_devices=0 uses them all), or a
-smaller batch_size. This cannot train on a CPU; check it with --dry-run.
+lionx. A batch of 640 x 1024 tokens needs many devices
+(parallel.num_devices=0 uses them all), gradient accumulation
+(grad_accum_steps=k) or a smaller batch_size; model.remat=true keeps one
+device's step small (docs/language_models.md, "Training at scale").
+Check the memory with --dry-run.
 
 Commands:
 

@@ -51,6 +51,7 @@ from jax import lax
 
 from lionx.train import fields
 from lionx.train.models import precision
+from lionx.train.models import remat as remat_lib
 
 
 @dataclasses.dataclass(slots=True)
@@ -68,7 +69,8 @@ class GPTModelConfig:
   # The dtype of the matrix products: float32 | bfloat16 (the residual
   # stream, norms, softmax and loss stay float32).
   compute_dtype: str = 'float32'
-  # Recompute each block's activations in the backward pass (nnx.remat).
+  # Recompute each block's activations in the backward pass
+  # (lionx.train.models.remat).
   remat: bool = False
 
 
@@ -152,16 +154,13 @@ def _linear(cin: int, cout: int, rngs: nnx.Rngs, std: float = _STD,
 COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
 
 
-def _apply(block: 'Block', x: jax.Array) -> jax.Array:
-  return block(x)
-
-
 def _blocks(blocks: nnx.List, x: jax.Array, remat: bool) -> jax.Array:
-  """``x`` through the blocks; with ``remat`` each block's activations are
-  recomputed in the backward pass instead of kept."""
-  step = nnx.remat(_apply) if remat else _apply
+  """``x`` through the blocks; with ``remat`` as :func:`remat.scan_blocks`
+  (each block's activations recomputed in the backward pass)."""
+  if remat:
+    return remat_lib.scan_blocks(blocks, x)
   for block in blocks:
-    x = step(block, x)
+    x = block(x)
   return x
 
 

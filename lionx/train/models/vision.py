@@ -49,6 +49,7 @@ from flax import nnx
 from lionx.train import fields
 from lionx.train import registry
 from lionx.train.models import precision
+from lionx.train.models import remat as remat_lib
 
 
 @dataclasses.dataclass(slots=True)
@@ -70,6 +71,9 @@ class VisionModelConfig:
   depth: Optional[int] = None
   num_heads: Optional[int] = None
   mlp_dim: Optional[int] = None
+  # resnet* and vit*: recompute activations in the backward pass
+  # (lionx.train.models.remat; each ResNet stage, each ViT block).
+  remat: bool = False
 
 
 STEMS = ('cifar', 'imagenet')
@@ -158,10 +162,11 @@ class ResNet(nnx.Module):
   def __init__(self, block: type, stage_sizes: Sequence[int],
                num_classes: int, in_channels: int = 3, width: int = 64,
                stem: str = 'cifar', *, rngs: nnx.Rngs,
-               init: Optional[Initializer] = None):
+               init: Optional[Initializer] = None, remat: bool = False):
     if stem not in STEMS:
       raise ValueError(f'stem={stem!r} is not one of {STEMS}.')
-    self.stem = stem
+    self.stem, self.remat = stem, remat
+    self.stage_sizes = tuple(stage_sizes)
     if stem == 'cifar':
       self.conv1 = _conv(in_channels, width, 3, 1, rngs, init=init)
     else:
@@ -182,8 +187,15 @@ class ResNet(nnx.Module):
     if self.stem == 'imagenet':
       x = nnx.max_pool(x, (3, 3), strides=(2, 2),
                        padding=((1, 1), (1, 1)))
-    for block in self.blocks:
-      x = block(x)
+    stages, start = [], 0
+    for size in self.stage_sizes:
+      stages.append(self.blocks[start:start + size])
+      start += size
+    if self.remat:
+      x = remat_lib.checkpoint_stages(stages, x)
+    else:
+      for block in self.blocks:
+        x = block(x)
     return self.fc(jnp.mean(x, axis=(1, 2)))
 
 
@@ -212,7 +224,7 @@ class ViT(nnx.Module):
   def __init__(self, num_classes: int, in_channels: int, image_size: int,
                patch_size: int, dim: int, depth: int, heads: int,
                mlp_dim: int, *, rngs: nnx.Rngs,
-               init: Optional[Initializer] = None):
+               init: Optional[Initializer] = None, remat: bool = False):
     if image_size % patch_size:
       raise ValueError(
           f'model.image_size={image_size} is not a multiple of '
@@ -221,7 +233,7 @@ class ViT(nnx.Module):
       raise ValueError(
           f'model.hidden_size={dim} is not a multiple of '
           f'model.num_heads={heads}.')
-    self.image_size = image_size
+    self.image_size, self.remat = image_size, remat
     num_patches = (image_size // patch_size) ** 2
     self.patch_embed = nnx.Conv(
         in_channels, dim, (patch_size, patch_size), strides=patch_size,
@@ -244,8 +256,11 @@ class ViT(nnx.Module):
     x = x.reshape(x.shape[0], -1, x.shape[-1])
     cls = jnp.broadcast_to(self.cls_token[...], (x.shape[0], 1, x.shape[-1]))
     x = jnp.concatenate([cls, x], axis=1) + self.pos_embed[...]
-    for block in self.blocks:
-      x = block(x)
+    if self.remat:
+      x = remat_lib.scan_blocks(self.blocks, x)
+    else:
+      for block in self.blocks:
+        x = block(x)
     return self.head(self.norm(x)[:, 0])
 
 
@@ -310,7 +325,8 @@ def _or(value: Optional[int], default: Any) -> Any:
 def _resnet(block, stages):
   def build(cfg: VisionModelConfig, num_classes, shape, rngs):
     return ResNet(block, stages, num_classes, shape[2], _or(cfg.width, 64),
-                  cfg.stem, rngs=rngs, init=KERNEL_INITS[cfg.kernel_init])
+                  cfg.stem, rngs=rngs, init=KERNEL_INITS[cfg.kernel_init],
+                  remat=cfg.remat)
   return build
 
 
@@ -321,7 +337,7 @@ def _vit(preset: str):
                _or(cfg.patch_size, patch), _or(cfg.hidden_size, dim),
                _or(cfg.depth, depth), _or(cfg.num_heads, heads),
                _or(cfg.mlp_dim, mlp), rngs=rngs,
-               init=KERNEL_INITS[cfg.kernel_init])
+               init=KERNEL_INITS[cfg.kernel_init], remat=cfg.remat)
   return build
 
 
@@ -346,6 +362,11 @@ def validate(config: VisionModelConfig) -> None:
   fields.one_of('model.kernel_init', config.kernel_init, KERNEL_INITS)
   precision.validate('model.param_dtype', config.param_dtype)
   fields.positive_ints(config, 'model')
+  if config.remat and not config.name.startswith(('resnet', 'vit')):
+    raise fields.ConfigError(
+        f'model.remat=True with model.name={config.name!r}: expected a '
+        'resnet* or vit* model (the cnn and mlp have no blocks to '
+        'recompute).')
 
 
 def create_model(config: VisionModelConfig, num_classes: int,
