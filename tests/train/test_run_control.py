@@ -155,6 +155,7 @@ def _schedule(config, steps):
   return lt.make_optimizer(lt.validate(lt.copy(config)), steps, 4).schedule
 
 
+@pytest.mark.slow
 def test_extend_keeps_the_run_then_trains_at_the_final_rate(tmp_path):
   config = tiny_config(num_epochs=2, schedule__final_fraction=0.25)
   short = lt.train_and_evaluate(config, tmp_path / 'w', verbose=False)
@@ -450,6 +451,7 @@ def test_accumulation_runs_resumes_and_refuses_uneven_splits(tmp_path):
     lt.validate(tiny_config(grad_accum_steps=0))
 
 
+@pytest.mark.slow
 def test_micro_batches_are_really_split():
   """With BatchNorm the statistics are those of each micro-batch, so the
   gradient differs from the whole batch's: the scan does split it."""

@@ -53,7 +53,8 @@ def _greedy_by_full_forward(model, prompt, n):
 # --- the cache ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize('param_dtype', ['float32', 'bfloat16'])
+@pytest.mark.parametrize('param_dtype', [
+    'float32', pytest.param('bfloat16', marks=pytest.mark.slow)])
 def test_greedy_with_the_cache_equals_greedy_without_it(param_dtype):
   model = _model(param_dtype)
   assert jax.tree.leaves(nnx.state(model, nnx.Param))[0].dtype == (
@@ -70,7 +71,8 @@ def test_greedy_with_the_cache_equals_greedy_without_it(param_dtype):
   assert len(set(reference.tolist())) > 5  # not one token repeated
 
 
-@pytest.mark.parametrize('param_dtype', ['float32', 'bfloat16'])
+@pytest.mark.parametrize('param_dtype', [
+    'float32', pytest.param('bfloat16', marks=pytest.mark.slow)])
 def test_cached_logits_equal_the_full_forward_pass(param_dtype):
   model = _model(param_dtype, seed=1)
   tokens = jax.random.randint(jax.random.key(0), (2, 32), 0, VOCAB)
@@ -101,6 +103,7 @@ def test_the_cache_is_refused_beyond_the_context():
     model.init_cache(batch=1, max_len=33)
 
 
+@pytest.mark.slow
 def test_a_batch_of_prompts_decodes_each_as_alone():
   model = _model(seed=2)
   prompts = np.array([[1, 2, 3], [200, 100, 7]])
@@ -114,6 +117,7 @@ def test_a_batch_of_prompts_decodes_each_as_alone():
 # --- sampling -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('temperature', [0.3, 1.0, 10.0])
 def test_top_k_1_is_greedy_at_any_temperature(temperature):
   model = _model(seed=3)
@@ -124,6 +128,7 @@ def test_top_k_1_is_greedy_at_any_temperature(temperature):
   np.testing.assert_array_equal(top1, greedy)
 
 
+@pytest.mark.slow
 def test_a_seed_fixes_the_sample_and_another_changes_it():
   model = _model(seed=4, scale=1.0)  # near-uniform: 256 choices a token
   kwargs = dict(max_new_tokens=28, temperature=2.0)

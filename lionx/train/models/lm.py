@@ -259,7 +259,7 @@ class GPT(nnx.Module):
 
   Example:
     >>> from lionx.train.models import lm
-    >>> model = lm.create_model(lm.GPTModelConfig(), 256)
+    >>> model = lm.create_model(lm.GPTModelConfig(num_layers=1), 256)
     >>> tokens = jnp.array([[5, 7, 11]])
     >>> cache = model.init_cache(batch=1, max_len=8)
     >>> first, cache = model.decode(tokens[:, :2], cache, 0)  # the prompt
