@@ -36,15 +36,3 @@ if _cache != '0':
                         ('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')):
     os.environ.setdefault(_name, _value)
 
-
-def pytest_collection_modifyitems(config, items):
-  """The slow tier first, the notebooks first of all: with ``-n auto`` the
-  longest tests then start early, and the short ones fill the workers'
-  last minutes instead of one worker waiting on a notebook."""
-  del config
-
-  def rank(item) -> int:
-    if 'test_notebook_runs' in item.nodeid:
-      return 0
-    return 1 if item.get_closest_marker('slow') else 2
-  items.sort(key=rank)  # stable: file order within each rank
