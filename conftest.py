@@ -35,4 +35,3 @@ if _cache != '0':
                         ('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0'),
                         ('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')):
     os.environ.setdefault(_name, _value)
-

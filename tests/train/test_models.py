@@ -159,6 +159,14 @@ def test_remat_gives_the_same_step(name, fields):
     assert remat < 0.8 * plain, (remat, plain)
 
 
+def test_scan_blocks_refuses_blocks_of_two_structures():
+  from lionx.train.models import remat
+  blocks = [nnx.Linear(4, 4, rngs=nnx.Rngs(0)),
+            nnx.Linear(4, 4, use_bias=False, rngs=nnx.Rngs(1))]
+  with pytest.raises(ValueError, match='the blocks differ in structure'):
+    remat.scan_blocks(blocks, jnp.ones((2, 4)))
+
+
 def test_remat_needs_blocks():
   with pytest.raises(ValueError, match="model.remat=True with "
                      "model.name='cnn': expected a resnet"):

@@ -154,16 +154,6 @@ def _linear(cin: int, cout: int, rngs: nnx.Rngs, std: float = _STD,
 COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
 
 
-def _blocks(blocks: nnx.List, x: jax.Array, remat: bool) -> jax.Array:
-  """``x`` through the blocks; with ``remat`` as :func:`remat.scan_blocks`
-  (each block's activations recomputed in the backward pass)."""
-  if remat:
-    return remat_lib.scan_blocks(blocks, x)
-  for block in blocks:
-    x = block(x)
-  return x
-
-
 class LayerCache(NamedTuple):
   """One block's keys and values for incremental decoding (float32).
 
@@ -288,7 +278,7 @@ class GPT(nnx.Module):
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
     x = self.wte(tokens) + self.wpe(jnp.arange(tokens.shape[1]))
-    x = _blocks(self.blocks, x, self.remat)
+    x = remat_lib.run_blocks(self.blocks, x, self.remat)
     return self.wte.attend(self.ln_f(x))  # tied output layer
 
   def init_cache(self, batch: int, max_len: int) -> tuple[LayerCache, ...]:
@@ -355,7 +345,7 @@ class Bert(nnx.Module):
     x = (self.wte(tokens) + self.wpe(jnp.arange(tokens.shape[1]))
          + self.segment(segments))
     x = self.ln_embed(x)
-    x = _blocks(self.blocks, x, self.remat)
+    x = remat_lib.run_blocks(self.blocks, x, self.remat)
     x = self.ln_f(x)
     picked = jnp.take_along_axis(x, positions[..., None], axis=1)
     h = self.mlm_ln(nnx.gelu(self.mlm_dense(picked)))

@@ -52,17 +52,24 @@ def scan_blocks(blocks: Sequence[nnx.Module], x: jax.Array) -> jax.Array:
   return lax.scan(body, x, stacked)[0]
 
 
-def _apply(stage: Sequence[nnx.Module], x: jax.Array) -> jax.Array:
-  for block in stage:
+def sequential(blocks: Sequence[nnx.Module], x: jax.Array) -> jax.Array:
+  """``x`` through ``blocks`` in turn, every activation kept."""
+  for block in blocks:
     x = block(x)
   return x
+
+
+def run_blocks(blocks: Sequence[nnx.Module], x: jax.Array,
+               remat: bool) -> jax.Array:
+  """:func:`scan_blocks` with ``remat``, else :func:`sequential`."""
+  return scan_blocks(blocks, x) if remat else sequential(blocks, x)
 
 
 def checkpoint_stages(stages: Sequence[Sequence[nnx.Module]],
                       x: jax.Array) -> jax.Array:
   """``x`` through each stage's blocks in turn, each stage under
   ``nnx.remat`` (BatchNorm statistics update as without it)."""
-  step = nnx.remat(_apply)
+  step = nnx.remat(sequential)
   for stage in stages:
     x = step(list(stage), x)
   return x

@@ -187,15 +187,14 @@ class ResNet(nnx.Module):
     if self.stem == 'imagenet':
       x = nnx.max_pool(x, (3, 3), strides=(2, 2),
                        padding=((1, 1), (1, 1)))
-    stages, start = [], 0
-    for size in self.stage_sizes:
-      stages.append(self.blocks[start:start + size])
-      start += size
     if self.remat:
+      stages, start = [], 0
+      for size in self.stage_sizes:
+        stages.append(self.blocks[start:start + size])
+        start += size
       x = remat_lib.checkpoint_stages(stages, x)
     else:
-      for block in self.blocks:
-        x = block(x)
+      x = remat_lib.sequential(self.blocks, x)
     return self.fc(jnp.mean(x, axis=(1, 2)))
 
 
@@ -256,11 +255,7 @@ class ViT(nnx.Module):
     x = x.reshape(x.shape[0], -1, x.shape[-1])
     cls = jnp.broadcast_to(self.cls_token[...], (x.shape[0], 1, x.shape[-1]))
     x = jnp.concatenate([cls, x], axis=1) + self.pos_embed[...]
-    if self.remat:
-      x = remat_lib.scan_blocks(self.blocks, x)
-    else:
-      for block in self.blocks:
-        x = block(x)
+    x = remat_lib.run_blocks(self.blocks, x, self.remat)
     return self.head(self.norm(x)[:, 0])
 
 
