@@ -185,3 +185,17 @@ def test_notebook_runs(name, kernel_manager, monkeypatch):
   assert not _outputs(nb, 'error')
   assert any('image/png' in o.get('data', {}) for o in _outputs(nb))
   assert path.read_bytes() == committed  # nothing written back
+
+
+def test_execute_refuses_the_smoke_size():
+  # Its outputs are not results: nothing is executed or written.
+  import subprocess  # pylint: disable=g-import-not-at-top
+  path = NOTEBOOKS / EXPECTED[0]
+  committed = path.read_bytes()
+  run = subprocess.run(
+      [sys.executable, str(NOTEBOOKS / 'execute.py'), str(path)],
+      capture_output=True, text=True, timeout=120,
+      env={**os.environ, 'LIONX_NOTEBOOK_SMOKE': '1'})
+  assert run.returncode == 1
+  assert 'LIONX_NOTEBOOK_SMOKE=1' in run.stderr and 'unset it' in run.stderr
+  assert path.read_bytes() == committed
