@@ -655,6 +655,7 @@ COMPLEX_OPTIMIZERS = {
 }
 
 
+@pytest.mark.compiled_as_users
 @pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(COMPLEX_OPTIMIZERS))
 def test_complex_leaf_is_its_real_view_bit_for_bit(name):

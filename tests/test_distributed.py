@@ -148,6 +148,7 @@ def test_params_bit_identical_on_every_device(aggregation):
   assert not np.allclose(mu[0], mu[1])
 
 
+@pytest.mark.compiled_as_users
 @pytest.mark.parametrize('aggregation,communication', MODES)
 def test_one_worker_equals_lion(aggregation, communication):
   rng = np.random.default_rng(2)
@@ -431,6 +432,7 @@ def test_one_worker_equals_lion_with_a_weight_decay_convention(convention):
   np.testing.assert_allclose(out, params, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.compiled_as_users
 def test_complex_leaves_vote_as_two_real_coordinates():
   """A complex leaf's update is its real view's, on 8 workers."""
   rng = np.random.default_rng(6)

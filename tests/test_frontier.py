@@ -13,7 +13,7 @@ RUN = frontier.run  # the tests below monkeypatch frontier.run
 
 @pytest.fixture(scope='module')
 def result():
-  config = tiny_config(num_epochs=2)
+  config = tiny_config(num_epochs=1)
   return frontier.run(config, optimizers=('lion', 'lion_spectral',
                                           'lion_cwd', 'adamw'),
                       grid=(3e-2, 3e-3), seeds=(0, 1),

@@ -101,6 +101,7 @@ def test_bf16_momentum_differs_only_at_bf16_rounding():
   assert np.all(err <= 2.0 ** -8 * np.abs(exact_m) + 1e-30)
 
 
+@pytest.mark.compiled_as_users
 @pytest.mark.parametrize('b1,b2', [(0.9, 0.0), (0.9, 0.3)])
 def test_falls_back_to_textbook_form(b1, b2):
   """b2 = 0 and b1 > 2 b2 use line 4 as written: the same compiled bits."""
@@ -114,6 +115,7 @@ def _textbook(b1, m, g):
   return np.asarray(jax.jit(lambda m, g: b1 * m + (1.0 - b1) * g)(m, g))
 
 
+@pytest.mark.compiled_as_users
 def test_traced_betas_use_textbook_form():
   m, g = _random_mg(1 << 12, seed=5)
 
@@ -178,6 +180,7 @@ def test_compiled_lion_step_b2_half_bf16_copies_no_momentum():
         lionx.lion(1e-3, b1, 0.5, mu_dtype=jnp.bfloat16), 1 << 16)
 
 
+@pytest.mark.compiled_as_users
 @pytest.mark.parametrize('b1,b2', [(0.9, 0.0), (1.0, 0.0), (0.61, 0.3),
                                    (0.9, 0.3), (1.0, 0.49)])
 def test_documented_exceptions_use_the_textbook_form(b1, b2):

@@ -158,6 +158,7 @@ def test_float32_arithmetic_also_under_x64(mu_dtype, grad_dtype):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.compiled_as_users
 @pytest.mark.parametrize('b,ratio', [(0.9, 9.0), (0.99, 99.0), (0.8, 4.0)])
 def test_no_step_where_c_is_far_below_rounding_level(b, ratio):
   """b1 = b2 = b and g = -b / (1 - b) m: Algorithm 1's c_k (= m_k) is about

@@ -371,6 +371,7 @@ def test_chex_variants_jit_and_eager():
 MDN = optax.contrib.MuonDimensionNumbers
 
 
+@pytest.mark.compiled_as_users
 def test_stacked_layers_are_matrices_each():
   """(L, d_in, d_out) with MuonDimensionNumbers(1, 2): L polar factors and
   L constraints; without it one (L d_in) x d_out matrix."""

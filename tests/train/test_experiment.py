@@ -314,7 +314,12 @@ def test_box_column_follows_the_weight_decay_convention(tmp_path, convention):
   other = experiment.train_and_evaluate(paper, tmp_path / 'paper',
                                         verbose=False)
   assert other.rows[-1]['box_weight_decay'] == pytest.approx(wd)
-  assert other.rows[-1]['full_loss'] != row['full_loss']
+  # The decay steps differ by about an ulp of theta (eta lambda = 3e-7): the
+  # parameters show it, the loss may round it away.
+  paper_state, _ = _final_state(paper, tmp_path / 'paper', ds)
+  paper_leaves = [np.asarray(x) for x in jax.tree.leaves(
+      nnx.state(paper_state.model, nnx.Param))]
+  assert any(not np.array_equal(a, b) for a, b in zip(leaves, paper_leaves))
 
 
 def test_conventions_are_for_the_lion_family():

@@ -1,0 +1,23 @@
+"""The suite's compiler settings (conftest.py): less optimisation work by
+default, and the settings users compile with for tests marked
+``compiled_as_users`` (run in a child pytest)."""
+
+import os
+
+import jax
+import pytest
+
+FAST = os.environ.get('LIONX_TEST_COMPILE', 'fast') == 'fast'
+
+
+@pytest.mark.skipif(not FAST, reason='LIONX_TEST_COMPILE=users')
+def test_the_suite_compiles_with_less_optimisation():
+  assert jax.config.read('jax_disable_most_optimizations')
+
+
+@pytest.mark.compiled_as_users
+def test_a_marked_test_compiles_as_users_do():
+  assert os.environ['LIONX_TEST_COMPILE'] == 'users'
+  assert not jax.config.read('jax_disable_most_optimizations')
+  assert 'xla_cpu_use_fusion_emitters' not in os.environ['XLA_FLAGS']
+  assert jax.jit(lambda x: x * 2.0 + 1.0)(1.0) == 3.0
