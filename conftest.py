@@ -64,7 +64,7 @@ def _known_to_xla(flags: str) -> bool:
 
 
 if COMPILE == 'fast':
-  os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
+  os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'] = '1'
   _flags = os.environ['XLA_FLAGS']
   if ('xla_cpu_use_fusion_emitters' not in _flags
       and _known_to_xla(f'{_flags} {_EMITTERS}')):

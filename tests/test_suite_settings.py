@@ -13,6 +13,8 @@ FAST = os.environ.get('LIONX_TEST_COMPILE', 'fast') == 'fast'
 @pytest.mark.skipif(not FAST, reason='LIONX_TEST_COMPILE=users')
 def test_the_suite_compiles_with_less_optimisation():
   assert jax.config.read('jax_disable_most_optimizations')
+  # This jaxlib knows the flag, so the probe in conftest.py kept it.
+  assert '--xla_cpu_use_fusion_emitters=false' in os.environ['XLA_FLAGS']
 
 
 @pytest.mark.compiled_as_users
