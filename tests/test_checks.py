@@ -10,12 +10,14 @@ import math
 
 import hypothesis
 import hypothesis.strategies as st
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import lionx
 from lionx import checks
+from lionx._src import checks as src_checks
 from lionx.train import fields
 
 
@@ -89,6 +91,75 @@ def test_step_count():
     checks.step_count('count', 2.0)
   with pytest.raises(ValueError, match='count=-1'):
     checks.step_count('count', -1)
+
+
+_TOP = 2 ** 31 - 1  # optax's count is int32
+
+
+@pytest.mark.parametrize('value', [
+    0, _TOP, np.int32(0), np.int64(_TOP), np.uint8(3), jnp.asarray(0),
+    jnp.asarray(5, jnp.int32)], ids=repr)
+def test_step_count_takes_every_integer_count_up_to_int32(value):
+  checks.step_count('count', value)
+  jax.jit(lambda c: checks.step_count('count', c))(jnp.asarray(value))
+
+
+@pytest.mark.parametrize('value,match', [
+    (_TOP + 1, 'count=2147483648: expected a step count >= 0 and <= '
+     '2147483647'),
+    (-1, 'count=-1: expected a step count >= 0'),
+    (np.int32(-1), r'count=np.int32\(-1\): expected a step count >= 0'),
+    (jnp.asarray(-3), 'expected a step count >= 0'),
+])
+def test_step_count_refuses_counts_out_of_range(value, match):
+  with pytest.raises(ValueError, match=match):
+    checks.step_count('count', value)
+
+
+# What each refusal says it got (after "expected an integer step count (a
+# Python int or an integer array of shape ()), got ...").
+@pytest.mark.parametrize('value,got', [
+    (True, 'a bool'), (np.bool_(True), 'a bool'), (None, 'None'),
+    ('3', 'a string'), (int, 'the type int'),
+    (np.dtype('int32'), 'the dtype int32'), (2.0, 'a float'),
+    (np.float32(2.0), 'dtype float32'), (jnp.asarray(1.0), 'dtype float32'),
+    (np.arange(2), r'shape \(2,\)'), (jnp.zeros((1,), jnp.int32),
+                                      r'shape \(1,\)'),
+    (object(), 'object'),
+], ids=repr)
+def test_step_count_says_what_it_got(value, got):
+  with pytest.raises(TypeError, match=(
+      r'expected an integer step count \(a Python int or an integer array '
+      rf'of shape \(\)\), got {got}\.$')):
+    checks.step_count('count', value)
+
+
+def test_step_count_of_a_traced_float_says_its_dtype():
+  with pytest.raises(TypeError, match=r'got dtype float32\.'):
+    jax.jit(lambda c: checks.step_count('count', c))(jnp.asarray(1.0))
+
+
+def test_concrete_number_is_a_python_float():
+  for value, expected in ((2, 2.0), (np.float32(0.5), 0.5), (np.int8(-3), -3.0),
+                          (jnp.asarray(1.5), 1.5)):
+    out = src_checks.concrete_number('p', value)
+    assert type(out) is float and out == expected
+
+
+@pytest.mark.parametrize('value,got', [
+    (lambda count: 1.0, 'expected a real number, got a callable'),
+    ('x', 'expected a real number, got a string'),
+    (np.ones(2), r'expected a real number \(a scalar\), got shape \(2,\)'),
+    (1 + 2j, 'expected a real number, got dtype complex128'),
+], ids=['schedule', 'string', 'array', 'complex'])
+def test_concrete_number_names_the_argument_and_refuses_schedules(value, got):
+  with pytest.raises(TypeError, match=rf'^p=.*: {got}'):
+    src_checks.concrete_number('p', value)
+
+
+def test_concrete_number_refuses_a_traced_value():
+  with pytest.raises(TypeError, match='p=.*not a traced value'):
+    jax.jit(lambda x: src_checks.concrete_number('p', x))(1.0)
 
 
 def test_one_of():
