@@ -41,7 +41,7 @@ from lionx import metrics
 from lionx import quantized
 from lionx import theory
 
-__version__ = '0.3.1'
+__version__ = '0.3.2'
 
 # Old top-level names, deprecated in 0.3 and removed in 0.4:
 # name -> (where it lives now, the replacement to name in the warning).

@@ -162,6 +162,36 @@ def test_concrete_number_refuses_a_traced_value():
     jax.jit(lambda x: src_checks.concrete_number('p', x))(1.0)
 
 
+@pytest.mark.parametrize('low,low_open,value,words', [
+    (0.0, True, 0.0, 'a positive number'),
+    (0.0, False, -1.0, 'a number >= 0'),
+    (2.0, True, 2.0, 'a number > 2'),
+    (2.0, False, 1.0, 'a number >= 2'),
+    (-1.0, False, -3.0, 'a number >= -1'),
+])
+def test_half_lines_are_said_in_words(low, low_open, value, words):
+  with pytest.raises(ValueError, match=rf': expected {words}\.$'):
+    checks.in_range('x', value, low, math.inf, low_open=low_open)
+
+
+@pytest.mark.parametrize('out', [
+    0.5, 2, np.float32(0.5), np.int32(3), jnp.asarray(0.5),
+    jnp.asarray(2, jnp.int32)], ids=repr)
+def test_scheduled_calls_a_schedule_that_returns_a_real_scalar(out):
+  assert src_checks.scheduled('lr', lambda count: out, 7) is out
+  assert src_checks.scheduled('lr', 0.25, 7) == 0.25  # a constant as it is
+
+
+@pytest.mark.parametrize('out', [
+    True, np.bool_(False), 1j, jnp.asarray(1j), jnp.ones(2), [0.5],
+    (0.1, 0.2), 'x', None], ids=repr)
+def test_scheduled_refuses_a_schedule_that_returns_no_real_scalar(out):
+  with pytest.raises(TypeError, match=(
+      r'^lr=<function .*> returned .* at step 7; expected a schedule that '
+      r'returns a real scalar\.$')):
+    src_checks.scheduled('lr', lambda count: out, 7)
+
+
 def test_one_of():
   checks.one_of('scope', 'leaf', ('global', 'leaf'))
   with pytest.raises(ValueError, match=r"scope='layer' is not one of"):

@@ -259,7 +259,7 @@ def scheduled(name: str, value: Any, count: Any) -> Any:
                                   or jnp.issubdtype(dtype, jnp.floating))
   except TypeError:
     shape, real = None, False
-  if shape != () or not real:
+  if out is None or shape != () or not real:  # result_type(None) is float
     raise TypeError(
         f'{name}={value!r} returned {out!r} at step {count!r}; expected a '
         'schedule that returns a real scalar.')
