@@ -192,6 +192,19 @@ def test_scheduled_refuses_a_schedule_that_returns_no_real_scalar(out):
     src_checks.scheduled('lr', lambda count: out, 7)
 
 
+@pytest.mark.parametrize('tree,where,what', [
+    ({'a': {'b': 'x'}}, r"\['a'\]\['b'\]", "str 'x'"),
+    ('x', r'\(the root\)', "str 'x'"),
+    ([jnp.ones(1), object()], r'\[1\]', 'object <object object at'),
+], ids=['nested', 'root', 'list'])
+def test_a_non_numeric_leaf_is_named_by_its_path_and_type(tree, where, what):
+  for check in (src_checks.numeric_leaves, src_checks.inexact_leaves):
+    with pytest.raises(TypeError, match=(
+        rf'^params has a leaf at {where} that is not a numeric array: '
+        rf'{what}.*; expected a pytree of arrays\.$')):
+      check('params', tree)
+
+
 def test_one_of():
   checks.one_of('scope', 'leaf', ('global', 'leaf'))
   with pytest.raises(ValueError, match=r"scope='layer' is not one of"):
