@@ -125,7 +125,7 @@ def test_step_count_refuses_counts_out_of_range(value, match):
     (np.float32(2.0), 'dtype float32'), (jnp.asarray(1.0), 'dtype float32'),
     (np.arange(2), r'shape \(2,\)'), (jnp.zeros((1,), jnp.int32),
                                       r'shape \(1,\)'),
-    (object(), 'object'),
+    pytest.param(object(), 'object', id='object'),
 ], ids=repr)
 def test_step_count_says_what_it_got(value, got):
   with pytest.raises(TypeError, match=(
