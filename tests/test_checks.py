@@ -205,6 +205,17 @@ def test_a_non_numeric_leaf_is_named_by_its_path_and_type(tree, where, what):
       check('params', tree)
 
 
+@pytest.mark.parametrize('tree,where,dtype', [
+    (jnp.arange(3), r'\(the root\)', 'int32'),
+    ({'a': jnp.ones(2, bool)}, r"\['a'\]", 'bool'),
+], ids=['root', 'nested'])
+def test_an_integer_or_bool_leaf_is_named_by_its_path(tree, where, dtype):
+  with pytest.raises(TypeError, match=(
+      rf'^params has a leaf at {where} of dtype {dtype}; lionx optimizes '
+      r'float \(or complex\) leaves only\.')):
+    src_checks.inexact_leaves('params', tree)
+
+
 def test_one_of():
   checks.one_of('scope', 'leaf', ('global', 'leaf'))
   with pytest.raises(ValueError, match=r"scope='layer' is not one of"):
