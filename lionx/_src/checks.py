@@ -252,14 +252,11 @@ def scheduled(name: str, value: Any, count: Any) -> Any:
   if not callable(value):
     return value
   out = value(count)
-  try:
-    shape = out.shape if hasattr(out, 'shape') else np.shape(out)
-    dtype = np.bool_ if isinstance(out, bool) else jnp.result_type(out)
-    real = dtype != np.bool_ and (jnp.issubdtype(dtype, jnp.integer)
-                                  or jnp.issubdtype(dtype, jnp.floating))
-  except TypeError:
-    shape, real = None, False
-  if out is None or shape != () or not real:  # result_type(None) is float
+  dtype = leaf_dtype(out)  # None for None, lists, strings ...
+  real = dtype is not None and dtype != np.bool_ and (
+      jnp.issubdtype(dtype, jnp.integer)
+      or jnp.issubdtype(dtype, jnp.floating))
+  if not real or np.shape(out) != ():
     raise TypeError(
         f'{name}={value!r} returned {out!r} at step {count!r}; expected a '
         'schedule that returns a real scalar.')
@@ -341,10 +338,13 @@ def leaf_dtype(leaf: Any) -> Optional[np.dtype]:
   return None
 
 
+def _where(path: Any) -> str:
+  return jax.tree_util.keystr(path) or '(the root)'
+
+
 def _not_numeric(name: str, path: Any, leaf: Any) -> TypeError:
-  where = jax.tree_util.keystr(path) or '(the root)'
   return TypeError(
-      f'{name} has a leaf at {where} that is not a numeric array: '
+      f'{name} has a leaf at {_where(path)} that is not a numeric array: '
       f'{type(leaf).__name__} {leaf!r:.60}; expected a pytree of arrays.')
 
 
@@ -372,9 +372,8 @@ def inexact_leaves(name: str, tree: Any) -> None:
     if dtype is None:
       raise _not_numeric(name, path, leaf)
     if not jnp.issubdtype(dtype, jnp.inexact):
-      where = jax.tree_util.keystr(path) or '(the root)'
       raise TypeError(
-          f'{name} has a leaf at {where} of dtype {dtype}; lionx optimizes '
-          'float (or complex) leaves only. Keep integer and bool state out '
-          'of the optimized tree, e.g. with nnx.Optimizer(..., '
+          f'{name} has a leaf at {_where(path)} of dtype {dtype}; lionx '
+          'optimizes float (or complex) leaves only. Keep integer and bool '
+          'state out of the optimized tree, e.g. with nnx.Optimizer(..., '
           'wrt=nnx.Param) or optax.masked.')
