@@ -23,8 +23,8 @@ by default (``LIONX_TEST_COMPILE=fast``) the suite asks XLA for less work:
 and XLA:CPU's older elemental emitters
 (``--xla_cpu_use_fusion_emitters=false``); fusion and buffer assignment
 are HLO passes, which neither touches, so ``memory_analysis()`` is the same.
-A tiny run compiles in about a third of the time. Both settings travel to the
-subprocesses and notebook kernels through the environment.
+The full suite takes half the time (docs/development.md). Both settings
+travel to the subprocesses and notebook kernels through the environment.
 ``LIONX_TEST_COMPILE=users`` compiles as users do (the benchmarks always
 do). A test of the optimised arithmetic itself (two programs equal bit for
 bit, rounding noise, a tolerance near float32's resolution) is marked
